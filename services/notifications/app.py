@@ -1,0 +1,31 @@
+"""The notifications service: signed webhooks with retries, and the pull feed."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.notifications.api import router
+from services.notifications.worker import consumers
+from shared.service import ServiceSpec, build_app
+from shared.settings import Settings
+
+DESCRIPTION = """
+The notifications service tells partners of every event meant for them: by signed webhooks
+(Standard Webhooks, CloudEvents bodies) with retries, and by a pull feed.
+
+Authenticate with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem documents.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    return build_app(
+        settings,
+        ServiceSpec(
+            name="notifications",
+            title="Relais notifications",
+            description=DESCRIPTION,
+            routers=[router],
+            consumers=consumers,
+        ),
+    )

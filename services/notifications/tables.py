@@ -1,0 +1,7 @@
+"""Tables of schema `notifications`."""
+
+from __future__ import annotations
+
+from shared.db import schema_metadata
+
+metadata = schema_metadata("notifications")

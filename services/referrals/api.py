@@ -1,0 +1,7 @@
+"""HTTP of the referrals service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,31 @@
+"""The referrals service: routing each case's next intervention and the referral lifecycle."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.referrals.api import router
+from services.referrals.worker import consumers
+from shared.service import ServiceSpec, build_app
+from shared.settings import Settings
+
+DESCRIPTION = """
+The referrals service routes each case's next intervention, as a referral, to the partner
+responsible for it, and keeps every referral's lifecycle and history.
+
+Authenticate with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem documents.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    return build_app(
+        settings,
+        ServiceSpec(
+            name="referrals",
+            title="Relais referrals",
+            description=DESCRIPTION,
+            routers=[router],
+            consumers=consumers,
+        ),
+    )

@@ -1,0 +1,141 @@
+"""HTTP of the registry: parse, authorise, call the store, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, status
+
+from services.registry import store
+from services.registry.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    PartnerCreate,
+    PartnerRead,
+)
+from services.registry.tables import partners
+from shared.deps import Admin, Caller, SessionDep
+from shared.errors import NotFound, Problem
+from shared.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Page,
+    keyset,
+    page_of,
+    parse_time,
+)
+from shared.tables import api_keys
+
+router = APIRouter()
+
+NOT_FOUND = {404: {"model": Problem, "description": "No such resource visible to this key."}}
+
+
+@router.post(
+    "/partners",
+    tags=["partners"],
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a partner organisation (admin)",
+)
+async def create_partner(body: PartnerCreate, caller: Admin, session: SessionDep) -> PartnerRead:
+    async with session.begin():
+        row = await store.create_partner(session, values=body.model_dump(), caller=caller)
+    return PartnerRead.model_validate(row)
+
+
+@router.get("/partners", tags=["partners"], summary="List partners (every key: the directory)")
+async def list_partners(
+    _caller: Caller,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[PartnerRead]:
+    query = keyset(
+        store.partners_query(),
+        order_by=[partners.c.name, partners.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[str, UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["name"], r["id"]))
+    return Page[PartnerRead](
+        items=[PartnerRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/partners/{partner_id}", tags=["partners"], summary="Get a partner", responses=NOT_FOUND
+)
+async def get_partner(partner_id: UUID, _caller: Caller, session: SessionDep) -> PartnerRead:
+    row = await store.get_partner(session, partner_id=partner_id)
+    if row is None:
+        raise NotFound(f"No partner {partner_id}.")
+    return PartnerRead.model_validate(row)
+
+
+@router.post(
+    "/partners/{partner_id}/api-keys",
+    tags=["api-keys"],
+    status_code=status.HTTP_201_CREATED,
+    summary="Issue an API key to a partner (admin); the key is shown once",
+    responses=NOT_FOUND,
+)
+async def create_api_key(
+    partner_id: UUID, body: ApiKeyCreate, _admin: Admin, session: SessionDep
+) -> ApiKeyCreated:
+    async with session.begin():
+        partner = await store.get_partner(session, partner_id=partner_id)
+        if partner is None:
+            raise NotFound(f"No partner {partner_id}.")
+        row, key = await store.create_partner_key(session, partner_id=partner_id, name=body.name)
+    return ApiKeyCreated.model_validate({**row, "key": key})
+
+
+@router.get(
+    "/partners/{partner_id}/api-keys",
+    tags=["api-keys"],
+    summary="List a partner's keys, without the secrets (admin, or the partner itself)",
+    responses=NOT_FOUND,
+)
+async def list_api_keys(
+    partner_id: UUID,
+    caller: Caller,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[ApiKeyRead]:
+    if not caller.is_admin and caller.partner_id != partner_id:
+        raise NotFound(f"No partner {partner_id}.")
+    query = keyset(
+        store.keys_query(partner_id=partner_id),
+        order_by=[api_keys.c.created_at, api_keys.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["created_at"], r["id"]))
+    return Page[ApiKeyRead](
+        items=[ApiKeyRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+    )
+
+
+@router.delete(
+    "/api-keys/{key_id}",
+    tags=["api-keys"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a key, with immediate effect (admin, or the key's partner)",
+    responses=NOT_FOUND,
+)
+async def revoke_api_key(
+    key_id: Annotated[UUID, Path()], caller: Caller, session: SessionDep
+) -> None:
+    async with session.begin():
+        key = await store.get_key(session, key_id=key_id)
+        if key is None or (not caller.is_admin and key["partner_id"] != caller.partner_id):
+            raise NotFound(f"No API key {key_id}.")
+        await store.revoke_key(session, key_id=key_id)

@@ -1,0 +1,56 @@
+"""The registry service: partners, keys, reference data, the service directory and cases."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI
+
+from services.registry.api import router
+from services.registry.worker import consumers
+from shared.auth import ensure_admin_key
+from shared.service import ServiceSpec, build_app
+from shared.settings import Settings
+
+log = structlog.get_logger("relais.registry")
+
+DESCRIPTION = """
+The registry holds the hub's facts: the partner organisations and their API keys, the
+reference data (areas, service types), the service directory, and the returnees' cases with
+their reintegration plans and consent.
+
+Authenticate with `Authorization: Bearer <api key>`. Admin keys belong to the coordination
+secretariat; partner keys see and change only their own partner's data, except the
+directory (partners, services, areas, service types), which every key reads.
+
+Errors are RFC 9457 problem documents. Every POST accepts an `Idempotency-Key` header.
+"""
+
+TAGS = [
+    {"name": "partners", "description": "Partner organisations (created by admins)."},
+    {"name": "api-keys", "description": "Keys of partners: issued by admins, shown once."},
+]
+
+
+async def _bootstrap_admin_key(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    if not settings.bootstrap_admin_key:
+        return
+    async with app.state.sessionmaker() as session, session.begin():
+        added = await ensure_admin_key(session, settings.bootstrap_admin_key)
+    log.info("bootstrap_admin_key", registered=added)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    return build_app(
+        settings,
+        ServiceSpec(
+            name="registry",
+            title="Relais registry",
+            description=DESCRIPTION,
+            routers=[router],
+            tags=TAGS,
+            consumers=consumers,
+            on_startup=[_bootstrap_admin_key],
+        ),
+    )

@@ -1,0 +1,67 @@
+"""Request and response models of the registry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+PartnerKind = Literal["government", "ngo", "un_agency", "private", "community"]
+PartnerStatus = Literal["active", "inactive"]
+
+E164 = r"^\+[1-9][0-9]{6,14}$"
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are refused: a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PartnerCreate(StrictModel):
+    name: str = Field(
+        min_length=1, max_length=200, examples=["Organisation Internationale pour les Migrations"]
+    )
+    acronym: str = Field(default="", max_length=40, examples=["OIM"])
+    kind: PartnerKind = Field(examples=["un_agency"])
+    contact_email: EmailStr | None = Field(default=None, examples=["reintegration@oim.example.org"])
+    contact_phone: str | None = Field(
+        default=None,
+        pattern=E164,
+        description="E.164, e.g. +22370000000",
+        examples=["+22320221111"],
+    )
+
+
+class PartnerRead(BaseModel):
+    id: UUID
+    name: str
+    acronym: str
+    kind: PartnerKind
+    contact_email: str | None
+    contact_phone: str | None
+    status: PartnerStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreate(StrictModel):
+    name: str = Field(default="", max_length=200, examples=["case-management system, production"])
+
+
+class ApiKeyRead(BaseModel):
+    id: UUID
+    partner_id: UUID | None
+    role: Literal["admin", "partner"]
+    name: str
+    prefix: str = Field(description="The first characters of the key, to tell keys apart.")
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="Updated at most once a minute.")
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The key itself. Shown only in this response: store it now.")

@@ -1,0 +1,22 @@
+"""The registry's event consumers; run alone with `python -m services.registry.worker`."""
+
+from __future__ import annotations
+
+from shared.eventlog.consumer import Consumer
+from shared.observability import Metrics
+from shared.settings import Settings
+from shared.worker import run_worker
+
+
+def consumers(settings: Settings, metrics: Metrics) -> list[Consumer]:
+    """The registry's consumers. The step-status projector of `referral.*` events comes with
+    the referrals service; until then the registry consumes nothing."""
+    return []
+
+
+def main(settings: Settings | None = None) -> None:
+    run_worker("registry", consumers, settings or Settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""API keys: random, stored only as hashes, compared in constant time; admin and partner roles.
+
+A key is `rk_` followed by 32 random bytes in URL-safe base64. Only its SHA-256 is stored: a
+key has 256 bits of entropy, so a fast hash is enough and no salt or slow hash is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.tables import api_keys
+
+KEY_PREFIX = "rk_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+Role = Literal["admin", "partner"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a key of the coordination (admin) or of one partner."""
+
+    key_id: UUID
+    role: Role
+    partner_id: UUID | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def actor(self) -> str:
+        """The event log's `actor`: a partner id, or `admin`."""
+        return "admin" if self.partner_id is None else str(self.partner_id)
+
+    @property
+    def scope(self) -> str:
+        """What idempotency keys are scoped to: the partner, or the coordination."""
+        return self.actor
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def display_prefix(key: str) -> str:
+    """The first characters of a key, safe to show in lists to tell keys apart."""
+    return key[:10]
+
+
+async def create_key(
+    session: AsyncSession,
+    *,
+    role: Role,
+    partner_id: UUID | None,
+    name: str = "",
+    key: str | None = None,
+) -> tuple[dict, str]:
+    """Store a new key (or the given one) and return its row and the key, shown once."""
+    key = key or generate_key()
+    row = (
+        (
+            await session.execute(
+                insert(api_keys)
+                .values(
+                    id=uuid.uuid4(),
+                    role=role,
+                    partner_id=partner_id,
+                    name=name,
+                    prefix=display_prefix(key),
+                    key_hash=hash_key(key),
+                )
+                .returning(*[c for c in api_keys.c if c.name != "key_hash"])
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return dict(row), key
+
+
+async def ensure_admin_key(session: AsyncSession, key: str, *, name: str = "bootstrap") -> bool:
+    """Register `key` as an admin key unless it already is; True when it was added."""
+    existing = (
+        await session.execute(select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key)))
+    ).scalar()
+    if existing is not None:
+        await session.execute(
+            update(api_keys).where(api_keys.c.id == existing).values(revoked_at=None)
+        )
+        return False
+    await create_key(session, role="admin", partner_id=None, name=name, key=key)
+    return True
+
+
+async def authenticate(
+    sessionmaker: async_sessionmaker[AsyncSession], presented: str
+) -> Principal | None:
+    """The principal of a presented key, or None for an unknown, revoked or disabled one."""
+    if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
+        return None
+    digest = hash_key(presented)
+    async with sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(
+                    api_keys.c.id,
+                    api_keys.c.role,
+                    api_keys.c.partner_id,
+                    api_keys.c.key_hash,
+                    api_keys.c.last_used_at,
+                ).where(
+                    api_keys.c.key_hash == digest,
+                    api_keys.c.revoked_at.is_(None),
+                    api_keys.c.partner_active.is_(True),
+                )
+            )
+        ).one_or_none()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        now = datetime.now(UTC)
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            # A hot row: written at most once a minute per key.
+            await session.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.id == row.id,
+                    (api_keys.c.last_used_at.is_(None))
+                    | (api_keys.c.last_used_at < now - LAST_USED_RESOLUTION),
+                )
+                .values(last_used_at=now)
+            )
+            await session.commit()
+    return Principal(key_id=row.id, role=row.role, partner_id=row.partner_id)

@@ -1,0 +1,56 @@
+"""The FastAPI dependencies every service uses: the session and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.auth import Principal, authenticate
+from shared.errors import Forbidden, Unauthorized
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key issued by the coordination: `Authorization: Bearer rk_...`.",
+)
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessionmaker
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; handlers open their own transaction with `session.begin()`."""
+    async with request.app.state.sessionmaker() as session:
+        yield session
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The authenticated caller; 401 without a valid, unrevoked key of an active partner."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    principal = await authenticate(request.app.state.sessionmaker, credentials.credentials)
+    if principal is None:
+        raise Unauthorized("The API key is unknown, revoked, or its partner is inactive.")
+    request.scope.setdefault("state", {})["caller"] = principal.actor
+    return principal
+
+
+async def require_admin(caller: Annotated[Principal, Depends(get_caller)]) -> Principal:
+    """Only the coordination's admin keys pass; a partner key gets 403."""
+    if not caller.is_admin:
+        raise Forbidden("This action is reserved to the coordination (an admin key).")
+    return caller
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+Caller = Annotated[Principal, Depends(get_caller)]
+Admin = Annotated[Principal, Depends(require_admin)]

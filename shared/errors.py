@@ -1,0 +1,253 @@
+"""RFC 9457 problem documents for every error, and the domain's few typed errors."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.observability import request_id_var
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://relais.dev/problems/"
+
+log = structlog.get_logger("relais.errors")
+
+
+class FieldError(BaseModel):
+    """One invalid field: where it is (a JSON path from the request) and what is wrong."""
+
+    field: str = Field(examples=["body.beneficiary.date_of_birth"])
+    message: str = Field(examples=["Input should be a valid date"])
+    type: str = Field(examples=["date_from_datetime_parsing"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "validation"])
+    title: str = Field(examples=["Invalid request"])
+    status: int = Field(examples=[422])
+    detail: str | None = Field(default=None, examples=["2 fields are invalid"])
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Base of the typed errors: each carries its status, a slug and a detail."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequest(ProblemError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(ProblemError):
+    status, slug, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class Forbidden(ProblemError):
+    status, slug, title = 403, "forbidden", "Not allowed for this key"
+
+
+class NotFound(ProblemError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(ProblemError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class InvalidTransition(Conflict):
+    slug, title = "invalid-transition", "Action not allowed in the current status"
+
+
+class PreconditionFailed(ProblemError):
+    status, slug, title = 412, "precondition-failed", "The resource has changed"
+
+
+class Unprocessable(ProblemError):
+    status, slug, title = 422, "validation", "Invalid request"
+
+    def __init__(self, detail: str | None = None, *, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(detail)
+        self.errors = list(errors)
+
+
+class ServiceUnavailable(ProblemError):
+    status, slug, title = 503, "unavailable", "Service temporarily unavailable"
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+    }
+    rid = request_id_var.get()
+    if rid is not None:
+        body["request_id"] = rid
+    if errors is not None:
+        body["errors"] = [e.model_dump() for e in errors]
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def validation_errors(errors: Sequence[dict[str, Any]]) -> list[FieldError]:
+    return [
+        FieldError(
+            field=_field_path(e.get("loc", ())), message=e.get("msg", ""), type=e.get("type", "")
+        )
+        for e in errors
+    ]
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Missing or invalid API key"),
+    403: ("forbidden", "Not allowed for this key"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    412: ("precondition-failed", "The resource has changed"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation", "Invalid request"),
+    428: ("precondition-required", "If-Match is required"),
+    429: ("too-many-requests", "Too many requests"),
+    503: ("unavailable", "Service temporarily unavailable"),
+}
+
+
+def _is_database_outage(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "AdminShutdownError"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error answers a problem document; nothing answers a bare 500."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_request: Request, exc: ProblemError) -> JSONResponse:
+        errors = getattr(exc, "errors", None)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem_response(
+            exc.status, exc.slug, exc.title, exc.detail, errors=errors, headers=headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc.errors())
+        count = len(errors)
+        return problem_response(
+            422,
+            "validation",
+            "Invalid request",
+            f"{count} field{'s' if count != 1 else ''} invalid: "
+            + ", ".join(e.field for e in errors[:5]),
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("error", "Error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+
+
+def _frames(exc: BaseException) -> list[str]:
+    """Where the error happened, without its message (messages may quote personal data)."""
+    return [
+        f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+    ][-12:]
+
+
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """503 for a database outage, else a 500 problem with the request id and no stack trace."""
+    if _is_database_outage(exc):
+        log.warning("database_unavailable", error=type(exc).__name__)
+        return problem_response(
+            503,
+            "unavailable",
+            "Service temporarily unavailable",
+            "The database cannot be reached right now; retry shortly.",
+            headers={"Retry-After": "2"},
+        )
+    log.error("unhandled_error", error=type(exc).__name__, frames=_frames(exc))
+    return problem_response(
+        500,
+        "internal",
+        "Internal error",
+        "An unexpected error occurred. Quote the request id when reporting it.",
+    )
+
+
+class UnexpectedErrorMiddleware:
+    """Turns any exception the handlers did not take into a problem document, and logs it once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            response = unexpected_error_response(exc)
+            if started:
+                return  # the response is under way; the log line is all that can be done
+            await response(scope, receive, send)

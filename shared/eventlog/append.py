@@ -1,0 +1,86 @@
+"""Appending to the event log inside the caller's transaction (transactional outbox).
+
+The `NOTIFY hub_events` that wakes the consumers is sent by a statement-level trigger on
+`hub.events`; PostgreSQL folds identical notifications of one transaction into one and
+delivers it at commit, so each appending transaction sends exactly one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.eventlog.model import SOURCES, Event
+from shared.tables import events
+
+NOTIFY_CHANNEL = "hub_events"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Event data as plain JSON values (uuids and times as strings)."""
+    return json.loads(json.dumps(data, default=_json_default))
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    type: str,
+    source: str,
+    subject: str,
+    data: Mapping[str, Any],
+    actor: str,
+    audience: Iterable[UUID] = (),
+    correlation_id: str | None = None,
+    causation_id: UUID | None = None,
+    event_id: UUID | None = None,
+) -> Event:
+    """Append one event in the session's current transaction and return it as stored.
+
+    The audience is fixed now: the partners allowed to see the event (admins see all).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown event source {source!r}")
+    row = (
+        (
+            await session.execute(
+                insert(events)
+                .values(
+                    id=event_id or uuid.uuid4(),
+                    type=type,
+                    source=source,
+                    subject=subject,
+                    actor=actor,
+                    audience=sorted(set(audience), key=str),
+                    correlation_id=correlation_id,
+                    causation_id=causation_id,
+                    data=to_json_data(data),
+                )
+                .returning(*events.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return Event.from_row(row)

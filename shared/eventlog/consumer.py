@@ -1,0 +1,197 @@
+"""Reading the event log without skipping: below the visibility horizon, in (tx, seq) order.
+
+Neither `seq` nor `tx` alone is commit order. A transaction takes its xid at its first write
+and its `seq` when it appends, so a reader tailing by `seq` skips events whose transaction
+commits after a later one. Every event whose `tx` is below `pg_snapshot_xmin` of the
+reader's snapshot belongs to a finished transaction, and no transaction still running can
+ever append below it; reading `(tx, seq) > checkpoint` under that horizon therefore sees
+every committed event exactly in the order the checkpoint advances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.eventlog.listener import Listener
+from shared.eventlog.model import Event
+from shared.observability import Metrics
+
+log = structlog.get_logger("relais.consumer")
+
+Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
+
+_READ = text(
+    """
+    SELECT seq, id, tx, type, source, subject, time, actor, audience,
+           correlation_id, causation_id, data
+    FROM hub.events
+    WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
+      AND (tx, seq) > (CAST(:tx AS xid8), :seq)
+    ORDER BY tx, seq
+    LIMIT :limit
+    """
+)
+
+_PENDING = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM hub.events WHERE (tx, seq) > (CAST(:tx AS xid8), :seq)
+    )
+    """
+)
+
+
+async def read_after(session: AsyncSession, *, tx: int, seq: int, limit: int) -> list[Event]:
+    """Committed events after the position (tx, seq), oldest first, never skipping one."""
+    rows = (await session.execute(_READ, {"tx": tx, "seq": seq, "limit": limit})).mappings()
+    return [Event.from_row(row) for row in rows]
+
+
+async def pending_above_horizon(session: AsyncSession, *, tx: int, seq: int) -> bool:
+    """True when events exist after the position but are not readable yet."""
+    return bool((await session.execute(_PENDING, {"tx": tx, "seq": seq})).scalar())
+
+
+class CheckpointMoved(RuntimeError):
+    """Another instance advanced this consumer's checkpoint: this batch is rolled back."""
+
+
+@dataclass
+class Consumer:
+    """A named reader of the log whose effects and checkpoint commit together."""
+
+    name: str
+    handler: Handler
+    batch_size: int = 200
+    poll_interval: float = 1.0
+    metrics: Metrics | None = None
+    _failures: int = field(default=0, init=False)
+
+    async def ensure_checkpoint(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text(
+                    "INSERT INTO hub.consumer_checkpoints (name) VALUES (:name) "
+                    "ON CONFLICT (name) DO NOTHING"
+                ),
+                {"name": self.name},
+            )
+
+    async def run_once(self, sessionmaker: async_sessionmaker[AsyncSession]) -> tuple[int, bool]:
+        """Process one batch. Returns (events handled, more events exist above the horizon)."""
+        async with sessionmaker() as session, session.begin():
+            cp = (
+                await session.execute(
+                    text("SELECT tx, seq FROM hub.consumer_checkpoints WHERE name = :name"),
+                    {"name": self.name},
+                )
+            ).one()
+            batch = await read_after(session, tx=cp.tx, seq=cp.seq, limit=self.batch_size)
+            if not batch:
+                return 0, await pending_above_horizon(session, tx=cp.tx, seq=cp.seq)
+            await self.handler(session, batch)
+            last = batch[-1]
+            moved = await session.execute(
+                text(
+                    "UPDATE hub.consumer_checkpoints "
+                    "SET tx = CAST(:new_tx AS xid8), seq = :new_seq, "
+                    "    events_processed = events_processed + :n, updated_at = now() "
+                    "WHERE name = :name AND tx = CAST(:tx AS xid8) AND seq = :seq"
+                ),
+                {
+                    "name": self.name,
+                    "new_tx": last.tx,
+                    "new_seq": last.seq,
+                    "n": len(batch),
+                    "tx": cp.tx,
+                    "seq": cp.seq,
+                },
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                raise CheckpointMoved(self.name)
+        if self.metrics is not None:
+            self.metrics.consumer_events.labels(self.name).inc(len(batch))
+            self.metrics.consumer_position.labels(self.name).set(last.seq)
+        return len(batch), True
+
+    async def run(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        listener: Listener,
+        stop: asyncio.Event,
+    ) -> None:
+        """Run until `stop`: wake on NOTIFY, poll as a fallback, stand by without the lock."""
+        wake = listener.subscribe()
+        try:
+            await self._loop(sessionmaker, listener, stop, wake)
+        finally:
+            listener.unsubscribe(wake)
+            await listener.release(self.name)
+
+    async def _loop(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        listener: Listener,
+        stop: asyncio.Event,
+        wake: asyncio.Event,
+    ) -> None:
+        checkpoint_ready = False
+        backoff_ms = 5.0
+        while not stop.is_set():
+            if not await listener.hold(self.name):
+                await _wait(stop, wake, self.poll_interval)  # standby
+                continue
+            wake.clear()
+            try:
+                if not checkpoint_ready:
+                    await self.ensure_checkpoint(sessionmaker)
+                    checkpoint_ready = True
+                handled, pending = await self.run_once(sessionmaker)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failures += 1
+                delay = min(30.0, 0.2 * 2 ** min(self._failures, 8))
+                log.error(
+                    "consumer_batch_failed",
+                    consumer=self.name,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:300],
+                    retry_in_s=round(delay, 2),
+                    exc_info=not isinstance(exc, (OSError, CheckpointMoved)),
+                )
+                if self.metrics is not None:
+                    self.metrics.consumer_failures.labels(self.name).inc()
+                await _wait(stop, None, delay)
+                continue
+            self._failures = 0
+            if handled:
+                backoff_ms = 5.0
+                continue
+            if pending and backoff_ms <= 50.0:
+                # Committed but not yet readable: an older transaction is still open, so
+                # the horizon has not passed these events. Re-read soon, not at the next poll.
+                await _wait(stop, None, backoff_ms / 1000 * random.uniform(0.8, 1.2))
+                backoff_ms *= 2
+                continue
+            backoff_ms = 5.0
+            await _wait(stop, wake, self.poll_interval)
+
+
+async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    """Sleep up to `seconds`, returning early when `stop` or `wake` is set."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

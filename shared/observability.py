@@ -1,0 +1,157 @@
+"""JSON logs with a request id, Prometheus metrics, and the request-id middleware.
+
+Logs carry ids, never personal data: the access line names the route template (not the raw
+path, which may hold an external id), the status, the duration and the caller's partner id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from contextvars import ContextVar
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def configure_logging(level: str = "INFO", *, service: str) -> None:
+    """Every line is one JSON object with the time, level, service and request id."""
+    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper(), force=True)
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _add_request_id,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def _add_request_id(_logger: object, _name: str, event: dict) -> dict:
+    rid = request_id_var.get()
+    if rid is not None:
+        event.setdefault("request_id", rid)
+    return event
+
+
+class Metrics:
+    """The Prometheus metrics of one process, on a registry of its own."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "relais_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "relais_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route", "method"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.horizon_lag_xids = Gauge(
+            "relais_event_horizon_lag_xids",
+            "Transaction ids between the oldest running transaction and the next one: "
+            "how far the event log's read horizon trails the newest writes.",
+            registry=self.registry,
+        )
+        self.horizon_oldest_xact_seconds = Gauge(
+            "relais_event_horizon_oldest_transaction_seconds",
+            "Age of the oldest open transaction holding an xid; it holds the horizon back.",
+            registry=self.registry,
+        )
+        self.consumer_events = Counter(
+            "relais_consumer_events_total",
+            "Events handled by each log consumer.",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.consumer_failures = Counter(
+            "relais_consumer_failures_total",
+            "Batches a consumer failed and will retry.",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.consumer_position = Gauge(
+            "relais_consumer_position_seq",
+            "The seq of the last event each consumer committed.",
+            ["consumer"],
+            registry=self.registry,
+        )
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Accepts or makes `X-Request-ID`, echoes it, logs one access line, counts the request."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = structlog.get_logger("relais.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        rid = incoming if incoming and _REQUEST_ID_OK.match(incoming) else new_request_id()
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            status = status_holder["status"]
+            self.metrics.http_requests.labels(template, method, str(status)).inc()
+            self.metrics.http_latency.labels(template, method).observe(elapsed)
+            if template not in {"/healthz", "/metrics"}:
+                self.log.info(
+                    "request",
+                    method=method,
+                    route=template,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    caller=scope.get("state", {}).get("caller"),
+                )
+            request_id_var.reset(token)

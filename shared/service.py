@@ -1,0 +1,271 @@
+"""What every service's `create_app` shares: lifespan, middleware, errors, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.db import create_engine, create_sessionmaker
+from shared.errors import (
+    Problem,
+    UnexpectedErrorMiddleware,
+    install_error_handlers,
+    problem_response,
+)
+from shared.eventlog.consumer import Consumer
+from shared.eventlog.listener import Listener
+from shared.idempotency import IdempotencyMiddleware, purge_expired
+from shared.migrate import schema_status
+from shared.observability import Metrics, RequestContextMiddleware, configure_logging
+from shared.settings import Settings
+
+log = structlog.get_logger("relais.service")
+
+MAINTENANCE_SECONDS = 5.0
+PURGE_EVERY = 120  # maintenance rounds between purges of expired idempotency records
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one service: its name, its API, its consumers and its start-up work."""
+
+    name: str
+    title: str
+    description: str
+    routers: Sequence[APIRouter]
+    tags: Sequence[dict] = ()
+    consumers: Callable[[Settings, Metrics], list[Consumer]] = lambda _s, _m: []
+    on_startup: Sequence[Hook] = field(default_factory=list)
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    401: {"model": Problem, "description": "Missing, unknown or revoked API key."},
+    403: {"model": Problem, "description": "The key's role may not do this."},
+    422: {"model": Problem, "description": "Invalid input; `errors` names each field."},
+}
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over the limit with 413, before any handler reads them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = True
+                if too_large:
+                    await self._refuse(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await problem_response(
+            413,
+            "payload-too-large",
+            "Request body too large",
+            f"Request bodies are limited to {self.max_bytes} bytes.",
+        )(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _operation_id(route: APIRoute) -> str:
+    tag = route.tags[0] if route.tags else "default"
+    return f"{tag}-{route.name}"
+
+
+class Runtime:
+    """The process-wide resources of a running service, built in the lifespan."""
+
+    def __init__(self, settings: Settings, spec: ServiceSpec, metrics: Metrics) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.metrics = metrics
+        self.engine: AsyncEngine = create_engine(settings, application_name=f"relais-{spec.name}")
+        self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
+        self.listener = Listener(
+            settings.require_database_url(), application_name=f"relais-{spec.name}-listener"
+        )
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, app: FastAPI, *, run_workers: bool) -> None:
+        for hook in self.spec.on_startup:
+            await hook(app)
+        self.tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        if run_workers:
+            await self.listener.start()
+            for consumer in self.spec.consumers(self.settings, self.metrics):
+                self.tasks.append(
+                    asyncio.create_task(
+                        consumer.run(self.sessionmaker, self.listener, self.stop),
+                        name=f"consumer:{consumer.name}",
+                    )
+                )
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.listener.stop()
+        await self.engine.dispose()
+
+    async def _maintenance(self) -> None:
+        rounds = 0
+        while not self.stop.is_set():
+            try:
+                await update_horizon_metrics(self.sessionmaker, self.metrics)
+                if rounds % PURGE_EVERY == 0:
+                    async with self.sessionmaker() as session, session.begin():
+                        await purge_expired(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("maintenance_failed", error=type(exc).__name__)
+            rounds += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=MAINTENANCE_SECONDS)
+
+
+async def update_horizon_metrics(
+    sessionmaker: async_sessionmaker[AsyncSession], metrics: Metrics
+) -> None:
+    """How far the log's read horizon trails: in xids and in the oldest open transaction's age."""
+    async with sessionmaker() as session:
+        row = (
+            await session.execute(
+                text(
+                    """
+                    SELECT (pg_snapshot_xmax(s)::text::numeric
+                            - pg_snapshot_xmin(s)::text::numeric) AS lag_xids,
+                           COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(xact_start))
+                                     FROM pg_stat_activity
+                                     WHERE backend_xid IS NOT NULL
+                                       AND pid <> pg_backend_pid()), 0) AS oldest_s
+                    FROM pg_current_snapshot() AS s
+                    """
+                )
+            )
+        ).one()
+    metrics.horizon_lag_xids.set(float(row.lag_xids))
+    metrics.horizon_oldest_xact_seconds.set(max(0.0, float(row.oldest_s)))
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="The process is up", response_model=dict[str, str])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="The database answers and its schema is at this code's revision or later",
+        responses={503: {"model": Problem, "description": "Not ready"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            async with runtime.engine.connect() as connection:
+                ready, revision = await asyncio.wait_for(schema_status(connection), timeout=3)
+        except Exception as exc:
+            return problem_response(
+                503, "unavailable", "Not ready", f"database unreachable ({type(exc).__name__})"
+            )
+        if not ready:
+            return problem_response(
+                503,
+                "unavailable",
+                "Not ready",
+                f"database schema at {revision or 'no revision'}; run the migrations",
+            )
+        return JSONResponse({"status": "ready", "schema_revision": revision})
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
+    """A FastAPI app for `spec`: nothing is connected until the lifespan starts."""
+    metrics = Metrics(spec.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, service=spec.name)
+        runtime = Runtime(settings, spec, metrics)
+        app.state.runtime = runtime
+        app.state.settings = settings
+        app.state.sessionmaker = runtime.sessionmaker
+        try:
+            await runtime.start(app, run_workers=settings.run_workers)
+            log.info("service_started", workers=settings.run_workers)
+            yield
+        finally:
+            await runtime.close()
+            log.info("service_stopped")
+
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_tags=[*list(spec.tags), {"name": "health", "description": "Probes and metrics."}],
+        generate_unique_id_function=_operation_id,
+        responses=ERROR_RESPONSES,
+    )
+    install_error_handlers(app)
+    for router in spec.routers:
+        app.include_router(router)
+    app.include_router(_health_router())
+
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,99 @@
+"""Running a service's consumers alone (`python -m services.<name>.worker`) or its API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db import create_engine, create_sessionmaker
+from shared.eventlog.consumer import Consumer
+from shared.eventlog.listener import Listener
+from shared.observability import Metrics, configure_logging
+from shared.settings import Settings
+
+log = structlog.get_logger("relais.worker")
+
+ConsumerFactory = Callable[[Settings, Metrics], list[Consumer]]
+
+
+class XidRegressionError(RuntimeError):
+    """The database's transaction ids restarted below the log's (e.g. after a restore)."""
+
+
+async def check_xid_horizon(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Refuse to consume when the log holds xids from the future of this server."""
+    async with sessionmaker() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT (SELECT max(tx) FROM hub.events) AS max_tx, "
+                    "pg_snapshot_xmax(pg_current_snapshot()) AS next_xid"
+                )
+            )
+        ).one()
+    if row.max_tx is not None and int(row.max_tx) >= int(row.next_xid):
+        raise XidRegressionError(
+            f"hub.events holds tx {row.max_tx} but this server's next xid is {row.next_xid}: "
+            "the database was restored into a cluster whose transaction ids are lower. "
+            "Consumers would miss events. Rebase the log as the README's 'Restoring a backup' "
+            "section says, then start the workers again."
+        )
+
+
+async def run_consumers(
+    name: str, factory: ConsumerFactory, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Run the consumers of a service until `stop` is set."""
+    metrics = Metrics(name)
+    engine = create_engine(settings, application_name=f"relais-{name}-worker")
+    sessionmaker = create_sessionmaker(engine)
+    listener = Listener(settings.require_database_url(), application_name=f"relais-{name}-listener")
+    try:
+        await check_xid_horizon(sessionmaker)
+        await listener.start()
+        consumers = factory(settings, metrics)
+        log.info("worker_started", consumers=[c.name for c in consumers])
+        await asyncio.gather(*(c.run(sessionmaker, listener, stop) for c in consumers), stop.wait())
+    finally:
+        await listener.stop()
+        await engine.dispose()
+        log.info("worker_stopped")
+
+
+def run_worker(name: str, factory: ConsumerFactory, settings: Settings) -> None:
+    """Blocking entry point of a standalone worker; SIGINT or SIGTERM stops it cleanly."""
+    configure_logging(settings.log_level, service=f"{name}-worker")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_consumers(name, factory, settings, stop)
+
+    asyncio.run(main())
+
+
+def serve(
+    app_factory: Callable[[Settings], FastAPI], *, port_of: Callable[[Settings], int]
+) -> None:
+    """Serve one service's API (with its workers unless RELAIS_RUN_WORKERS=false)."""
+    settings = Settings()
+    uvicorn.run(
+        app_factory(settings),
+        host=settings.bind_host,
+        port=port_of(settings),
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
