@@ -24,6 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.types import UserDefinedType
 
 from shared.db import schema_metadata
@@ -39,6 +40,9 @@ class Xid8(UserDefinedType):
 
     def get_col_spec(self, **_kw: object) -> str:
         return "xid8"
+
+
+ischema_names["xid8"] = Xid8  # so that reflection (and the drift test) knows the type
 
 
 events = Table(

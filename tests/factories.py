@@ -19,14 +19,14 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def make_partner(client, admin_key: str, name: str = "ONG Sabou", **fields) -> dict:  # noqa: ANN001
+async def make_partner(client, admin_key: str, name: str = "ONG Sabou", **fields) -> dict:
     body = {"name": name, "acronym": name[:6].upper(), "kind": "ngo", **fields}
     response = await client.post("/partners", json=body, headers=bearer(admin_key))
     assert response.status_code == 201, response.text
     return response.json()
 
 
-async def make_partner_key(client, admin_key: str, partner_id: UUID | str) -> dict:  # noqa: ANN001
+async def make_partner_key(client, admin_key: str, partner_id: UUID | str) -> dict:
     response = await client.post(
         f"/partners/{partner_id}/api-keys", json={"name": "test"}, headers=bearer(admin_key)
     )

@@ -1,0 +1,130 @@
+"""API keys: 401 without a valid key, 403 for a partner key on an admin route."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, update
+
+from services.registry.app import create_app
+from shared.auth import hash_key
+from shared.tables import api_keys
+from tests.conftest import running
+from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
+
+
+def _is_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    return body
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        {"Authorization": "Bearer rk_not-a-key-anyone-was-given"},
+        {"Authorization": "Bearer " + "x" * 5000},
+    ],
+    ids=["none", "empty", "basic", "unknown", "oversized"],
+)
+async def test_requests_without_a_valid_key_answer_401(settings, headers):
+    async with running(create_app(settings)) as client:
+        body = _is_problem(await client.get("/partners", headers=headers), 401)
+        assert body["type"].endswith("/unauthorized")
+
+
+async def test_a_revoked_key_answers_401_at_once(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        partner = await make_partner(client, admin)
+        key = await make_partner_key(client, admin, partner["id"])
+        assert (await client.get("/partners", headers=bearer(key["key"]))).status_code == 200
+
+        revoked = await client.delete(f"/api-keys/{key['id']}", headers=bearer(admin))
+        assert revoked.status_code == 204
+        _is_problem(await client.get("/partners", headers=bearer(key["key"])), 401)
+
+
+async def test_a_partner_key_on_an_admin_route_answers_403(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        partner = await make_partner(client, admin)
+        key = await make_partner_key(client, admin, partner["id"])
+        body = _is_problem(
+            await client.post(
+                "/partners", json={"name": "X", "kind": "ngo"}, headers=bearer(key["key"])
+            ),
+            403,
+        )
+        assert body["type"].endswith("/forbidden")
+        listed = await client.get("/partners", headers=bearer(admin))
+        assert [p["name"] for p in listed.json()["items"]] == [partner["name"]]
+
+
+async def test_keys_are_stored_only_as_hashes_and_shown_once(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        partner = await make_partner(client, admin)
+        created = await make_partner_key(client, admin, partner["id"])
+        assert created["key"].startswith("rk_") and len(created["key"]) >= 43
+        listed = await client.get(f"/partners/{partner['id']}/api-keys", headers=bearer(admin))
+        assert listed.status_code == 200
+        [item] = listed.json()["items"]
+        assert "key" not in item and item["prefix"] == created["key"][:10]
+        async with app.state.sessionmaker() as session:
+            stored = (
+                await session.execute(
+                    select(api_keys.c.key_hash).where(api_keys.c.id == item["id"])
+                )
+            ).scalar()
+        assert stored == hash_key(created["key"]) and created["key"].encode() not in stored
+
+
+async def test_the_bootstrap_admin_key_is_registered_idempotently(settings):
+    key = "rk_bootstrap-" + "k" * 40
+    settings = settings.model_copy(update={"bootstrap_admin_key": key})
+    for _ in range(2):
+        async with running(create_app(settings)) as client:
+            ok = await client.post(
+                "/partners", json={"name": "IOM", "kind": "un_agency"}, headers=bearer(key)
+            )
+            assert ok.status_code == 201
+    async with running(create_app(settings)) as client:
+        listed = await client.get("/partners", headers=bearer(key))
+        assert len(listed.json()["items"]) == 2
+
+
+async def test_last_used_at_is_written_at_most_once_a_minute(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        for _ in range(3):
+            await client.get("/partners", headers=bearer(admin))
+        async with app.state.sessionmaker() as session:
+            first = (
+                await session.execute(
+                    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == hash_key(admin))
+                )
+            ).scalar()
+            assert first is not None
+            await session.execute(
+                update(api_keys)
+                .where(api_keys.c.key_hash == hash_key(admin))
+                .values(last_used_at=first.replace(year=first.year - 1))
+            )
+            await session.commit()
+        await client.get("/partners", headers=bearer(admin))
+        async with app.state.sessionmaker() as session:
+            later = (
+                await session.execute(
+                    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == hash_key(admin))
+                )
+            ).scalar()
+        assert later >= first

@@ -1,0 +1,52 @@
+"""The architecture contract: no service imports another; `shared` imports no service."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run(
+        [str(exe), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_committed_code_keeps_the_contract():
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "line"),
+    [
+        ("services/registry/api.py", "from services.referrals import app as _forbidden\n"),
+        ("shared/db.py", "import services.notifications.app as _forbidden\n"),
+    ],
+)
+def test_the_contract_fails_when_a_forbidden_import_is_added(tmp_path, module, line):
+    copy = tmp_path / "repo"
+    shutil.copytree(
+        ROOT / "services", copy / "services", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(ROOT / "shared", copy / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    target = copy / module
+    target.write_text(line + target.read_text())
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout or "broken" in result.stdout.lower()
