@@ -5,7 +5,8 @@ from __future__ import annotations
 import structlog
 from fastapi import FastAPI
 
-from services.registry.api import router
+from services.registry import reference
+from services.registry.api import routers
 from services.registry.worker import consumers
 from shared.auth import ensure_admin_key
 from shared.service import ServiceSpec, build_app
@@ -26,6 +27,7 @@ Errors are RFC 9457 problem documents. Every POST accepts an `Idempotency-Key` h
 """
 
 TAGS = [
+    {"name": "reference", "description": "Areas and service types: the shared code lists."},
     {"name": "partners", "description": "Partner organisations (created by admins)."},
     {"name": "api-keys", "description": "Keys of partners: issued by admins, shown once."},
 ]
@@ -40,6 +42,11 @@ async def _bootstrap_admin_key(app: FastAPI) -> None:
     log.info("bootstrap_admin_key", registered=added)
 
 
+async def _load_reference_data(app: FastAPI) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await reference.load_seed_data(session)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     return build_app(
@@ -48,9 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name="registry",
             title="Relais registry",
             description=DESCRIPTION,
-            routers=[router],
+            routers=routers,
             tags=TAGS,
             consumers=consumers,
-            on_startup=[_bootstrap_admin_key],
+            on_startup=[_load_reference_data, _bootstrap_admin_key],
         ),
     )

@@ -1,0 +1,9 @@
+"""HTTP of the registry, one module per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.registry.api import partners, reference
+
+routers: list[APIRouter] = [partners.router, reference.router]
