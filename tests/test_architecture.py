@@ -27,7 +27,7 @@ def test_the_committed_code_keeps_the_contract():
 @pytest.mark.parametrize(
     ("module", "line"),
     [
-        ("services/registry/api.py", "from services.referrals import app as _forbidden\n"),
+        ("services/registry/app.py", "from services.referrals import app as _forbidden\n"),
         ("shared/db.py", "import services.notifications.app as _forbidden\n"),
     ],
 )

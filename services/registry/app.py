@@ -30,6 +30,10 @@ TAGS = [
     {"name": "reference", "description": "Areas and service types: the shared code lists."},
     {"name": "partners", "description": "Partner organisations (created by admins)."},
     {"name": "api-keys", "description": "Keys of partners: issued by admins, shown once."},
+    {"name": "services", "description": "The service directory: what each partner offers, where."},
+    {"name": "cases", "description": "Returnees' cases with their plans, consent and closure."},
+    {"name": "duplicates", "description": "Probable duplicate cases, for the coordination."},
+    {"name": "access-log", "description": "Who read which case, for the coordination."},
 ]
 
 

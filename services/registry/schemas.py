@@ -65,3 +65,19 @@ class ApiKeyRead(BaseModel):
 
 class ApiKeyCreated(ApiKeyRead):
     key: str = Field(description="The key itself. Shown only in this response: store it now.")
+
+
+class PartnerUpdate(StrictModel):
+    """A partner may change its own name and contacts; only admins change `kind` or `status`."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    acronym: str | None = Field(default=None, max_length=40)
+    kind: PartnerKind | None = None
+    contact_email: EmailStr | None = None
+    contact_phone: str | None = Field(default=None, pattern=E164)
+    status: PartnerStatus | None = Field(
+        default=None,
+        description="Admins only. `inactive`: the partner's keys answer 401 at once, its "
+        "endpoints pause and its referrals still `requested` are routed again.",
+    )
+    version: int | None = Field(default=None, description="The version you read (or If-Match).")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, String, Table, cast, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.tables import partners
+from services.registry.tables import partners, services
 from shared.auth import Principal, create_key
+from shared.errors import FieldError, NotFound, Unprocessable
 from shared.eventlog.append import append
-from shared.tables import api_keys
+from shared.tables import api_keys, areas, service_types
+from shared.versioning import check_version
 
 SOURCE = "/registry"
 
@@ -87,3 +90,185 @@ async def revoke_key(session: AsyncSession, *, key_id: UUID) -> None:
         .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
+
+
+async def update_partner(
+    session: AsyncSession,
+    *,
+    partner_id: UUID,
+    changes: Mapping[str, Any],
+    caller: Principal,
+    expected_version: int | None,
+) -> dict[str, Any]:
+    """Apply `changes` (already authorised) with optimistic concurrency; emit the event."""
+    current = (
+        (
+            await session.execute(
+                select(partners).where(partners.c.id == partner_id).with_for_update()
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if current is None:
+        raise NotFound(f"No partner {partner_id}.")
+    check_version(current["version"], expected_version)
+    row = (
+        (
+            await session.execute(
+                update(partners)
+                .where(partners.c.id == partner_id)
+                .values(**changes, version=partners.c.version + 1, updated_at=func.now())
+                .returning(*partners.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    if "status" in changes and changes["status"] != current["status"]:
+        # Keys of an inactive partner answer 401 at once, in every service.
+        await session.execute(
+            update(api_keys)
+            .where(api_keys.c.partner_id == partner_id)
+            .values(partner_active=changes["status"] == "active")
+        )
+    snapshot = partner_snapshot(row)
+    await append(
+        session,
+        type="partner.updated",
+        source=SOURCE,
+        subject=f"partners/{partner_id}",
+        data=snapshot,
+        actor=caller.actor,
+        audience=[partner_id],
+    )
+    return snapshot
+
+
+# --- Service directory ---------------------------------------------------------------
+
+
+async def missing_codes(session: AsyncSession, *, table: Table, codes: Iterable[str]) -> list[str]:
+    """The codes of `codes` that `table` (areas or service types) does not hold."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return []
+    found = set(
+        (await session.execute(select(table.c.code).where(table.c.code.in_(wanted)))).scalars()
+    )
+    return [c for c in wanted if c not in found]
+
+
+async def check_directory_refs(
+    session: AsyncSession,
+    *,
+    service_type: str | None,
+    areas_: Sequence[str] | None,
+) -> None:
+    errors: list[FieldError] = []
+    if service_type is not None and await missing_codes(
+        session, table=service_types, codes=[service_type]
+    ):
+        errors.append(
+            FieldError(
+                field="body.service_type",
+                message=f"unknown service type {service_type!r}",
+                type="unknown_code",
+            )
+        )
+    unknown_areas = set(await missing_codes(session, table=areas, codes=areas_ or ()))
+    for index, code in enumerate(areas_ or ()):
+        if code in unknown_areas:
+            errors.append(
+                FieldError(
+                    field=f"body.areas[{index}]",
+                    message=f"unknown area {code!r}",
+                    type="unknown_code",
+                )
+            )
+    if errors:
+        raise Unprocessable("Unknown codes.", errors=errors)
+
+
+def service_snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(row)
+
+
+async def create_service(
+    session: AsyncSession, *, values: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    row = (
+        (
+            await session.execute(
+                insert(services).values(id=uuid.uuid4(), **values).returning(*services.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    snapshot = service_snapshot(row)
+    await append(
+        session,
+        type="service.created",
+        source=SOURCE,
+        subject=f"services/{row['id']}",
+        data=snapshot,
+        actor=caller.actor,
+        audience=[row["partner_id"]],
+    )
+    return snapshot
+
+
+async def get_service(
+    session: AsyncSession, *, service_id: UUID, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(services).where(services.c.id == service_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    return dict(row) if row else None
+
+
+async def update_service(
+    session: AsyncSession, *, service_id: UUID, changes: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    row = (
+        (
+            await session.execute(
+                update(services)
+                .where(services.c.id == service_id)
+                .values(**changes, version=services.c.version + 1, updated_at=func.now())
+                .returning(*services.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    snapshot = service_snapshot(row)
+    await append(
+        session,
+        type="service.updated",
+        source=SOURCE,
+        subject=f"services/{service_id}",
+        data=snapshot,
+        actor=caller.actor,
+        audience=[row["partner_id"]],
+    )
+    return snapshot
+
+
+def services_query(
+    *, service_type: str | None, partner_id: UUID | None, area: str | None
+) -> Select:
+    query = select(services)
+    if service_type is not None:
+        query = query.where(services.c.service_type == service_type)
+    if partner_id is not None:
+        query = query.where(services.c.partner_id == partner_id)
+    if area is not None:
+        # Covering `area`: a service area is the area itself or one of its ancestors.
+        ancestors = select(areas.c.path).where(areas.c.code == area).scalar_subquery()
+        query = query.where(
+            services.c.areas.op("&&")(func.coalesce(ancestors, cast([], ARRAY(String))))
+        )
+    return query

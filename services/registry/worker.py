@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.registry import projector
 from shared.eventlog.consumer import Consumer
 from shared.observability import Metrics
 from shared.settings import Settings
@@ -9,9 +10,15 @@ from shared.worker import run_worker
 
 
 def consumers(settings: Settings, metrics: Metrics) -> list[Consumer]:
-    """The registry's consumers. The step-status projector of `referral.*` events comes with
-    the referrals service; until then the registry consumes nothing."""
-    return []
+    """The step-status projector of `referral.*` events."""
+    return [
+        Consumer(
+            projector.CONSUMER_NAME,
+            projector.project,
+            poll_interval=settings.poll_interval_seconds,
+            metrics=metrics,
+        )
+    ]
 
 
 def main(settings: Settings | None = None) -> None:

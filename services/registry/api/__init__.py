@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.registry.api import partners, reference
+from services.registry.api import cases, directory, duplicates, partners, reference
 
-routers: list[APIRouter] = [partners.router, reference.router]
+routers: list[APIRouter] = [
+    partners.router,
+    reference.router,
+    directory.router,
+    cases.router,
+    duplicates.router,
+]

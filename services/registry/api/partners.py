@@ -14,10 +14,11 @@ from services.registry.schemas import (
     ApiKeyRead,
     PartnerCreate,
     PartnerRead,
+    PartnerUpdate,
 )
 from services.registry.tables import partners
 from shared.deps import Admin, Caller, SessionDep
-from shared.errors import NotFound, Problem
+from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable
 from shared.pagination import (
     DEFAULT_LIMIT,
     CursorQuery,
@@ -28,6 +29,7 @@ from shared.pagination import (
     parse_time,
 )
 from shared.tables import api_keys
+from shared.versioning import IfMatch, expected_version
 
 router = APIRouter()
 
@@ -74,6 +76,44 @@ async def get_partner(partner_id: UUID, _caller: Caller, session: SessionDep) ->
     row = await store.get_partner(session, partner_id=partner_id)
     if row is None:
         raise NotFound(f"No partner {partner_id}.")
+    return PartnerRead.model_validate(row)
+
+
+@router.patch(
+    "/partners/{partner_id}",
+    tags=["partners"],
+    summary="Change a partner (the partner itself: name and contacts; admins: also kind, status)",
+    description="Setting `status: inactive` makes the partner's keys answer 401 at once, pauses "
+    "its webhook endpoints and routes its referrals still `requested` to other partners.",
+    responses={**NOT_FOUND, 412: {"model": Problem, "description": "Stale If-Match."}},
+)
+async def update_partner(
+    partner_id: UUID,
+    body: PartnerUpdate,
+    caller: Caller,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> PartnerRead:
+    if not caller.is_admin and caller.partner_id != partner_id:
+        raise NotFound(f"No partner {partner_id}.")
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    expected = expected_version(if_match, changes.pop("version", None))
+    if not caller.is_admin and {"kind", "status"} & changes.keys():
+        raise Forbidden("Only the coordination changes a partner's kind or status.")
+    for field in ("name", "kind", "status", "acronym"):
+        if field in changes and changes[field] is None:
+            raise Unprocessable(
+                f"{field} cannot be null.",
+                errors=[FieldError(field=f"body.{field}", message="cannot be null", type="null")],
+            )
+    async with session.begin():
+        row = await store.update_partner(
+            session,
+            partner_id=partner_id,
+            changes=changes,
+            caller=caller,
+            expected_version=expected,
+        )
     return PartnerRead.model_validate(row)
 
 

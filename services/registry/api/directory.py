@@ -1,0 +1,138 @@
+"""HTTP of the service directory: what each partner offers, and where."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, status
+
+from services.registry import store
+from services.registry.schemas_cases import ServiceCreate, ServiceRead, ServiceUpdate
+from services.registry.tables import services
+from shared.deps import Caller, SessionDep
+from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable
+from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, keyset, page_of
+from shared.versioning import IfMatch, check_version, expected_version
+
+router = APIRouter(tags=["services"])
+
+NOT_FOUND = {404: {"model": Problem, "description": "No such service."}}
+
+
+@router.post(
+    "/services",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a service to the directory",
+    description="A partner adds its own services; an admin adds any partner's (with "
+    "`partner_id`) and alone may set `priority` (lower is preferred; default 100).",
+)
+async def create_service(body: ServiceCreate, caller: Caller, session: SessionDep) -> ServiceRead:
+    values = body.model_dump(mode="json", exclude_none=False)
+    if caller.is_admin:
+        if body.partner_id is None:
+            raise Unprocessable(
+                "An admin names the partner whose service it is.",
+                errors=[
+                    FieldError(
+                        field="body.partner_id", message="required for admin keys", type="missing"
+                    )
+                ],
+            )
+    else:
+        if body.partner_id not in (None, caller.partner_id):
+            raise Forbidden("A partner adds only its own services.")
+        if body.priority is not None:
+            raise Forbidden("Only the coordination sets a service's priority.")
+        values["partner_id"] = caller.partner_id
+    if values.get("priority") is None:
+        values.pop("priority")
+    async with session.begin():
+        if await store.get_partner(session, partner_id=values["partner_id"]) is None:
+            raise Unprocessable(
+                "Unknown partner.",
+                errors=[
+                    FieldError(field="body.partner_id", message="no such partner", type="unknown")
+                ],
+            )
+        await store.check_directory_refs(session, service_type=body.service_type, areas_=body.areas)
+        row = await store.create_service(session, values=values, caller=caller)
+    return ServiceRead.model_validate(row)
+
+
+@router.get(
+    "/services",
+    summary="Search the directory (every key)",
+    description="`area` returns the services whose coverage contains that area: a service "
+    "covering a region covers every cercle and commune below it.",
+)
+async def list_services(
+    _caller: Caller,
+    session: SessionDep,
+    service_type: Annotated[str | None, Query(max_length=64)] = None,
+    partner_id: UUID | None = None,
+    area: Annotated[str | None, Query(max_length=32, examples=["ML-BKO-03"])] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[ServiceRead]:
+    query = keyset(
+        store.services_query(service_type=service_type, partner_id=partner_id, area=area),
+        order_by=[services.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
+    return Page[ServiceRead](
+        items=[ServiceRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+    )
+
+
+@router.get("/services/{service_id}", summary="Get a service (every key)", responses=NOT_FOUND)
+async def get_service(service_id: UUID, _caller: Caller, session: SessionDep) -> ServiceRead:
+    row = await store.get_service(session, service_id=service_id)
+    if row is None:
+        raise NotFound(f"No service {service_id}.")
+    return ServiceRead.model_validate(row)
+
+
+@router.patch(
+    "/services/{service_id}",
+    summary="Change a service (its partner or an admin; only admins set priority)",
+    responses={**NOT_FOUND, 412: {"model": Problem, "description": "Stale If-Match."}},
+)
+async def update_service(
+    service_id: UUID,
+    body: ServiceUpdate,
+    caller: Caller,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> ServiceRead:
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    expected = expected_version(if_match, changes.pop("version", None))
+    async with session.begin():
+        current = await store.get_service(session, service_id=service_id, for_update=True)
+        if current is None:
+            raise NotFound(f"No service {service_id}.")
+        if not caller.is_admin:
+            if current["partner_id"] != caller.partner_id:
+                raise Forbidden("A partner changes only its own services.")
+            if "priority" in changes:
+                raise Forbidden("Only the coordination sets a service's priority.")
+        for field in ("service_type", "name", "areas", "response_hours", "status", "priority"):
+            if field in changes and changes[field] is None:
+                raise Unprocessable(
+                    f"{field} cannot be null.",
+                    errors=[
+                        FieldError(field=f"body.{field}", message="cannot be null", type="null")
+                    ],
+                )
+        check_version(current["version"], expected)
+        await store.check_directory_refs(
+            session, service_type=changes.get("service_type"), areas_=changes.get("areas")
+        )
+        row = await store.update_service(
+            session, service_id=service_id, changes=changes, caller=caller
+        )
+    return ServiceRead.model_validate(row)

@@ -1,0 +1,167 @@
+"""HTTP of duplicates (admin only): candidate pairs of cases that are probably one person."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from services.registry import cases_store, duplicates_store
+from services.registry.schemas_cases import AccessLogEntry, DuplicateRead, MergeRequest
+from services.registry.tables import access_log, duplicates
+from shared.deps import Admin, SessionDep
+from shared.errors import Conflict, FieldError, NotFound, Problem, Unprocessable
+from shared.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Page,
+    keyset,
+    page_of,
+    parse_time,
+)
+
+router = APIRouter()
+
+NOT_FOUND = {404: {"model": Problem, "description": "No such duplicate pair."}}
+CONFLICT = {409: {"model": Problem, "description": "Already decided, or not allowed."}}
+
+
+@router.get(
+    "/duplicates",
+    tags=["duplicates"],
+    summary="Candidate duplicate pairs (admin)",
+    description="Pairs of cases whose beneficiaries are probably one person: the same identity "
+    "document, or close names with the same birth date or year and sex (the same area raises "
+    "the score). Partners are never told of them.",
+)
+async def list_duplicates(
+    _admin: Admin,
+    session: SessionDep,
+    status: Annotated[str | None, Query(pattern="^(open|dismissed|merged|linked)$")] = "open",
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[DuplicateRead]:
+    query = keyset(
+        duplicates_store.duplicates_query(status=status),
+        order_by=[duplicates.c.created_at, duplicates.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    )
+    return Page[DuplicateRead](
+        items=[DuplicateRead.model_validate(duplicates_store.duplicate_view(r)) for r in items],
+        next_cursor=next_cursor,
+    )
+
+
+async def _open_pair(session, duplicate_id: UUID) -> dict:
+    pair = await duplicates_store.get_duplicate(session, duplicate_id=duplicate_id, for_update=True)
+    if pair is None:
+        raise NotFound(f"No duplicate pair {duplicate_id}.")
+    if pair["status"] != "open":
+        raise Conflict(f"The pair is already {pair['status']}.", current_status=pair["status"])
+    return pair
+
+
+@router.post(
+    "/duplicates/{duplicate_id}/dismiss",
+    tags=["duplicates"],
+    summary="Not the same person (admin)",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def dismiss(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> DuplicateRead:
+    async with session.begin():
+        await _open_pair(session, duplicate_id)
+        row = await duplicates_store.decide(session, duplicate_id=duplicate_id, status="dismissed")
+    return DuplicateRead.model_validate(duplicates_store.duplicate_view(row))
+
+
+@router.post(
+    "/duplicates/{duplicate_id}/link",
+    tags=["duplicates"],
+    summary="The same person followed by two owners: record it, share nothing (admin)",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def link(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> DuplicateRead:
+    async with session.begin():
+        await _open_pair(session, duplicate_id)
+        row = await duplicates_store.decide(session, duplicate_id=duplicate_id, status="linked")
+    return DuplicateRead.model_validate(duplicates_store.duplicate_view(row))
+
+
+@router.post(
+    "/duplicates/{duplicate_id}/merge",
+    tags=["duplicates"],
+    summary="Merge two cases of the same owner into one (admin)",
+    description="The other case closes with `closure_reason: merged` and `merged_into`; its "
+    "open referrals are cancelled and its unfinished steps move to the kept case under new "
+    "keys (`<other reference>.<key>`) and are routed there. Two owners' cases answer 409: "
+    "link them instead.",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def merge(
+    duplicate_id: UUID, body: MergeRequest, admin: Admin, session: SessionDep
+) -> DuplicateRead:
+    async with session.begin():
+        pair = await _open_pair(session, duplicate_id)
+        ids = [pair["case_a_id"], pair["case_b_id"]]
+        if body.keep_case_id not in ids:
+            raise Unprocessable(
+                "keep_case_id must be one of the pair.",
+                errors=[
+                    FieldError(field="body.keep_case_id", message="not in this pair", type="value")
+                ],
+            )
+        if pair["a_owner"] != pair["b_owner"]:
+            raise Conflict(
+                "Only two cases of the same owner merge; link cases of two owners.",
+                current_status="open",
+                allowed_actions=["link", "dismiss"],
+            )
+        locked = {
+            case_id: await cases_store.load_case(session, case_id=case_id, for_update=True)
+            for case_id in sorted(ids, key=str)
+        }
+        keep = locked[body.keep_case_id]
+        other = locked[next(i for i in ids if i != body.keep_case_id)]
+        assert keep is not None and other is not None
+        if other["status"] == "closed" and other["closure_reason"] == "merged":
+            raise Conflict("That case was already merged.", current_status="closed")
+        await cases_store.merge_cases(session, keep=keep, other=other, caller=admin)
+        row = await duplicates_store.decide(
+            session, duplicate_id=duplicate_id, status="merged", kept_case_id=body.keep_case_id
+        )
+    return DuplicateRead.model_validate(duplicates_store.duplicate_view(row))
+
+
+@router.get(
+    "/access-log",
+    tags=["access-log"],
+    summary="Who read which case, full or minimised, and when (admin)",
+)
+async def list_access_log(
+    _admin: Admin,
+    session: SessionDep,
+    case_id: UUID | None = None,
+    partner_id: UUID | None = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[AccessLogEntry]:
+    query = select(access_log)
+    if case_id is not None:
+        query = query.where(access_log.c.case_id == case_id)
+    if partner_id is not None:
+        query = query.where(access_log.c.partner_id == partner_id)
+    query = keyset(query, order_by=[access_log.c.id], cursor=cursor, limit=limit, parse=[int])
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
+    return Page[AccessLogEntry](
+        items=[AccessLogEntry.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+    )

@@ -1,0 +1,158 @@
+"""Duplicate candidates: found by blocking keys, scored by `matching`, decided by admins.
+
+A case is stored under a few blocking keys (`registry.duplicate_keys`); a new or changed
+case is compared only with the cases sharing one of its keys, at most
+`matching.MAX_CANDIDATES` per key, never with every case. Nothing here is ever shown to a
+partner: duplicates are the coordination's business.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.registry import matching
+from services.registry.tables import cases, duplicate_keys, duplicates
+
+_CANDIDATES = text(
+    """
+    SELECT DISTINCT d.case_id
+    FROM unnest(CAST(:keys AS text[])) AS k(key)
+    CROSS JOIN LATERAL (
+        SELECT case_id FROM registry.duplicate_keys
+        WHERE key = k.key AND case_id <> :case_id
+        ORDER BY case_id
+        LIMIT :cap
+    ) AS d
+    """
+).bindparams(bindparam("case_id"), bindparam("cap"))
+
+
+def facts_of(case: Mapping[str, Any]) -> matching.BeneficiaryFacts:
+    person = case["beneficiary"] or {}
+    born = person.get("date_of_birth")
+    return matching.BeneficiaryFacts(
+        given_name=person.get("given_name") or "",
+        family_name=person.get("family_name") or "",
+        sex=person.get("sex") or "unknown",
+        birth_year=person.get("birth_year"),
+        date_of_birth=date.fromisoformat(born) if born else None,
+        document_numbers=tuple(d.get("number", "") for d in person.get("id_documents") or []),
+        area_code=case.get("return_area_code"),
+    )
+
+
+async def index_case(session: AsyncSession, *, case: Mapping[str, Any]) -> int:
+    """(Re)index a case under its blocking keys and record its probable duplicates.
+
+    Returns how many candidate pairs were recorded or refreshed."""
+    facts = facts_of(case)
+    keys = sorted(matching.blocking_keys(facts))
+    await session.execute(delete(duplicate_keys).where(duplicate_keys.c.case_id == case["id"]))
+    if not keys:
+        return 0
+    await session.execute(
+        insert(duplicate_keys), [{"case_id": case["id"], "key": key} for key in keys]
+    )
+    candidate_ids = list(
+        (
+            await session.execute(
+                _CANDIDATES, {"keys": keys, "case_id": case["id"], "cap": matching.MAX_CANDIDATES}
+            )
+        ).scalars()
+    )
+    if not candidate_ids:
+        return 0
+    rows = await session.execute(
+        select(cases.c.id, cases.c.beneficiary, cases.c.return_area_code).where(
+            cases.c.id.in_(candidate_ids),
+            func.coalesce(cases.c.closure_reason, "") != "merged",
+        )
+    )
+    found = 0
+    for other in rows.mappings():
+        match = matching.score(facts, facts_of(other))
+        if match is None:
+            continue
+        a, b = sorted((case["id"], other["id"]), key=str)  # PostgreSQL orders uuids alike
+        await session.execute(
+            pg_insert(duplicates)
+            .values(
+                id=uuid.uuid4(),
+                case_a_id=a,
+                case_b_id=b,
+                score=match.score,
+                reasons=list(match.reasons),
+            )
+            .on_conflict_do_update(
+                index_elements=["case_a_id", "case_b_id"],
+                set_={"score": match.score, "reasons": list(match.reasons)},
+                where=duplicates.c.status == "open",
+            )
+        )
+        found += 1
+    return found
+
+
+def duplicates_query(*, status: str | None) -> Select:
+    a = cases.alias("a")
+    b = cases.alias("b")
+    query = (
+        select(
+            duplicates,
+            a.c.reference.label("a_reference"),
+            b.c.reference.label("b_reference"),
+            a.c.owner_partner_id.label("a_owner"),
+            b.c.owner_partner_id.label("b_owner"),
+        )
+        .join(a, a.c.id == duplicates.c.case_a_id)
+        .join(b, b.c.id == duplicates.c.case_b_id)
+    )
+    if status is not None:
+        query = query.where(duplicates.c.status == status)
+    return query
+
+
+def duplicate_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "case_ids": [row["case_a_id"], row["case_b_id"]],
+        "case_references": [row["a_reference"], row["b_reference"]],
+        "owner_partner_ids": [row["a_owner"], row["b_owner"]],
+        "score": row["score"],
+        "reasons": list(row["reasons"]),
+        "status": row["status"],
+        "kept_case_id": row["kept_case_id"],
+        "created_at": row["created_at"],
+        "decided_at": row["decided_at"],
+    }
+
+
+async def get_duplicate(
+    session: AsyncSession, *, duplicate_id: UUID, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = duplicates_query(status=None).where(duplicates.c.id == duplicate_id)
+    if for_update:
+        query = query.with_for_update(of=duplicates)
+    row = (await session.execute(query)).mappings().one_or_none()
+    return dict(row) if row else None
+
+
+async def decide(
+    session: AsyncSession, *, duplicate_id: UUID, status: str, kept_case_id: UUID | None = None
+) -> dict[str, Any]:
+    await session.execute(
+        update(duplicates)
+        .where(duplicates.c.id == duplicate_id)
+        .values(status=status, kept_case_id=kept_case_id, decided_at=func.now())
+    )
+    row = await get_duplicate(session, duplicate_id=duplicate_id)
+    assert row is not None
+    return row
