@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import timedelta
 
 from sqlalchemy import and_, delete, select, text, update
@@ -32,14 +33,18 @@ MAX_KEY_LENGTH = 255
 _REPLAYED_HEADERS = {"content-type", "location", "etag"}
 
 
-def request_fingerprint(body: bytes) -> bytes:
-    """SHA-256 of the body as parsed JSON (key order and spacing do not matter)."""
+def request_fingerprint(body: bytes, content_type: str = "") -> bytes:
+    """SHA-256 of the body as parsed JSON (key order and spacing do not matter); of a
+    multipart body with its random boundary taken out; else of the bytes."""
     try:
         canonical = json.dumps(
             json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
     except (ValueError, UnicodeDecodeError):
         canonical = body
+        match = re.search(r"boundary=\"?([^\";]+)", content_type)
+        if content_type.startswith("multipart/") and match:
+            canonical = body.replace(match.group(1).encode("latin-1"), b"BOUNDARY")
     return hashlib.sha256(canonical).digest()
 
 
@@ -95,7 +100,7 @@ class IdempotencyMiddleware:
             "path": scope["path"][:500],
             "key": key,
         }
-        fingerprint = request_fingerprint(body)
+        fingerprint = request_fingerprint(body, headers.get(b"content-type", b"").decode("latin-1"))
         verdict = await self._claim(sessionmaker, ident, fingerprint)
         if verdict is not None:
             await verdict(scope, receive, send)

@@ -152,18 +152,31 @@ class Beneficiary(StrictModel):
 
     _phone = field_validator("phone")(lambda cls, v: _check_phone(v))
 
+    @field_validator("date_of_birth")
+    @classmethod
+    def _born_in_the_past(cls, value: date | None) -> date | None:
+        if value is not None:
+            if value > datetime.now(UTC).date():
+                raise ValueError("date_of_birth is in the future")
+            if value.year < 1900:
+                raise ValueError("date_of_birth is before 1900")
+        return value
+
+    @field_validator("birth_year")
+    @classmethod
+    def _year_in_the_past(cls, value: int | None) -> int | None:
+        if value is not None and value > datetime.now(UTC).year:
+            raise ValueError("birth_year is in the future")
+        return value
+
     @model_validator(mode="after")
     def _birth(self) -> Beneficiary:
-        today = datetime.now(UTC).date()
-        if self.date_of_birth is not None:
-            if self.date_of_birth > today:
-                raise ValueError("date_of_birth is in the future")
-            if self.date_of_birth.year < 1900:
-                raise ValueError("date_of_birth is before 1900")
-            if self.birth_year is not None and self.birth_year != self.date_of_birth.year:
-                raise ValueError("birth_year differs from the year of date_of_birth")
-        if self.birth_year is not None and self.birth_year > today.year:
-            raise ValueError("birth_year is in the future")
+        if (
+            self.date_of_birth is not None
+            and self.birth_year is not None
+            and self.birth_year != self.date_of_birth.year
+        ):
+            raise ValueError("birth_year differs from the year of date_of_birth")
         return self
 
 

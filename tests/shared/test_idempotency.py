@@ -104,3 +104,20 @@ async def test_server_errors_are_not_stored(settings):
         assert (await client.post("/flaky", json={}, headers=headers)).status_code == 500
         retried = await client.post("/flaky", json={}, headers=headers)
         assert retried.status_code == 200 and retried.json() == {"calls": 2}
+
+
+def test_a_multipart_body_is_the_same_request_whatever_its_boundary():
+    from shared.idempotency import request_fingerprint
+
+    def body(boundary: str) -> bytes:
+        return (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\n'
+            f"code,name\r\n--{boundary}--\r\n"
+        ).encode()
+
+    one = request_fingerprint(body("aaa111"), "multipart/form-data; boundary=aaa111")
+    two = request_fingerprint(body("bbb222"), "multipart/form-data; boundary=bbb222")
+    other = request_fingerprint(
+        body("bbb222").replace(b"code", b"kode"), "multipart/form-data; boundary=bbb222"
+    )
+    assert one == two != other
