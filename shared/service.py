@@ -24,7 +24,7 @@ from shared.errors import (
     install_error_handlers,
     problem_response,
 )
-from shared.eventlog.consumer import Consumer
+from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
 from shared.idempotency import IdempotencyMiddleware, purge_expired
 from shared.migrate import schema_status
@@ -48,7 +48,7 @@ class ServiceSpec:
     description: str
     routers: Sequence[APIRouter]
     tags: Sequence[dict] = ()
-    consumers: Callable[[Settings, Metrics], list[Consumer]] = lambda _s, _m: []
+    consumers: Callable[[Settings, Metrics], list[Worker]] = lambda _s, _m: []
     on_startup: Sequence[Hook] = field(default_factory=list)
 
 

@@ -14,14 +14,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, create_sessionmaker
-from shared.eventlog.consumer import Consumer
+from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
 from shared.observability import Metrics, configure_logging
 from shared.settings import Settings
 
 log = structlog.get_logger("relais.worker")
 
-ConsumerFactory = Callable[[Settings, Metrics], list[Consumer]]
+ConsumerFactory = Callable[[Settings, Metrics], list[Worker]]
 
 
 class XidRegressionError(RuntimeError):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from shared.eventlog.consumer import Consumer
+from shared.eventlog.consumer import Worker
 from shared.observability import Metrics
 from shared.settings import Settings
 from shared.worker import run_worker
 
 
-def consumers(settings: Settings, metrics: Metrics) -> list[Consumer]:
+def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
     """The notifications service's consumers (none yet)."""
     return []
 

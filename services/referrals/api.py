@@ -1,7 +1,638 @@
-"""HTTP of the referrals service."""
+"""HTTP of the referrals service: referrals and their actions, pathways, routing preview."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from sqlalchemy import Select, or_, select
+
+from services.referrals import projections, store
+from services.referrals import router as routing_worker
+from services.referrals.lifecycle import Denied, NotAllowedNow, transition
+from services.referrals.routing import deadline_for, decide
+from services.referrals.schemas import (
+    ActionBody,
+    AssignBody,
+    CompleteBody,
+    PathwayRead,
+    PreviewRead,
+    PreviewRequest,
+    ReasonBody,
+    ReferralRead,
+)
+from services.referrals.tables import cases, partners, referrals, services, steps
+from shared.auth import Principal
+from shared.deps import Admin, Caller, SessionDep
+from shared.errors import FieldError, Forbidden, InvalidTransition, NotFound, Problem, Unprocessable
+from shared.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Page,
+    keyset,
+    page_of,
+    parse_time,
+)
+from shared.pathway import plan_statuses
+from shared.versioning import IfMatch, check_version, expected_version
 
 router = APIRouter()
+
+COMMIT_MARGIN = timedelta(seconds=60)
+NOT_FOUND = {404: {"model": Problem, "description": "No such referral visible to this key."}}
+ACTION_ERRORS = {
+    **NOT_FOUND,
+    403: {"model": Problem, "description": "Your role can never take this action."},
+    409: {
+        "model": Problem,
+        "description": "The current status forbids it; `current_status` and `allowed_actions` "
+        "say what you may do now.",
+    },
+    412: {"model": Problem, "description": "Stale If-Match or version."},
+}
+
+
+def roles_of(caller: Principal, referral: dict[str, Any]) -> set[str]:
+    roles = set()
+    if caller.is_admin:
+        roles.add("admin")
+    if caller.partner_id is not None:
+        if referral["assignee_partner_id"] == caller.partner_id:
+            roles.add("assignee")
+        if referral["owner_partner_id"] == caller.partner_id:
+            roles.add("owner")
+    return roles
+
+
+async def _read(session, row: dict[str, Any], caller: Principal) -> ReferralRead:
+    history = (await store.history_of(session, referral_ids=[row["id"]]))[row["id"]]
+    case = await store.minimised_for_referral(session, referral=row)
+    roles = roles_of(caller, row)
+    body = store.resource(
+        row, history=history, case=case, with_decision=bool(roles & {"admin", "owner"})
+    )
+    return ReferralRead.model_validate(body)
+
+
+def visible_referrals(caller: Principal) -> Select:
+    query = select(referrals)
+    if not caller.is_admin:
+        query = query.where(
+            or_(
+                referrals.c.assignee_partner_id == caller.partner_id,
+                referrals.c.owner_partner_id == caller.partner_id,
+            )
+        )
+    return query
+
+
+@router.get(
+    "/referrals",
+    tags=["referrals"],
+    summary="List referrals addressed to you (incoming) or about your cases (outgoing)",
+    description="A partner without `role` gets both. Admins filter with `assignee_partner_id` "
+    "and `owner_partner_id`. Ordered by change time; `updated_since` also returns changes up "
+    "to 60 s older, so that a change committed late is never missed.",
+)
+async def list_referrals(
+    caller: Caller,
+    session: SessionDep,
+    role: Annotated[str | None, Query(pattern="^(incoming|outgoing)$")] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    service_type: Annotated[str | None, Query(max_length=64)] = None,
+    case_id: UUID | None = None,
+    updated_since: datetime | None = None,
+    assignee_partner_id: UUID | None = None,
+    owner_partner_id: UUID | None = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[ReferralRead]:
+    query = visible_referrals(caller)
+    if role == "incoming":
+        query = query.where(referrals.c.assignee_partner_id == caller.partner_id)
+    elif role == "outgoing":
+        query = query.where(referrals.c.owner_partner_id == caller.partner_id)
+    if caller.is_admin:
+        if assignee_partner_id is not None:
+            query = query.where(referrals.c.assignee_partner_id == assignee_partner_id)
+        if owner_partner_id is not None:
+            query = query.where(referrals.c.owner_partner_id == owner_partner_id)
+    for column, value in (
+        (referrals.c.status, status),
+        (referrals.c.service_type, service_type),
+        (referrals.c.case_id, case_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if updated_since is not None:
+        query = query.where(referrals.c.updated_at >= updated_since - COMMIT_MARGIN)
+    query = keyset(
+        query,
+        order_by=[referrals.c.updated_at, referrals.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = [dict(r) for r in (await session.execute(query)).mappings().all()]
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
+    )
+    history = await store.history_of(session, referral_ids=[r["id"] for r in items])
+    return Page[ReferralRead](
+        items=[
+            ReferralRead.model_validate(
+                store.resource(
+                    r,
+                    history=history[r["id"]],
+                    case={"reference": r["case_reference"]},
+                    with_decision=bool(roles_of(caller, r) & {"admin", "owner"}),
+                )
+            )
+            for r in items
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get(
+    "/queues/unassigned",
+    tags=["coordination"],
+    summary="Referrals that found no partner, oldest first (admin)",
+)
+async def unassigned_queue(
+    _admin: Admin,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[ReferralRead]:
+    query = keyset(
+        select(referrals).where(referrals.c.status == "unassigned"),
+        order_by=[referrals.c.created_at, referrals.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = [dict(r) for r in (await session.execute(query)).mappings().all()]
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    )
+    history = await store.history_of(session, referral_ids=[r["id"] for r in items])
+    return Page[ReferralRead](
+        items=[
+            ReferralRead.model_validate(
+                store.resource(
+                    r,
+                    history=history[r["id"]],
+                    case={"reference": r["case_reference"]},
+                    with_decision=True,
+                )
+            )
+            for r in items
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get(
+    "/referrals/{referral_id}",
+    tags=["referrals"],
+    summary="Get a referral, with the minimised case and its history",
+    description="The routing decision is shown to admins and the case owner, not the assignee.",
+    responses=NOT_FOUND,
+)
+async def get_referral(referral_id: UUID, caller: Caller, session: SessionDep) -> ReferralRead:
+    row = await store.load_referral(session, referral_id=referral_id)
+    if row is None or not roles_of(caller, row):
+        raise NotFound(f"No referral {referral_id}.")
+    return await _read(session, row, caller)
+
+
+async def _act(
+    session,
+    *,
+    referral_id: UUID,
+    caller: Principal,
+    action: str,
+    body: ActionBody,
+    if_match: str | None,
+    reason: str | None = None,
+    outcome: str | None = None,
+) -> ReferralRead:
+    expected = expected_version(if_match, body.version)
+    async with session.begin():
+        row = await store.load_referral(session, referral_id=referral_id, for_update=True)
+        roles = roles_of(caller, row) if row else set()
+        if row is None or not roles:
+            raise NotFound(f"No referral {referral_id}.")
+        try:
+            spec = transition(row["status"], action, roles)
+        except Denied as exc:
+            raise Forbidden(f"Your role on this referral cannot {action} it.") from exc
+        except NotAllowedNow as exc:
+            raise InvalidTransition(
+                f"A referral in status {exc.status!r} cannot be {action}ed"
+                f"{'; you may now: ' + ', '.join(exc.allowed) if exc.allowed else ''}.",
+                current_status=exc.status,
+                allowed_actions=exc.allowed,
+            ) from exc
+        check_version(row["version"], expected)
+        updated = await store.set_status(
+            session,
+            referral=row,
+            status=spec.target,
+            event_type=spec.event,
+            actor=caller.actor,
+            note=body.note or (reason or outcome or ""),
+            reason=reason,
+            outcome=outcome,
+        )
+        if action == "complete":
+            await projections.resolve_step(session, step_id=row["step_id"], resolution="completed")
+        elif action == "cancel":
+            # The owner or an admin cancelling a referral cancels its step too.
+            await projections.resolve_step(session, step_id=row["step_id"], resolution="cancelled")
+        return await _read(session, updated, caller)
+
+
+@router.post(
+    "/referrals/{referral_id}/accept",
+    tags=["referrals"],
+    summary="Accept (assignee)",
+    responses=ACTION_ERRORS,
+)
+async def accept(
+    referral_id: UUID,
+    caller: Caller,
+    session: SessionDep,
+    body: ActionBody | None = None,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    return await _act(
+        session,
+        referral_id=referral_id,
+        caller=caller,
+        action="accept",
+        body=body or ActionBody(),
+        if_match=if_match,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/reject",
+    tags=["referrals"],
+    summary="Reject, with a reason (assignee); the step is routed to the next candidate",
+    responses=ACTION_ERRORS,
+)
+async def reject(
+    referral_id: UUID,
+    body: ReasonBody,
+    caller: Caller,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    return await _act(
+        session,
+        referral_id=referral_id,
+        caller=caller,
+        action="reject",
+        body=body,
+        if_match=if_match,
+        reason=body.reason,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/start",
+    tags=["referrals"],
+    summary="Start (assignee)",
+    responses=ACTION_ERRORS,
+)
+async def start(
+    referral_id: UUID,
+    caller: Caller,
+    session: SessionDep,
+    body: ActionBody | None = None,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    return await _act(
+        session,
+        referral_id=referral_id,
+        caller=caller,
+        action="start",
+        body=body or ActionBody(),
+        if_match=if_match,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/complete",
+    tags=["referrals"],
+    summary="Complete, with the outcome (assignee); the steps it unblocks are routed",
+    responses=ACTION_ERRORS,
+)
+async def complete(
+    referral_id: UUID,
+    body: CompleteBody,
+    caller: Caller,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    return await _act(
+        session,
+        referral_id=referral_id,
+        caller=caller,
+        action="complete",
+        body=body,
+        if_match=if_match,
+        outcome=body.outcome,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/fail",
+    tags=["referrals"],
+    summary="Fail, with a reason (assignee); the step is routed to the next candidate",
+    responses=ACTION_ERRORS,
+)
+async def fail(
+    referral_id: UUID,
+    body: ReasonBody,
+    caller: Caller,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    return await _act(
+        session,
+        referral_id=referral_id,
+        caller=caller,
+        action="fail",
+        body=body,
+        if_match=if_match,
+        reason=body.reason,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/cancel",
+    tags=["referrals"],
+    summary="Cancel, with a reason (case owner or admin); the step is cancelled too",
+    responses=ACTION_ERRORS,
+)
+async def cancel(
+    referral_id: UUID,
+    body: ReasonBody,
+    caller: Caller,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    return await _act(
+        session,
+        referral_id=referral_id,
+        caller=caller,
+        action="cancel",
+        body=body,
+        if_match=if_match,
+        reason=body.reason,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/assign",
+    tags=["coordination"],
+    summary="Assign an unassigned referral to a partner (admin)",
+    description="Any active partner, ignoring earlier exclusions. Without `service_id`, the "
+    "partner's best-ranked service of the step's type. Emits `referral.assigned`.",
+    responses=ACTION_ERRORS,
+)
+async def assign(
+    referral_id: UUID,
+    body: AssignBody,
+    caller: Admin,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> ReferralRead:
+    expected = expected_version(if_match, body.version)
+    async with session.begin():
+        row = await store.load_referral(session, referral_id=referral_id, for_update=True)
+        if row is None:
+            raise NotFound(f"No referral {referral_id}.")
+        try:
+            spec = transition(row["status"], "assign", {"admin"})
+        except NotAllowedNow as exc:
+            raise InvalidTransition(
+                f"Only an unassigned referral is assigned; this one is {exc.status!r}.",
+                current_status=exc.status,
+                allowed_actions=exc.allowed,
+            ) from exc
+        check_version(row["version"], expected)
+        partner = (
+            (await session.execute(select(partners).where(partners.c.id == body.partner_id)))
+            .mappings()
+            .one_or_none()
+        )
+        if partner is None or partner["status"] != "active":
+            raise Unprocessable(
+                "Assign to an active partner.",
+                errors=[
+                    FieldError(
+                        field="body.partner_id", message="no such active partner", type="value"
+                    )
+                ],
+            )
+        service = await _service_for(
+            session, row=row, partner_id=body.partner_id, service_id=body.service_id
+        )
+        now = store.now_utc()
+        hours_from = service["response_hours"] if service else 10**6
+        updated = await store.set_status(
+            session,
+            referral=row,
+            status=spec.target,
+            event_type=spec.event,
+            actor=caller.actor,
+            note=body.note or "assigned by the coordination",
+            extra={
+                "assignee_partner_id": body.partner_id,
+                "service_id": service["id"] if service else None,
+                "deadline_at": deadline_for(now, hours_from, row["priority"]),
+                "decision": {
+                    **row["decision"],
+                    "assigned": {
+                        "partner_id": str(body.partner_id),
+                        "service_id": str(service["id"]) if service else None,
+                        "by": caller.actor,
+                        "at": now.isoformat(),
+                    },
+                },
+            },
+        )
+        return await _read(session, updated, caller)
+
+
+async def _service_for(
+    session,
+    *,
+    row: dict[str, Any],
+    partner_id: UUID,
+    service_id: UUID | None,
+) -> dict[str, Any] | None:
+    if service_id is not None:
+        service = (
+            (await session.execute(select(services).where(services.c.id == service_id)))
+            .mappings()
+            .one_or_none()
+        )
+        if service is None or service["partner_id"] != partner_id:
+            raise Unprocessable(
+                "The service must be one of the partner's.",
+                errors=[
+                    FieldError(
+                        field="body.service_id",
+                        message="not a service of this partner",
+                        type="value",
+                    )
+                ],
+            )
+        return dict(service)
+    case = (
+        (await session.execute(select(cases).where(cases.c.id == row["case_id"]))).mappings().one()
+    )
+    options = [
+        o
+        for o in await routing_worker.service_options(session, service_type=row["service_type"])
+        if o.partner_id == partner_id and o.active
+    ]
+    if not options:
+        return None
+    request = await routing_worker.routing_request(
+        session, case=case, service_type=row["service_type"], priority=row["priority"], excluded={}
+    )
+    decision = decide(request, options)
+    chosen = decision.chosen.service_id if decision.chosen else sorted(o.id for o in options)[0]
+    return dict(
+        (await session.execute(select(services).where(services.c.id == chosen))).mappings().one()
+    )
+
+
+@router.get(
+    "/cases/{case_id}/pathway",
+    tags=["referrals"],
+    summary="Every step of a case with its referrals and status (owner or admin)",
+    responses={404: {"model": Problem, "description": "No such case visible to this key."}},
+)
+async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> PathwayRead:
+    case = (
+        (await session.execute(select(cases).where(cases.c.id == case_id))).mappings().one_or_none()
+    )
+    if case is None or not (caller.is_admin or case["owner_partner_id"] == caller.partner_id):
+        raise NotFound(f"No case {case_id}.")
+    plan = [
+        dict(r)
+        for r in (
+            await session.execute(
+                select(steps).where(steps.c.case_id == case_id).order_by(steps.c.position)
+            )
+        ).mappings()
+    ]
+    rows = (
+        (
+            await session.execute(
+                select(referrals)
+                .where(referrals.c.case_id == case_id)
+                .order_by(referrals.c.attempt, referrals.c.created_at)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    by_step: dict[UUID, list[dict]] = {s["id"]: [] for s in plan}
+    for r in rows:
+        by_step.setdefault(r["step_id"], []).append(dict(r))
+    status_input = []
+    for s in plan:
+        latest = by_step[s["id"]][-1] if by_step[s["id"]] else None
+        status_input.append(
+            {
+                **s,
+                "owner_status": s["resolution"],
+                "referral_status": latest["status"] if latest else None,
+            }
+        )
+    statuses = plan_statuses(
+        status_input, consent_granted=case["consent_granted"], case_open=case["status"] == "open"
+    )
+    return PathwayRead.model_validate(
+        {
+            "case_id": case["id"],
+            "case_reference": case["reference"],
+            "case_status": case["status"],
+            "consent_granted": case["consent_granted"],
+            "completed": bool(plan) and all(s["resolution"] for s in plan),
+            "steps": [
+                {**s, "status": st, "status_reason": reason, "referrals": by_step[s["id"]]}
+                for s, (st, reason) in zip(plan, statuses, strict=True)
+            ],
+        }
+    )
+
+
+@router.post(
+    "/routing/preview",
+    tags=["coordination"],
+    summary="Routing decision for a step or a hypothetical case, without side effects (admin)",
+    description="Runs the router's own decision function on the same data. For a real step, the "
+    "partners that already rejected, let expire or failed it are excluded as the router would.",
+)
+async def preview(body: PreviewRequest, _admin: Admin, session: SessionDep) -> PreviewRead:
+    if body.case_id is not None:
+        case = (
+            (await session.execute(select(cases).where(cases.c.id == body.case_id)))
+            .mappings()
+            .one_or_none()
+        )
+        step = (
+            (
+                await session.execute(
+                    select(steps).where(steps.c.id == body.step_id, steps.c.case_id == body.case_id)
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
+        if case is None or step is None:
+            raise NotFound("No such case and step.")
+        _count, excluded, _failures = await routing_worker.step_history(session, step_id=step["id"])
+        service_type, priority = step["service_type"], step["priority"]
+    else:
+        hypothetical = body.case
+        assert hypothetical is not None and body.service_type is not None
+        case = {
+            "beneficiary": hypothetical.beneficiary.model_dump(mode="json"),
+            "vulnerabilities": hypothetical.vulnerabilities,
+            "return_area_code": hypothetical.return_.area_code,
+        }
+        excluded, service_type, priority = {}, body.service_type, body.priority
+    request = await routing_worker.routing_request(
+        session, case=case, service_type=service_type, priority=priority, excluded=excluded
+    )
+    if not request.area_depths:
+        raise Unprocessable(
+            "Unknown area.",
+            errors=[
+                FieldError(
+                    field="body.case.return.area_code", message="unknown area", type="unknown_code"
+                )
+            ],
+        )
+    decision = decide(
+        request, await routing_worker.service_options(session, service_type=service_type)
+    )
+    return PreviewRead(
+        chosen_service_id=decision.chosen.service_id if decision.chosen else None,
+        chosen_partner_id=decision.chosen.partner_id if decision.chosen else None,
+        deadline_at=decision.deadline_at,
+        decision=decision.as_record(request),
+    )

@@ -17,6 +17,15 @@ Authenticate with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem
 """
 
 
+TAGS = [
+    {"name": "referrals", "description": "Referrals addressed to you or about your cases."},
+    {
+        "name": "coordination",
+        "description": "The coordination's tools: queue, assignment, preview.",
+    },
+]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     return build_app(
@@ -26,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title="Relais referrals",
             description=DESCRIPTION,
             routers=[router],
+            tags=TAGS,
             consumers=consumers,
         ),
     )

@@ -1,16 +1,26 @@
-"""The referrals service's event consumers; run alone with `python -m services.referrals.worker`."""
+"""The referrals service's workers: the router and the deadline sweeper.
+Run alone with `python -m services.referrals.worker`."""
 
 from __future__ import annotations
 
-from shared.eventlog.consumer import Consumer
+from services.referrals import router
+from services.referrals.sweeper import DeadlineSweeper
+from shared.eventlog.consumer import Consumer, Worker
 from shared.observability import Metrics
 from shared.settings import Settings
 from shared.worker import run_worker
 
 
-def consumers(settings: Settings, metrics: Metrics) -> list[Consumer]:
-    """The referrals service's consumers (none yet)."""
-    return []
+def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
+    return [
+        Consumer(
+            router.CONSUMER_NAME,
+            router.handle,
+            poll_interval=settings.poll_interval_seconds,
+            metrics=metrics,
+        ),
+        DeadlineSweeper(interval=settings.poll_interval_seconds),
+    ]
 
 
 def main(settings: Settings | None = None) -> None:

@@ -215,7 +215,7 @@ _DOCUMENT_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015./\\_]+")
 
 
 def normalize_document_number(s: str) -> str:
-    """Uppercase and drop spaces, dashes, dots and slashes: "ab 12-34.5/6" is "AB1234556"."""
+    """Uppercase and drop spaces, dashes, dots and slashes: "ab 12-34.5/6" is "AB123456"."""
     upper = unicodedata.normalize("NFKC", s).upper()
     # Composed again: dropping a separator can bring a letter and an accent together.
     return unicodedata.normalize("NFKC", _DOCUMENT_SEPARATORS.sub("", upper))

@@ -24,7 +24,9 @@ log = structlog.get_logger("relais.registry.projector")
 
 CONSUMER_NAME = "registry.step-status"
 # Cancellations the hub makes itself: the step waits and is routed again later.
-SYSTEM_CANCEL_REASONS = frozenset({"case_closed", "consent_withdrawn", "case_merged"})
+SYSTEM_CANCEL_REASONS = frozenset(
+    {"case_closed", "consent_withdrawn", "case_merged", "partner_inactive"}
+)
 
 
 def is_newer(data: Mapping[str, Any], step: Mapping[str, Any]) -> bool:
@@ -55,7 +57,7 @@ async def project(session: AsyncSession, events: Sequence[Event]) -> None:
                     plan_steps.c.id.in_({step_id for _, step_id in updates})
                 )
             )
-        ).tuples()
+        ).all()
     )
     # Lock the cases first, in one order, as the API's actions do: no deadlock with them.
     case_ids = sorted(set(case_of.values()), key=str)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from services.registry import projector
-from shared.eventlog.consumer import Consumer
+from shared.eventlog.consumer import Consumer, Worker
 from shared.observability import Metrics
 from shared.settings import Settings
 from shared.worker import run_worker
 
 
-def consumers(settings: Settings, metrics: Metrics) -> list[Consumer]:
+def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
     """The step-status projector of `referral.*` events."""
     return [
         Consumer(

@@ -14,6 +14,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from sqlalchemy import text
@@ -26,6 +27,20 @@ from shared.observability import Metrics
 log = structlog.get_logger("relais.consumer")
 
 Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
+
+
+class Worker(Protocol):
+    """What a service runs beside its API: a log consumer or a periodic sweeper."""
+
+    name: str
+
+    async def run(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        listener: Listener,
+        stop: asyncio.Event,
+    ) -> None: ...
+
 
 _READ = text(
     """
@@ -146,7 +161,7 @@ class Consumer:
         backoff_ms = 5.0
         while not stop.is_set():
             if not await listener.hold(self.name):
-                await _wait(stop, wake, self.poll_interval)  # standby
+                await wait_for_wake(stop, wake, self.poll_interval)  # standby
                 continue
             wake.clear()
             try:
@@ -169,7 +184,7 @@ class Consumer:
                 )
                 if self.metrics is not None:
                     self.metrics.consumer_failures.labels(self.name).inc()
-                await _wait(stop, None, delay)
+                await wait_for_wake(stop, None, delay)
                 continue
             self._failures = 0
             if handled:
@@ -178,14 +193,14 @@ class Consumer:
             if pending and backoff_ms <= 50.0:
                 # Committed but not yet readable: an older transaction is still open, so
                 # the horizon has not passed these events. Re-read soon, not at the next poll.
-                await _wait(stop, None, backoff_ms / 1000 * random.uniform(0.8, 1.2))
+                await wait_for_wake(stop, None, backoff_ms / 1000 * random.uniform(0.8, 1.2))
                 backoff_ms *= 2
                 continue
             backoff_ms = 5.0
-            await _wait(stop, wake, self.poll_interval)
+            await wait_for_wake(stop, wake, self.poll_interval)
 
 
-async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+async def wait_for_wake(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
     """Sleep up to `seconds`, returning early when `stop` or `wake` is set."""
     waiters = [asyncio.ensure_future(stop.wait())]
     if wake is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select, text
+
+from shared.tables import events
 from tests.factories import bearer
 
 
@@ -55,3 +58,63 @@ async def make_service(client, key: str, **fields: Any) -> dict:
     response = await client.post("/services", json=body, headers=bearer(key))
     assert response.status_code == 201, response.text
     return response.json()
+
+
+# --- Shared by the tenancy, validation, directory and partner tests --------------------
+
+PROBLEM = "application/problem+json"
+
+# What a request that must change nothing is compared on: every registry table and the
+# hub tables the registry writes. `api_keys.last_used_at` is left out (any request may
+# touch it once a minute); the access log is left out (reads write it).
+_FINGERPRINTED = {
+    "hub.events": "SELECT seq, id, type, subject, audience, data FROM hub.events",
+    "hub.api_keys": "SELECT id, role, partner_id, partner_active, name, revoked_at "
+    "FROM hub.api_keys",
+    "hub.areas": "SELECT * FROM hub.areas",
+    "hub.service_types": "SELECT * FROM hub.service_types",
+    "registry.partners": "SELECT * FROM registry.partners",
+    "registry.services": "SELECT * FROM registry.services",
+    "registry.cases": "SELECT * FROM registry.cases",
+    "registry.plan_steps": "SELECT * FROM registry.plan_steps",
+    "registry.duplicates": "SELECT * FROM registry.duplicates",
+    "registry.duplicate_keys": "SELECT * FROM registry.duplicate_keys",
+}
+
+
+async def database_fingerprint(app) -> dict[str, tuple[int, str]]:
+    """(row count, md5 of the rows) of each table a write could touch."""
+    parts = [
+        f"SELECT '{name}', count(*), "
+        f"coalesce(md5(string_agg(r::text, '|' ORDER BY r::text)), '') FROM ({query}) AS r"
+        for name, query in _FINGERPRINTED.items()
+    ]
+    async with app.state.sessionmaker() as session:
+        rows = (await session.execute(text(" UNION ALL ".join(parts)))).all()
+    return {table: (count, digest) for table, count, digest in rows}
+
+
+async def event_count(app) -> int:
+    async with app.state.sessionmaker() as session:
+        return (await session.execute(select(func.count()).select_from(events))).scalar_one()
+
+
+async def events_of(app, type_: str) -> list[dict]:
+    async with app.state.sessionmaker() as session:
+        query = select(events).where(events.c.type == type_).order_by(events.c.seq)
+        return [dict(r) for r in (await session.execute(query)).mappings()]
+
+
+def assert_problem(response, status: int | tuple[int, ...]) -> dict:
+    """The response is a problem document with this status (or one of these)."""
+    expected = status if isinstance(status, tuple) else (status,)
+    assert response.status_code in expected, (
+        response.request.method,
+        response.request.url.path,
+        response.status_code,
+        response.text,
+    )
+    assert response.headers["content-type"] == PROBLEM, response.headers
+    body = response.json()
+    assert body["status"] == response.status_code and body["type"] and body["title"]
+    return body

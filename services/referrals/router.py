@@ -1,0 +1,333 @@
+"""The router: consumes the log, keeps the projections, and routes each case's next
+interventions (SPEC 5). One batch of events is one transaction with the checkpoint.
+
+For every case an event touches, `reconcile` brings its referrals in line with the case:
+- a closed case, or one without consent, has no live referral (they are cancelled with
+  `case_closed`, `case_merged` or `consent_withdrawn`) and nothing is routed;
+- a cancelled step has no live referral (`step_cancelled`);
+- every next intervention with `delivery: referral` gets a referral: requested to the best
+  candidate, or unassigned when there is none or after the fourth routed attempt;
+- when every step is completed or cancelled on an open case, `case.pathway_completed`.
+At most one live referral per step exists (a unique index), whoever runs at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.referrals import projections, store
+from services.referrals.lifecycle import ACTIVE_LOAD, EXCLUDING
+from services.referrals.routing import (
+    MAX_ROUTED_ATTEMPTS,
+    Decision,
+    Person,
+    RoutingRequest,
+    ServiceOption,
+    decide,
+)
+from services.referrals.tables import cases, partners, referrals, services, steps
+from shared.eventlog.append import append
+from shared.eventlog.model import Event
+from shared.tables import areas
+
+log = structlog.get_logger("relais.referrals.router")
+
+CONSUMER_NAME = "referrals.router"
+RECONCILING_REFERRAL_EVENTS = frozenset(
+    {
+        "referral.rejected",
+        "referral.expired",
+        "referral.failed",
+        "referral.completed",
+        "referral.cancelled",
+    }
+)
+
+
+async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
+    """The consumer's handler: projections first, then one reconciliation per touched case."""
+    touched: dict[UUID, Event] = {}
+    for event in events:
+        if event.type.startswith("partner."):
+            applied, before = await projections.apply_partner(session, event.data)
+            if applied and before == "active" and event.data.get("status") == "inactive":
+                for case_id in await release_partner(
+                    session, partner_id=UUID(str(event.data["id"])), cause=event
+                ):
+                    touched[case_id] = event
+        elif event.type.startswith("service."):
+            await projections.apply_service(session, event.data)
+        elif event.type.startswith("case.") and event.type != "case.pathway_completed":
+            await projections.apply_case(session, event.data)
+            touched[UUID(str(event.data["id"]))] = event
+        elif event.type in RECONCILING_REFERRAL_EVENTS:
+            touched[UUID(str(event.data["case_id"]))] = event
+    for case_id in sorted(touched, key=str):
+        await reconcile(session, case_id=case_id, cause=touched[case_id])
+
+
+async def release_partner(session: AsyncSession, *, partner_id: UUID, cause: Event) -> list[UUID]:
+    """A deactivated partner's referrals still `requested` are cancelled, to be routed again."""
+    rows = await session.execute(
+        select(referrals)
+        .where(referrals.c.assignee_partner_id == partner_id, referrals.c.status == "requested")
+        .order_by(referrals.c.id)
+        .with_for_update()
+    )
+    case_ids = []
+    for row in rows.mappings():
+        await store.set_status(
+            session,
+            referral=row,
+            status="cancelled",
+            event_type="referral.cancelled",
+            actor="system",
+            reason="partner_inactive",
+            cause=cause,
+        )
+        case_ids.append(row["case_id"])
+    return case_ids
+
+
+async def reconcile(session: AsyncSession, *, case_id: UUID, cause: Event | None) -> None:
+    case = (
+        (await session.execute(select(cases).where(cases.c.id == case_id).with_for_update()))
+        .mappings()
+        .one_or_none()
+    )
+    if case is None:
+        return
+    case = dict(case)
+    plan = [
+        dict(r)
+        for r in (
+            await session.execute(
+                select(steps).where(steps.c.case_id == case_id).order_by(steps.c.position)
+            )
+        ).mappings()
+    ]
+    live = {r["step_id"]: r for r in await store.live_referrals_of_case(session, case_id=case_id)}
+
+    if case["status"] != "open" or not case["consent_granted"]:
+        reason = "consent_withdrawn"
+        if case["status"] != "open":
+            reason = "case_merged" if case["closure_reason"] == "merged" else "case_closed"
+        for referral in live.values():
+            await store.set_status(
+                session,
+                referral=referral,
+                status="cancelled",
+                event_type="referral.cancelled",
+                actor="system",
+                reason=reason,
+                cause=cause,
+            )
+        return
+
+    for step in plan:
+        if step["resolution"] == "cancelled" and step["id"] in live:
+            await store.set_status(
+                session,
+                referral=live.pop(step["id"]),
+                status="cancelled",
+                event_type="referral.cancelled",
+                actor="system",
+                reason="step_cancelled",
+                cause=cause,
+            )
+
+    resolved = {s["key"] for s in plan if s["resolution"] is not None}
+    for step in plan:
+        if (
+            step["resolution"] is None
+            and step["delivery"] == "referral"
+            and step["id"] not in live
+            and all(dep in resolved for dep in step["depends_on"])
+        ):
+            await route_step(session, case=case, step=step, cause=cause)
+
+    if plan and len(resolved) == len(plan):
+        if not case["pathway_completed"]:
+            await _pathway_completed(session, case=case, plan=plan, cause=cause)
+    elif case["pathway_completed"]:
+        await session.execute(
+            update(cases).where(cases.c.id == case_id).values(pathway_completed=False)
+        )
+
+
+async def _pathway_completed(
+    session: AsyncSession,
+    *,
+    case: Mapping[str, Any],
+    plan: Sequence[Mapping[str, Any]],
+    cause: Event | None,
+) -> None:
+    await session.execute(
+        update(cases).where(cases.c.id == case["id"]).values(pathway_completed=True)
+    )
+    await append(
+        session,
+        type="case.pathway_completed",
+        source=store.SOURCE,
+        subject=f"cases/{case['id']}",
+        data={
+            "case_id": case["id"],
+            "case_reference": case["reference"],
+            "steps": [{"id": s["id"], "key": s["key"], "status": s["resolution"]} for s in plan],
+        },
+        actor="system",
+        audience=[case["owner_partner_id"]],
+        causation_id=cause.id if cause else None,
+        correlation_id=(cause.correlation_id or str(cause.id)) if cause else None,
+    )
+
+
+async def area_depths(session: AsyncSession, area_code: str) -> dict[str, int]:
+    """The case's area and each of its ancestors → depth."""
+    path = (await session.execute(select(areas.c.path).where(areas.c.code == area_code))).scalar()
+    if not path:
+        return {}
+    rows = await session.execute(
+        select(areas.c.code, areas.c.depth).where(areas.c.code.in_(list(path)))
+    )
+    return {code: depth for code, depth in rows.all()}
+
+
+async def service_options(session: AsyncSession, *, service_type: str) -> list[ServiceOption]:
+    """Every service of the type with its partner's state and its current load."""
+    rows = (
+        (
+            await session.execute(
+                select(services, partners.c.status.label("partner_status"))
+                .outerjoin(partners, partners.c.id == services.c.partner_id)
+                .where(services.c.service_type == service_type)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    if not rows:
+        return []
+    loads = dict(
+        (
+            await session.execute(
+                select(referrals.c.service_id, func.count())
+                .where(
+                    referrals.c.service_id.in_([r["id"] for r in rows]),
+                    referrals.c.status.in_(ACTIVE_LOAD),
+                )
+                .group_by(referrals.c.service_id)
+            )
+        ).all()
+    )
+    return [
+        ServiceOption.from_row(
+            r, partner_active=r["partner_status"] == "active", load=loads.get(r["id"], 0)
+        )
+        for r in rows
+    ]
+
+
+def person_of(case: Mapping[str, Any]) -> Person:
+    person = case.get("beneficiary") or {}
+    born = person.get("date_of_birth")
+    return Person(
+        sex=person.get("sex") or "unknown",
+        date_of_birth=date.fromisoformat(born) if born else None,
+        birth_year=person.get("birth_year"),
+        vulnerabilities=tuple(case.get("vulnerabilities") or ()),
+    )
+
+
+async def routing_request(
+    session: AsyncSession,
+    *,
+    case: Mapping[str, Any],
+    service_type: str,
+    priority: str,
+    excluded: Mapping[UUID, str],
+) -> RoutingRequest:
+    return RoutingRequest(
+        service_type=service_type,
+        priority=priority,
+        area_code=case["return_area_code"],
+        area_depths=await area_depths(session, case["return_area_code"]),
+        person=person_of(case),
+        excluded_partners=dict(excluded),
+        now=store.now_utc(),
+    )
+
+
+async def step_history(session: AsyncSession, *, step_id: UUID) -> tuple[int, dict[UUID, str], int]:
+    """(referrals so far, partners excluded → why, routed attempts that ended in exclusion)."""
+    rows = (
+        await session.execute(
+            select(referrals.c.status, referrals.c.assignee_partner_id)
+            .where(referrals.c.step_id == step_id)
+            .order_by(referrals.c.attempt)
+        )
+    ).all()
+    excluded = {
+        r.assignee_partner_id: r.status
+        for r in rows
+        if r.status in EXCLUDING and r.assignee_partner_id
+    }
+    failures = sum(1 for r in rows if r.status in EXCLUDING)
+    return len(rows), excluded, failures
+
+
+async def route_step(
+    session: AsyncSession, *, case: Mapping[str, Any], step: Mapping[str, Any], cause: Event | None
+) -> dict[str, Any]:
+    """Create the step's next referral: to the best candidate, or unassigned."""
+    count, excluded, failures = await step_history(session, step_id=step["id"])
+    request = await routing_request(
+        session,
+        case=case,
+        service_type=step["service_type"],
+        priority=step["priority"],
+        excluded=excluded,
+    )
+    if failures >= MAX_ROUTED_ATTEMPTS:
+        decision = Decision(candidates=(), excluded=(), deadline_at=None)
+        record = {**decision.as_record(request), "unassigned_reason": "max_attempts"}
+        note = f"{failures} routed attempts ended without a taker: for the coordination"
+    else:
+        decision = decide(
+            request, await service_options(session, service_type=step["service_type"])
+        )
+        record = decision.as_record(request)
+        if decision.chosen is None:
+            record["unassigned_reason"] = "no_candidate"
+            note = "no candidate service: for the coordination"
+        else:
+            note = "routed"
+    chosen = decision.chosen
+    referral = await store.create_referral(
+        session,
+        case=case,
+        step=step,
+        attempt=count + 1,
+        decision=record,
+        service_id=chosen.service_id if chosen else None,
+        assignee_partner_id=chosen.partner_id if chosen else None,
+        deadline_at=decision.deadline_at,
+        note=note,
+        cause=cause,
+    )
+    log.info(
+        "step_routed",
+        case_id=str(case["id"]),
+        step_id=str(step["id"]),
+        referral_id=str(referral["id"]),
+        status=referral["status"],
+        attempt=referral["attempt"],
+    )
+    return referral

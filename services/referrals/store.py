@@ -1,0 +1,278 @@
+"""Referrals: creation, transitions, history, the resource as served and as carried by events.
+
+Every change writes the referral, its history line and its event in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.referrals.lifecycle import ACTIVE_LOAD, LIVE
+from services.referrals.tables import cases, partners, referral_history, referrals, services, steps
+from shared.eventlog.append import append
+from shared.eventlog.model import Event
+from shared.minimised import minimise_case
+
+SOURCE = "/referrals"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+async def load_referral(
+    session: AsyncSession, *, referral_id: UUID, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(referrals).where(referrals.c.id == referral_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    return dict(row) if row else None
+
+
+async def history_of(
+    session: AsyncSession, *, referral_ids: Sequence[UUID]
+) -> dict[UUID, list[dict]]:
+    result: dict[UUID, list[dict]] = {rid: [] for rid in referral_ids}
+    if not referral_ids:
+        return result
+    rows = await session.execute(
+        select(referral_history)
+        .where(referral_history.c.referral_id.in_(referral_ids))
+        .order_by(referral_history.c.id)
+    )
+    for row in rows.mappings():
+        result[row["referral_id"]].append(
+            {"status": row["status"], "at": row["at"], "actor": row["actor"], "note": row["note"]}
+        )
+    return result
+
+
+async def minimised_for_referral(
+    session: AsyncSession, *, referral: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The minimised case the referral's assignee may see now (SPEC 6)."""
+    case = (
+        (await session.execute(select(cases).where(cases.c.id == referral["case_id"])))
+        .mappings()
+        .one_or_none()
+    )
+    if case is None:
+        return {"reference": referral["case_reference"]}
+    live_steps: list[Mapping[str, Any]] = []
+    statuses: list[str] = [referral["status"]]
+    named: list[str] = []
+    if referral["assignee_partner_id"] is not None and referral["status"] in ACTIVE_LOAD:
+        rows = await session.execute(
+            select(steps, referrals.c.status.label("referral_status"))
+            .join(referrals, referrals.c.step_id == steps.c.id)
+            .where(
+                referrals.c.case_id == referral["case_id"],
+                referrals.c.assignee_partner_id == referral["assignee_partner_id"],
+                referrals.c.status.in_(ACTIVE_LOAD),
+            )
+            .order_by(steps.c.position)
+        )
+        live_steps = [dict(r) for r in rows.mappings()]
+        if referral["service_id"] is not None:
+            eligibility = (
+                await session.execute(
+                    select(services.c.eligibility).where(services.c.id == referral["service_id"])
+                )
+            ).scalar()
+            named = list((eligibility or {}).get("vulnerabilities_any") or [])
+    owner = (
+        (await session.execute(select(partners).where(partners.c.id == case["owner_partner_id"])))
+        .mappings()
+        .one_or_none()
+    )
+    return minimise_case(
+        case={
+            "reference": case["reference"],
+            "consent": {"referral": "granted" if case["consent_granted"] else "withdrawn"},
+            "beneficiary": case["beneficiary"],
+            "return": {"area_code": case["return_area_code"]},
+            "vulnerabilities": list(case["vulnerabilities"]),
+        },
+        referral_statuses=statuses,
+        assignee_steps=live_steps,
+        service_vulnerabilities=named,
+        referring_partner=owner,
+        today=date.today(),
+    )
+
+
+def resource(
+    row: Mapping[str, Any],
+    *,
+    history: Sequence[Mapping[str, Any]],
+    case: Mapping[str, Any],
+    with_decision: bool,
+) -> dict[str, Any]:
+    """The Referral as the API serves it; events carry it without `decision`."""
+    body = {
+        "id": row["id"],
+        "case_id": row["case_id"],
+        "case_reference": row["case_reference"],
+        "step_id": row["step_id"],
+        "service_type": row["service_type"],
+        "priority": row["priority"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "assignee_partner_id": row["assignee_partner_id"],
+        "service_id": row["service_id"],
+        "owner_partner_id": row["owner_partner_id"],
+        "deadline_at": row["deadline_at"],
+        "attempt": row["attempt"],
+        "outcome": row["outcome"],
+        "case": case,
+        "history": list(history),
+        "version": row["version"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+    if with_decision:
+        body["decision"] = row["decision"]
+    return body
+
+
+async def emit(
+    session: AsyncSession,
+    *,
+    type: str,
+    row: Mapping[str, Any],
+    actor: str,
+    cause: Event | None = None,
+    correlation_id: str | None = None,
+) -> Event:
+    """Append the referral's event: the Referral without its decision, with the minimised case."""
+    history = (await history_of(session, referral_ids=[row["id"]]))[row["id"]]
+    data = resource(
+        row,
+        history=history,
+        case=await minimised_for_referral(session, referral=row),
+        with_decision=False,
+    )
+    audience = [row["owner_partner_id"]]
+    if row["assignee_partner_id"] is not None:
+        audience.append(row["assignee_partner_id"])
+    return await append(
+        session,
+        type=type,
+        source=SOURCE,
+        subject=f"referrals/{row['id']}",
+        data=data,
+        actor=actor,
+        audience=audience,
+        causation_id=cause.id if cause else None,
+        correlation_id=correlation_id or (cause.correlation_id or str(cause.id) if cause else None),
+    )
+
+
+async def add_history(
+    session: AsyncSession, *, referral_id: UUID, status: str, actor: str, note: str = ""
+) -> None:
+    await session.execute(
+        insert(referral_history).values(
+            referral_id=referral_id, status=status, actor=actor, note=note
+        )
+    )
+
+
+async def create_referral(
+    session: AsyncSession,
+    *,
+    case: Mapping[str, Any],
+    step: Mapping[str, Any],
+    attempt: int,
+    decision: Mapping[str, Any],
+    service_id: UUID | None,
+    assignee_partner_id: UUID | None,
+    deadline_at: datetime | None,
+    note: str,
+    cause: Event | None,
+) -> dict[str, Any]:
+    status = "requested" if assignee_partner_id is not None else "unassigned"
+    row = (
+        (
+            await session.execute(
+                insert(referrals)
+                .values(
+                    id=uuid.uuid4(),
+                    case_id=case["id"],
+                    case_reference=case["reference"],
+                    step_id=step["id"],
+                    service_type=step["service_type"],
+                    priority=step["priority"],
+                    status=status,
+                    assignee_partner_id=assignee_partner_id,
+                    service_id=service_id,
+                    owner_partner_id=case["owner_partner_id"],
+                    deadline_at=deadline_at,
+                    attempt=attempt,
+                    decision=dict(decision),
+                )
+                .returning(*referrals.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    row = dict(row)
+    await add_history(session, referral_id=row["id"], status=status, actor="system", note=note)
+    await emit(session, type="referral.created", row=row, actor="system", cause=cause)
+    return row
+
+
+async def set_status(
+    session: AsyncSession,
+    *,
+    referral: Mapping[str, Any],
+    status: str,
+    event_type: str,
+    actor: str,
+    note: str = "",
+    reason: str | None = None,
+    outcome: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    cause: Event | None = None,
+) -> dict[str, Any]:
+    """Move a (locked) referral to `status`, record the history line and emit the event."""
+    values: dict[str, Any] = {"status": status, "status_reason": reason, **(extra or {})}
+    if outcome is not None:
+        values["outcome"] = outcome
+    row = (
+        (
+            await session.execute(
+                update(referrals)
+                .where(referrals.c.id == referral["id"])
+                .values(**values, version=referrals.c.version + 1, updated_at=func.now())
+                .returning(*referrals.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    row = dict(row)
+    await add_history(
+        session, referral_id=row["id"], status=status, actor=actor, note=note or (reason or "")
+    )
+    await emit(session, type=event_type, row=row, actor=actor, cause=cause)
+    return row
+
+
+async def live_referrals_of_case(session: AsyncSession, *, case_id: UUID) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(referrals)
+        .where(referrals.c.case_id == case_id, referrals.c.status.in_(LIVE))
+        .order_by(referrals.c.created_at, referrals.c.id)
+        .with_for_update()
+    )
+    return [dict(r) for r in rows.mappings()]

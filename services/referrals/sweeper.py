@@ -1,0 +1,80 @@
+"""The deadline sweeper: a referral still `requested` past its `deadline_at` expires.
+
+Several sweepers may run at once: each claims due referrals with `FOR UPDATE SKIP LOCKED`
+in a short transaction. The router then routes the step to the next candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.referrals import store
+from services.referrals.tables import referrals
+from shared.eventlog.consumer import wait_for_wake
+from shared.eventlog.listener import Listener
+
+log = structlog.get_logger("relais.referrals.sweeper")
+
+
+@dataclass
+class DeadlineSweeper:
+    name: str = "referrals.deadline-sweeper"
+    interval: float = 1.0
+    batch_size: int = 100
+
+    async def sweep_once(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        """Expire one batch of overdue referrals; returns how many."""
+        async with sessionmaker() as session, session.begin():
+            rows = (
+                (
+                    await session.execute(
+                        select(referrals)
+                        .where(
+                            referrals.c.status == "requested", referrals.c.deadline_at <= func.now()
+                        )
+                        .order_by(referrals.c.deadline_at)
+                        .limit(self.batch_size)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for row in rows:
+                await store.set_status(
+                    session,
+                    referral=row,
+                    status="expired",
+                    event_type="referral.expired",
+                    actor="system",
+                    reason="deadline_passed",
+                )
+        if rows:
+            log.info("referrals_expired", count=len(rows))
+        return len(rows)
+
+    async def run(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        listener: Listener,
+        stop: asyncio.Event,
+    ) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                expired = await self.sweep_once(sessionmaker)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.error("sweep_failed", error=type(exc).__name__)
+                await wait_for_wake(stop, None, min(30.0, 0.5 * 2**failures))
+                continue
+            if expired < self.batch_size:
+                await wait_for_wake(stop, None, self.interval)

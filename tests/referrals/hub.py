@@ -1,0 +1,89 @@
+"""The registry and the referrals service running together, with their workers, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from services.referrals.app import create_app as referrals_app
+from services.registry.app import create_app as registry_app
+from shared.settings import Settings
+from tests.conftest import running
+from tests.factories import bearer, make_admin_key
+
+
+@dataclass
+class Hub:
+    registry: httpx.AsyncClient
+    referrals: httpx.AsyncClient
+    admin: str
+    sessionmaker: Any
+
+    async def partner(self, name: str, kind: str = "ngo") -> dict:
+        partner = (
+            await self.registry.post(
+                "/partners",
+                json={
+                    "name": name,
+                    "acronym": name[:8],
+                    "kind": kind,
+                    "contact_email": "contact@example.org",
+                },
+                headers=bearer(self.admin),
+            )
+        ).json()
+        key = await self.registry.post(
+            f"/partners/{partner['id']}/api-keys", json={"name": "test"}, headers=bearer(self.admin)
+        )
+        partner["key"] = key.json()["key"]
+        return partner
+
+    async def service(
+        self, partner: dict, service_type: str, areas: list[str], **fields: Any
+    ) -> dict:
+        response = await self.registry.post(
+            "/services",
+            json={
+                "service_type": service_type,
+                "name": f"{partner['name']} {service_type}",
+                "areas": areas,
+                **fields,
+            },
+            headers=bearer(partner["key"]),
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not reached in {timeout} s; last value: {last!r}")
+
+
+@asynccontextmanager
+async def running_hub(settings: Settings) -> AsyncIterator[Hub]:
+    settings = settings.model_copy(update={"run_workers": True, "poll_interval_seconds": 0.2})
+    async with AsyncExitStack() as stack:
+        registry_api = registry_app(settings)
+        registry = await stack.enter_async_context(running(registry_api))
+        referrals = await stack.enter_async_context(running(referrals_app(settings)))
+        admin = await make_admin_key(registry_api.state.sessionmaker)
+        yield Hub(
+            registry=registry,
+            referrals=referrals,
+            admin=admin,
+            sessionmaker=registry_api.state.sessionmaker,
+        )
