@@ -76,29 +76,31 @@ async def index_case(session: AsyncSession, *, case: Mapping[str, Any]) -> int:
             func.coalesce(cases.c.closure_reason, "") != "merged",
         )
     )
-    found = 0
+    pairs = []
     for other in rows.mappings():
         match = matching.score(facts, facts_of(other))
         if match is None:
             continue
         a, b = sorted((case["id"], other["id"]), key=str)  # PostgreSQL orders uuids alike
+        pairs.append(
+            {
+                "id": uuid.uuid4(),
+                "case_a_id": a,
+                "case_b_id": b,
+                "score": match.score,
+                "reasons": list(match.reasons),
+            }
+        )
+    if pairs:
+        statement = pg_insert(duplicates).values(pairs)
         await session.execute(
-            pg_insert(duplicates)
-            .values(
-                id=uuid.uuid4(),
-                case_a_id=a,
-                case_b_id=b,
-                score=match.score,
-                reasons=list(match.reasons),
-            )
-            .on_conflict_do_update(
+            statement.on_conflict_do_update(
                 index_elements=["case_a_id", "case_b_id"],
-                set_={"score": match.score, "reasons": list(match.reasons)},
+                set_={"score": statement.excluded.score, "reasons": statement.excluded.reasons},
                 where=duplicates.c.status == "open",
             )
         )
-        found += 1
-    return found
+    return len(pairs)
 
 
 def duplicates_query(*, status: str | None) -> Select:

@@ -6,18 +6,38 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 PartnerKind = Literal["government", "ngo", "un_agency", "private", "community"]
 PartnerStatus = Literal["active", "inactive"]
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 
+# PostgreSQL stores no NUL character in text or jsonb: refused here, as 422, not as a 500.
+NO_NUL = r"^[^\x00]*$"
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return any(_holds_nul(v) for v in value)
+    return False
+
 
 class StrictModel(BaseModel):
     """Unknown fields are refused: a typo never passes silently."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if _holds_nul(value):
+            raise ValueError("must not contain the NUL character (\\u0000)")
+        return value
 
 
 class PartnerCreate(StrictModel):

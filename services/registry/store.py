@@ -68,7 +68,19 @@ def partners_query() -> Select:
 async def create_partner_key(
     session: AsyncSession, *, partner_id: UUID, name: str
 ) -> tuple[dict[str, Any], str]:
-    return await create_key(session, role="partner", partner_id=partner_id, name=name)
+    # A key issued to an inactive partner must answer 401 like its other keys. The share
+    # lock orders this against a concurrent change of the partner's status.
+    status = (
+        await session.execute(
+            select(partners.c.status).where(partners.c.id == partner_id).with_for_update(read=True)
+        )
+    ).scalar_one()
+    row, key = await create_key(session, role="partner", partner_id=partner_id, name=name)
+    if status != "active":
+        await session.execute(
+            update(api_keys).where(api_keys.c.id == row["id"]).values(partner_active=False)
+        )
+    return row, key
 
 
 def keys_query(*, partner_id: UUID) -> Select:

@@ -118,3 +118,26 @@ def assert_problem(response, status: int | tuple[int, ...]) -> dict:
     body = response.json()
     assert body["status"] == response.status_code and body["type"] and body["title"]
     return body
+
+
+SYLLABLES = ("ba", "di", "ko", "sa", "ma", "tu", "ne", "fo", "ga", "li", "ro", "we", "zu", "ye")
+
+
+def distinct_person(i: int) -> dict[str, Any]:
+    """A beneficiary no other `i` resembles: names built from the digits of i in syllables."""
+
+    def word(n: int, salt: int) -> str:
+        letters = []
+        n = n * 7 + salt
+        for _ in range(4):
+            letters.append(SYLLABLES[n % len(SYLLABLES)])
+            n //= len(SYLLABLES)
+        return "".join(letters).capitalize()
+
+    return {
+        "given_name": word(i, 3),
+        "family_name": word(i, 11),
+        "sex": "female" if i % 2 else "male",
+        "birth_year": 1960 + i % 40,
+        "id_documents": [{"type": "national_id", "number": f"NI{i:08d}"}],
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.registry import cases_store as store
 from services.registry import store as partner_store
+from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import (
     Beneficiary,
     CaseCreate,
@@ -197,7 +198,7 @@ async def create_case(
     responses={201: {"model": CaseRead, "description": "Created."}, **CONFLICT, **STALE},
 )
 async def upsert_case(
-    external_id: Annotated[str, Field(min_length=1, max_length=100)],
+    external_id: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)],
     body: CaseCreate,
     caller: Caller,
     session: SessionDep,
@@ -255,12 +256,25 @@ async def list_cases(
     session: SessionDep,
     status_: Annotated[str | None, Query(alias="status", pattern="^(open|closed)$")] = None,
     area: Annotated[
-        str | None, Query(max_length=32, description="Cases returning within this area.")
+        str | None,
+        Query(max_length=32, pattern=NO_NUL, description="Cases returning within this area."),
     ] = None,
     updated_since: datetime | None = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[CaseListItem]:
+    if updated_since is not None:
+        try:  # PostgreSQL and Python stop at years 1 and 9999: beyond, 422 rather than 500
+            floor = updated_since - COMMIT_MARGIN
+            if floor.tzinfo is not None:
+                floor.astimezone(UTC)
+        except OverflowError:
+            raise Unprocessable(
+                "updated_since is out of range.",
+                errors=[
+                    FieldError(field="query.updated_since", message="out of range", type="range")
+                ],
+            ) from None
     query = keyset(
         store.cases_query(
             caller=caller,

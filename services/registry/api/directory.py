@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, status
 
 from services.registry import store
+from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import ServiceCreate, ServiceRead, ServiceUpdate
 from services.registry.tables import services
 from shared.deps import Caller, SessionDep
@@ -69,9 +70,11 @@ async def create_service(body: ServiceCreate, caller: Caller, session: SessionDe
 async def list_services(
     _caller: Caller,
     session: SessionDep,
-    service_type: Annotated[str | None, Query(max_length=64)] = None,
+    service_type: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     partner_id: UUID | None = None,
-    area: Annotated[str | None, Query(max_length=32, examples=["ML-BKO-03"])] = None,
+    area: Annotated[
+        str | None, Query(max_length=32, pattern=NO_NUL, examples=["ML-BKO-03"])
+    ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ServiceRead]:
@@ -120,7 +123,15 @@ async def update_service(
                 raise Forbidden("A partner changes only its own services.")
             if "priority" in changes:
                 raise Forbidden("Only the coordination sets a service's priority.")
-        for field in ("service_type", "name", "areas", "response_hours", "status", "priority"):
+        for field in (
+            "service_type",
+            "name",
+            "areas",
+            "eligibility",
+            "response_hours",
+            "status",
+            "priority",
+        ):
             if field in changes and changes[field] is None:
                 raise Unprocessable(
                     f"{field} cannot be null.",

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
 
 from services.registry import reference
+from services.registry.schemas import NO_NUL
 from services.registry.schemas_reference import (
     AreaDetail,
     AreaImportResult,
@@ -59,10 +60,15 @@ async def list_areas(
     session: SessionDep,
     parent: Annotated[
         str | None,
-        Query(max_length=200, description="Only the direct children of this area code."),
+        Query(
+            max_length=200,
+            pattern=NO_NUL,
+            description="Only the direct children of this area code.",
+        ),
     ] = None,
     level: Annotated[
-        str | None, Query(max_length=200, description="Only areas of this level.")
+        str | None,
+        Query(max_length=200, pattern=NO_NUL, description="Only areas of this level."),
     ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
@@ -81,7 +87,9 @@ async def list_areas(
     responses={404: {"model": Problem, "description": "No area with this code."}},
 )
 async def get_area(
-    code: Annotated[str, Path(description="The area's code.", examples=["ML-BKO-01"])],
+    code: Annotated[
+        str, Path(description="The area's code.", pattern=NO_NUL, examples=["ML-BKO-01"])
+    ],
     _caller: Caller,
     session: SessionDep,
 ) -> AreaDetail:
