@@ -198,7 +198,7 @@ async def test_a_deactivated_partners_requested_referrals_are_routed_again(setti
 
 async def test_preview_of_a_hypothetical_case_matches_the_router(settings):
     async with running_hub(settings) as hub:
-        owner, provider, _ = await _setup(hub)
+        owner, _provider, _ = await _setup(hub)
         near = await hub.partner("Near")
         await hub.service(near, "economic.vocational_training", ["ML-BKO-03"], priority=None)
         case = await _case(hub, owner)
@@ -287,7 +287,7 @@ async def test_two_routers_route_every_step_of_200_cases_exactly_once(settings):
     """Two referrals services (each with its router) run against one database while 200
     cases arrive: every step gets exactly one referral."""
     async with running_hub(settings) as hub:
-        owner, provider, _ = await _setup(hub)
+        owner, _provider, _ = await _setup(hub)
         second = referrals_app(
             settings.model_copy(update={"run_workers": True, "poll_interval_seconds": 0.2})
         )
