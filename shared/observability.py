@@ -111,6 +111,18 @@ class Metrics:
             ["consumer"],
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "relais_webhook_attempts_total",
+            "Webhook attempts by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_latency = Histogram(
+            "relais_webhook_latency_seconds",
+            "Time for a receiver to answer a webhook.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
+            registry=self.registry,
+        )
         self.consumer_position = Gauge(
             "relais_consumer_position_seq",
             "The seq of the last event each consumer committed.",

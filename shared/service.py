@@ -24,6 +24,7 @@ from shared.errors import (
     install_error_handlers,
     problem_response,
 )
+from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
 from shared.idempotency import IdempotencyMiddleware, purge_expired
@@ -50,6 +51,7 @@ class ServiceSpec:
     tags: Sequence[dict] = ()
     consumers: Callable[[Settings, Metrics], list[Worker]] = lambda _s, _m: []
     on_startup: Sequence[Hook] = field(default_factory=list)
+    channels: tuple[str, ...] = (NOTIFY_CHANNEL,)
 
 
 ERROR_RESPONSES: dict[int | str, dict] = {
@@ -123,7 +125,9 @@ class Runtime:
         self.engine: AsyncEngine = create_engine(settings, application_name=f"relais-{spec.name}")
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
         self.listener = Listener(
-            settings.require_database_url(), application_name=f"relais-{spec.name}-listener"
+            settings.require_database_url(),
+            application_name=f"relais-{spec.name}-listener",
+            channels=spec.channels,
         )
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -132,8 +136,9 @@ class Runtime:
         for hook in self.spec.on_startup:
             await hook(app)
         self.tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        # Always listening: workers wake on it, and so do long-polling requests.
+        await self.listener.start()
         if run_workers:
-            await self.listener.start()
             for consumer in self.spec.consumers(self.settings, self.metrics):
                 self.tasks.append(
                     asyncio.create_task(

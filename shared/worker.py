@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, create_sessionmaker
+from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
 from shared.observability import Metrics, configure_logging
@@ -49,13 +50,22 @@ async def check_xid_horizon(sessionmaker: async_sessionmaker[AsyncSession]) -> N
 
 
 async def run_consumers(
-    name: str, factory: ConsumerFactory, settings: Settings, stop: asyncio.Event
+    name: str,
+    factory: ConsumerFactory,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    channels: tuple[str, ...] = (NOTIFY_CHANNEL,),
 ) -> None:
     """Run the consumers of a service until `stop` is set."""
     metrics = Metrics(name)
     engine = create_engine(settings, application_name=f"relais-{name}-worker")
     sessionmaker = create_sessionmaker(engine)
-    listener = Listener(settings.require_database_url(), application_name=f"relais-{name}-listener")
+    listener = Listener(
+        settings.require_database_url(),
+        application_name=f"relais-{name}-listener",
+        channels=channels,
+    )
     try:
         await check_xid_horizon(sessionmaker)
         await listener.start()
@@ -68,7 +78,13 @@ async def run_consumers(
         log.info("worker_stopped")
 
 
-def run_worker(name: str, factory: ConsumerFactory, settings: Settings) -> None:
+def run_worker(
+    name: str,
+    factory: ConsumerFactory,
+    settings: Settings,
+    *,
+    channels: tuple[str, ...] = (NOTIFY_CHANNEL,),
+) -> None:
     """Blocking entry point of a standalone worker; SIGINT or SIGTERM stops it cleanly."""
     configure_logging(settings.log_level, service=f"{name}-worker")
 
@@ -78,7 +94,7 @@ def run_worker(name: str, factory: ConsumerFactory, settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_consumers(name, factory, settings, stop)
+        await run_consumers(name, factory, settings, stop, channels=channels)
 
     asyncio.run(main())
 

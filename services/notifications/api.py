@@ -1,7 +1,427 @@
-"""HTTP of the notifications service."""
+"""HTTP of the notifications service: endpoints, deliveries and the feed."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy import delete, func, update
+
+from services.notifications import store
+from services.notifications.feed import START, read_feed
+from services.notifications.schemas import (
+    AttemptRead,
+    DeliveryDetail,
+    DeliveryRead,
+    EndpointCreate,
+    EndpointRead,
+    EndpointUpdate,
+    EndpointWithSecret,
+    FeedPage,
+    Recovered,
+    RecoverRequest,
+    TestSent,
+)
+from services.notifications.signing import rotate
+from services.notifications.ssrf import TargetRefused, resolve
+from services.notifications.tables import deliveries, endpoints
+from shared.auth import Principal
+from shared.deps import Caller, SessionDep
+from shared.errors import Conflict, FieldError, Forbidden, NotFound, Problem, Unprocessable
+from shared.eventlog.model import parse_sequence
+from shared.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Page,
+    keyset,
+    page_of,
+    parse_time,
+)
+from shared.settings import Settings
+from shared.versioning import IfMatch, check_version, expected_version
 
 router = APIRouter()
+
+NOT_FOUND = {404: {"model": Problem, "description": "No such endpoint visible to this key."}}
+MAX_WAIT_SECONDS = 30
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def _check_url(request: Request, url: str) -> None:
+    try:
+        await resolve(
+            url, allow_private=bool(_settings(request).notifications_allow_private_targets)
+        )
+    except TargetRefused as exc:
+        raise Unprocessable(
+            f"This URL cannot receive webhooks: {exc}.",
+            errors=[FieldError(field="body.url", message=str(exc), type="url_refused")],
+        ) from exc
+
+
+async def _endpoint(
+    session, endpoint_id: UUID, caller: Principal, *, for_update: bool = False
+) -> dict:
+    row = await store.get_endpoint(
+        session, endpoint_id=endpoint_id, caller=caller, for_update=for_update
+    )
+    if row is None:
+        raise NotFound(f"No endpoint {endpoint_id}.")
+    return row
+
+
+@router.post(
+    "/endpoints",
+    tags=["endpoints"],
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a webhook endpoint; the signing secret is returned once",
+    description="In production the URL must be https and resolve only to public addresses. "
+    "`event_types` take `*` wildcards (`referral.*`). Deliveries are signed with Standard "
+    "Webhooks headers and carry CloudEvents bodies.",
+)
+async def create_endpoint(
+    body: EndpointCreate, caller: Caller, session: SessionDep, request: Request
+) -> EndpointWithSecret:
+    if not caller.is_admin and body.partner_id not in (None, caller.partner_id):
+        raise Forbidden("A partner registers endpoints only for itself.")
+    partner_id = body.partner_id if caller.is_admin else caller.partner_id
+    await _check_url(request, body.url)
+    async with session.begin():
+        row, secret = await store.create_endpoint(
+            session,
+            partner_id=partner_id,
+            values={
+                "url": body.url,
+                "event_types": body.event_types,
+                "description": body.description,
+            },
+            now=datetime.now(UTC),
+        )
+    return EndpointWithSecret.model_validate({**store.endpoint_view(row), "secret": secret})
+
+
+@router.get("/endpoints", tags=["endpoints"], summary="Your endpoints (admins: all)")
+async def list_endpoints(
+    caller: Caller,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[EndpointRead]:
+    query = keyset(
+        store.visible_endpoints(caller),
+        order_by=[endpoints.c.created_at, endpoints.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    )
+    return Page[EndpointRead](
+        items=[EndpointRead.model_validate(store.endpoint_view(r)) for r in items],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get(
+    "/endpoints/{endpoint_id}", tags=["endpoints"], summary="Get an endpoint", responses=NOT_FOUND
+)
+async def get_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> EndpointRead:
+    return EndpointRead.model_validate(
+        store.endpoint_view(await _endpoint(session, endpoint_id, caller))
+    )
+
+
+@router.patch(
+    "/endpoints/{endpoint_id}",
+    tags=["endpoints"],
+    summary="Change an endpoint's URL, event types or description",
+    responses={**NOT_FOUND, 412: {"model": Problem, "description": "Stale If-Match."}},
+)
+async def update_endpoint(
+    endpoint_id: UUID,
+    body: EndpointUpdate,
+    caller: Caller,
+    session: SessionDep,
+    request: Request,
+    if_match: IfMatch = None,
+) -> EndpointRead:
+    changes = body.model_dump(exclude_unset=True)
+    expected = expected_version(if_match, changes.pop("version", None))
+    for field in ("url", "event_types", "description"):
+        if field in changes and changes[field] is None:
+            raise Unprocessable(
+                f"{field} cannot be null.",
+                errors=[FieldError(field=f"body.{field}", message="cannot be null", type="null")],
+            )
+    if "url" in changes:
+        await _check_url(request, changes["url"])
+    async with session.begin():
+        row = await _endpoint(session, endpoint_id, caller, for_update=True)
+        check_version(row["version"], expected)
+        row = await store.update_endpoint(session, endpoint_id=endpoint_id, values=changes)
+    return EndpointRead.model_validate(store.endpoint_view(row))
+
+
+@router.delete(
+    "/endpoints/{endpoint_id}",
+    tags=["endpoints"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an endpoint and its deliveries",
+    responses=NOT_FOUND,
+)
+async def delete_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> Response:
+    async with session.begin():
+        await _endpoint(session, endpoint_id, caller, for_update=True)
+        await session.execute(delete(endpoints).where(endpoints.c.id == endpoint_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/endpoints/{endpoint_id}/rotate-secret",
+    tags=["endpoints"],
+    summary="A new signing secret; the old one keeps signing beside it for 24 hours",
+    responses=NOT_FOUND,
+)
+async def rotate_secret(
+    endpoint_id: UUID, caller: Caller, session: SessionDep
+) -> EndpointWithSecret:
+    async with session.begin():
+        row = await _endpoint(session, endpoint_id, caller, for_update=True)
+        secrets, fresh = rotate(list(row["secrets"]), datetime.now(UTC))
+        row = await store.update_endpoint(
+            session, endpoint_id=endpoint_id, values={"secrets": secrets}
+        )
+    return EndpointWithSecret.model_validate({**store.endpoint_view(row), "secret": fresh})
+
+
+@router.post(
+    "/endpoints/{endpoint_id}/enable",
+    tags=["endpoints"],
+    summary="Enable a disabled endpoint again",
+    description="New events are sent again. What failed meanwhile is re-sent by `recover`.",
+    responses=NOT_FOUND,
+)
+async def enable_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> EndpointRead:
+    async with session.begin():
+        row = await _endpoint(session, endpoint_id, caller, for_update=True)
+        if row["status"] != "active":
+            row = await store.update_endpoint(
+                session,
+                endpoint_id=endpoint_id,
+                values={"status": "active", "disabled_reason": None, "failing_since": None},
+            )
+            await store.emit_endpoint_event(
+                session, type="endpoint.enabled", row=row, actor=caller.actor
+            )
+    return EndpointRead.model_validate(store.endpoint_view(row))
+
+
+@router.post(
+    "/endpoints/{endpoint_id}/test",
+    tags=["endpoints"],
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send an `endpoint.test` event to this endpoint only",
+    responses=NOT_FOUND,
+)
+async def test_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> TestSent:
+    async with session.begin():
+        row = await _endpoint(session, endpoint_id, caller)
+        event = await store.emit_endpoint_event(
+            session,
+            type="endpoint.test",
+            row=row,
+            actor=caller.actor,
+            data={"endpoint_id": row["id"], "message": "A test event from Relais."},
+        )
+    return TestSent(event_id=event.id)
+
+
+@router.post(
+    "/endpoints/{endpoint_id}/recover",
+    tags=["endpoints"],
+    summary="Re-send what failed for events in a time window",
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "The endpoint is disabled."}},
+)
+async def recover(
+    endpoint_id: UUID, body: RecoverRequest, caller: Caller, session: SessionDep
+) -> Recovered:
+    until = body.until or datetime.now(UTC)
+    async with session.begin():
+        row = await _endpoint(session, endpoint_id, caller)
+        if row["status"] != "active":
+            raise Conflict(
+                "Enable the endpoint before recovering its deliveries.",
+                current_status=row["status"],
+                allowed_actions=["enable"],
+            )
+        result = await session.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.endpoint_id == endpoint_id,
+                deliveries.c.status == "failed",
+                deliveries.c.event_time >= body.since,
+                deliveries.c.event_time <= until,
+            )
+            .values(
+                status="pending", next_attempt_at=func.now(), attempt_count=0, updated_at=func.now()
+            )
+        )
+    return Recovered(recovered=int(result.rowcount or 0))  # type: ignore[attr-defined]
+
+
+@router.get("/deliveries", tags=["deliveries"], summary="Deliveries to your endpoints, newest last")
+async def list_deliveries(
+    caller: Caller,
+    session: SessionDep,
+    endpoint_id: UUID | None = None,
+    status_: Annotated[
+        str | None, Query(alias="status", pattern="^(pending|succeeded|failed)$")
+    ] = None,
+    event_type: Annotated[str | None, Query(max_length=100)] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[DeliveryRead]:
+    query = store.visible_deliveries(caller)
+    if endpoint_id is not None:
+        query = query.where(deliveries.c.endpoint_id == endpoint_id)
+    if status_ is not None:
+        query = query.where(deliveries.c.status == status_)
+    if event_type is not None:
+        query = query.where(deliveries.c.event_type == event_type)
+    query = keyset(
+        query,
+        order_by=[deliveries.c.created_at, deliveries.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    )
+    return Page[DeliveryRead](
+        items=[DeliveryRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+    )
+
+
+async def _delivery(session, delivery_id: UUID, caller: Principal) -> dict[str, Any]:
+    row = (
+        (
+            await session.execute(
+                store.visible_deliveries(caller).where(deliveries.c.id == delivery_id)
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFound(f"No delivery {delivery_id}.")
+    return dict(row)
+
+
+@router.get(
+    "/deliveries/{delivery_id}",
+    tags=["deliveries"],
+    summary="A delivery with every attempt: time, status code, latency, error, response excerpt",
+    responses={404: {"model": Problem, "description": "No such delivery."}},
+)
+async def get_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -> DeliveryDetail:
+    row = await _delivery(session, delivery_id, caller)
+    tried = await store.attempts_of(session, delivery_id=delivery_id)
+    return DeliveryDetail.model_validate(
+        {**row, "attempts": [AttemptRead.model_validate(a) for a in tried]}
+    )
+
+
+@router.post(
+    "/deliveries/{delivery_id}/retry",
+    tags=["deliveries"],
+    summary="Send a delivery again now",
+    responses={404: {"model": Problem, "description": "No such delivery."}},
+)
+async def retry_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -> DeliveryRead:
+    async with session.begin():
+        await _delivery(session, delivery_id, caller)
+        row = (
+            (
+                await session.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == delivery_id)
+                    .values(status="pending", next_attempt_at=func.now(), updated_at=func.now())
+                    .returning(*deliveries.c)
+                )
+            )
+            .mappings()
+            .one()
+        )
+    return DeliveryRead.model_validate(dict(row))
+
+
+@router.get(
+    "/feed",
+    tags=["feed"],
+    summary="Your events after a cursor, oldest first, with long-polling",
+    description="For partners without a public endpoint. `after` is the `sequence` of the last "
+    "event you have (omit it to start from the beginning); `next_cursor` is never null. "
+    "`types` filters with `*` wildcards, comma-separated. `wait` (seconds, at most 30) holds "
+    "the request until an event arrives; no database connection is held meanwhile.",
+)
+async def feed(
+    caller: Caller,
+    request: Request,
+    after: Annotated[str | None, Query(max_length=40, examples=["0" * 40])] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    types: Annotated[
+        str | None, Query(max_length=500, examples=["referral.*,case.pathway_completed"])
+    ] = None,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
+) -> FeedPage:
+    cursor = after or START
+    try:
+        tx, seq = parse_sequence(cursor)
+    except ValueError as exc:
+        raise Unprocessable(
+            "`after` must be the 40-digit `sequence` of an event.",
+            errors=[FieldError(field="query.after", message="malformed cursor", type="cursor")],
+        ) from exc
+    patterns = [t.strip() for t in (types or "").split(",") if t.strip()]
+    runtime = request.app.state.runtime
+    flag = runtime.listener.subscribe()
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            flag.clear()
+            async with request.app.state.sessionmaker() as session:
+                events = await read_feed(
+                    session,
+                    tx=tx,
+                    seq=seq,
+                    limit=limit,
+                    partner_id=None if caller.is_admin else caller.partner_id,
+                    types=patterns,
+                )
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                break
+            # Wake at the next notification, and re-read at least every 250 ms: an event that
+            # was committed but not yet below the read horizon becomes visible without one.
+            waiter = asyncio.ensure_future(flag.wait())
+            await asyncio.wait([waiter], timeout=min(remaining, 0.25))
+            waiter.cancel()
+    finally:
+        runtime.listener.unsubscribe(flag)
+    return FeedPage(
+        items=[e.to_cloudevent() for e in events],
+        next_cursor=events[-1].sequence if events else cursor,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications.api import router
-from services.notifications.worker import consumers
+from services.notifications.worker import CHANNELS, consumers
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
 
@@ -17,6 +17,16 @@ Authenticate with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem
 """
 
 
+TAGS = [
+    {
+        "name": "endpoints",
+        "description": "Your webhook endpoints: register, rotate, test, recover.",
+    },
+    {"name": "deliveries", "description": "Every webhook sent and every attempt, with retries."},
+    {"name": "feed", "description": "Your events, pulled: for partners without a public endpoint."},
+]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     return build_app(
@@ -26,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title="Relais notifications",
             description=DESCRIPTION,
             routers=[router],
+            tags=TAGS,
             consumers=consumers,
+            channels=CHANNELS,
         ),
     )

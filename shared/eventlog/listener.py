@@ -33,32 +33,44 @@ def lock_key(name: str) -> int:
 class Listener:
     """The process's LISTEN connection and the advisory locks held on it."""
 
-    def __init__(self, database_url: str, *, application_name: str = "relais-listener") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        application_name: str = "relais-listener",
+        channels: tuple[str, ...] = (NOTIFY_CHANNEL,),
+    ) -> None:
         self._dsn = plain_url(database_url)
         self._application_name = application_name
+        self._channels = channels
         self._conn: asyncpg.Connection | None = None
         self._conn_lock = asyncio.Lock()
-        self._subscribers: set[asyncio.Event] = set()
+        self._subscribers: dict[str, set[asyncio.Event]] = {c: set() for c in channels}
         self._held: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self.generation = 0
         self.connected = asyncio.Event()
 
-    def subscribe(self) -> asyncio.Event:
-        """A flag set at every notification (and at every reconnection)."""
+    def subscribe(self, channel: str = NOTIFY_CHANNEL) -> asyncio.Event:
+        """A flag set at every notification on `channel` (and at every reconnection)."""
         flag = asyncio.Event()
-        self._subscribers.add(flag)
+        self._subscribers.setdefault(channel, set()).add(flag)
         return flag
 
     def unsubscribe(self, flag: asyncio.Event) -> None:
-        self._subscribers.discard(flag)
+        for flags in self._subscribers.values():
+            flags.discard(flag)
 
-    def wake_all(self) -> None:
-        for flag in self._subscribers:
-            flag.set()
+    def wake_all(self, channel: str | None = None) -> None:
+        """Set the flags of one channel's subscribers (all channels' when None); also used
+        in-process to wake a worker without a round trip through PostgreSQL."""
+        for name, flags in self._subscribers.items():
+            if channel is None or name == channel:
+                for flag in flags:
+                    flag.set()
 
-    def _on_notify(self, *_args: object) -> None:
-        self.wake_all()
+    def _on_notify(self, _conn: object, _pid: int, channel: str, _payload: str) -> None:
+        self.wake_all(channel)
 
     async def start(self) -> None:
         if self._task is None:
@@ -92,7 +104,8 @@ class Listener:
                     server_settings={"application_name": self._application_name},
                 )
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                for channel in self._channels:
+                    await conn.add_listener(channel, self._on_notify)
                 self._conn = conn
                 self.generation += 1
                 self.connected.set()

@@ -146,7 +146,7 @@ nows = st.datetimes(
     min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
 )
 area_lists = st.lists(st.sampled_from(AREAS), min_size=1, max_size=3, unique=True).map(tuple)
-# Weighted towards eligibility, so that most directories hold several candidates.
+# Weighted towards eligibility: without it most generated directories hold no candidate.
 sex_sets = st.sampled_from(
     (None, None, None, None, ("female",), ("male",), ("female", "other"), SEXES)
 )

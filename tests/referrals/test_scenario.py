@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from tests.factories import bearer
-from tests.referrals.hub import eventually, running_hub
+from tests.hub import eventually, running_hub
 from tests.registry.helpers import case_body
 
 

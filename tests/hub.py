@@ -1,4 +1,4 @@
-"""The registry and the referrals service running together, with their workers, in-process."""
+"""The three services running together, with their workers, in-process, on one database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from services.notifications.app import create_app as notifications_app
 from services.referrals.app import create_app as referrals_app
 from services.registry.app import create_app as registry_app
 from shared.settings import Settings
@@ -22,6 +23,7 @@ from tests.factories import bearer, make_admin_key
 class Hub:
     registry: httpx.AsyncClient
     referrals: httpx.AsyncClient
+    notifications: httpx.AsyncClient
     admin: str
     sessionmaker: Any
 
@@ -74,16 +76,20 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0)
 
 
 @asynccontextmanager
-async def running_hub(settings: Settings) -> AsyncIterator[Hub]:
-    settings = settings.model_copy(update={"run_workers": True, "poll_interval_seconds": 0.2})
+async def running_hub(settings: Settings, **overrides: Any) -> AsyncIterator[Hub]:
+    settings = settings.model_copy(
+        update={"run_workers": True, "poll_interval_seconds": 0.2, **overrides}
+    )
     async with AsyncExitStack() as stack:
         registry_api = registry_app(settings)
         registry = await stack.enter_async_context(running(registry_api))
         referrals = await stack.enter_async_context(running(referrals_app(settings)))
+        notifications = await stack.enter_async_context(running(notifications_app(settings)))
         admin = await make_admin_key(registry_api.state.sessionmaker)
         yield Hub(
             registry=registry,
             referrals=referrals,
+            notifications=notifications,
             admin=admin,
             sessionmaker=registry_api.state.sessionmaker,
         )

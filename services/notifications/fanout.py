@@ -1,0 +1,99 @@
+"""Fan-out: each event becomes one delivery per endpoint that may and wants to receive it.
+
+An endpoint receives an event when its partner is in the event's audience (an admin's
+endpoint: every event) and one of its `event_types` patterns matches (`*` wildcards).
+`endpoint.test` goes only to the endpoint it names. A disabled endpoint gets its deliveries
+recorded as failed ("endpoint disabled"), so that `recover` can send them later: nothing is
+dropped silently. A paused endpoint (inactive partner) gets pending deliveries that wait.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications.tables import deliveries, endpoints
+from shared.eventlog.model import Event
+
+CONSUMER_NAME = "notifications.fanout"
+DELIVERIES_CHANNEL = "relais_deliveries"
+
+
+def wants(patterns: Iterable[str], event_type: str) -> bool:
+    return any(fnmatchcase(event_type, pattern) for pattern in patterns)
+
+
+def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The endpoints that receive `event`, among the candidates loaded for its batch."""
+    if event.type == "endpoint.test":
+        wanted = str(event.data.get("endpoint_id"))
+        return [e for e in candidates if str(e["id"]) == wanted]
+    audience = set(event.audience)
+    chosen = []
+    for endpoint in candidates:
+        if endpoint["partner_id"] is not None and endpoint["partner_id"] not in audience:
+            continue
+        if event.type.startswith("endpoint.") and str(endpoint["id"]) == str(event.data.get("id")):
+            continue  # an endpoint is not told of its own disabling: its partner's others are
+        if wants(endpoint["event_types"], event.type):
+            chosen.append(endpoint)
+    return chosen
+
+
+async def fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
+    """The consumer's handler."""
+    for event in events:
+        if event.type == "partner.updated":
+            await session.execute(
+                update(endpoints)
+                .where(endpoints.c.partner_id == UUID(str(event.data["id"])))
+                .values(partner_active=event.data.get("status") == "active")
+            )
+    partners = {p for e in events for p in e.audience}
+    rows = (
+        (
+            await session.execute(
+                select(
+                    endpoints.c.id,
+                    endpoints.c.partner_id,
+                    endpoints.c.event_types,
+                    endpoints.c.status,
+                ).where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(partners)))
+            )
+        )
+        .mappings()
+        .all()
+    )
+    candidates = [dict(r) for r in rows]
+    values = []
+    for event in events:
+        for endpoint in targets(event, candidates):
+            active = endpoint["status"] == "active"
+            values.append(
+                {
+                    "id": uuid.uuid4(),
+                    "endpoint_id": endpoint["id"],
+                    "partner_id": endpoint["partner_id"],
+                    "event_id": event.id,
+                    "event_seq": event.seq,
+                    "event_type": event.type,
+                    "event_time": event.time,
+                    "status": "pending" if active else "failed",
+                    "next_attempt_at": event.time if active else None,
+                    "last_error": None if active else "endpoint disabled",
+                }
+            )
+    if not values:
+        return
+    for start in range(0, len(values), 1000):
+        await session.execute(
+            insert(deliveries).values(values[start : start + 1000]).on_conflict_do_nothing()
+        )
+    await session.execute(text(f"SELECT pg_notify('{DELIVERIES_CHANNEL}', '')"))
