@@ -109,7 +109,7 @@ class Dispatcher:
 
     @property
     def lease_seconds(self) -> float:
-        return self.settings.webhook_timeout_seconds + 30.0
+        return self.settings.webhook_timeout_seconds + 5.0
 
     async def run(
         self,
@@ -141,7 +141,7 @@ class Dispatcher:
                             await wait_for_wake(stop, None, min(30.0, 0.2 * 2**failures))
                             continue
                         if claimed:
-                            await self._start(sessionmaker, client, claimed)
+                            await self._start(sessionmaker, client, claimed, wake)
                     if claimed and len(claimed) == min(room, self.batch_size):
                         continue  # more may be due right now
                     if len(self._in_flight) >= self.max_in_flight:
@@ -212,11 +212,15 @@ class Dispatcher:
             for r in rows
         ]
 
-    async def _start(self, sessionmaker, client, claimed) -> None:
+    async def _start(self, sessionmaker, client, claimed, wake: asyncio.Event) -> None:
+        def finished(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            wake.set()  # a slot is free, and its endpoint may have more due
+
         for item in claimed:
             task = asyncio.create_task(self._deliver(sessionmaker, client, item))
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(finished)
 
     async def _deliver(self, sessionmaker, client: httpx.AsyncClient, item: dict[str, Any]) -> None:
         try:

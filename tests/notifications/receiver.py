@@ -46,6 +46,8 @@ class Receiver:
         more = True
         while more:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender went away mid-request: nothing was received
             body += message.get("body", b"")
             more = message.get("more_body", False)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
