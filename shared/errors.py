@@ -206,8 +206,36 @@ def _frames(exc: BaseException) -> list[str]:
     ][-12:]
 
 
+_BAD_VALUE_ERRORS = {
+    "CharacterNotInRepertoireError",
+    "UntranslatableCharacterError",
+    "NumericValueOutOfRangeError",
+    "DatetimeFieldOverflowError",
+    "InvalidDatetimeFormatError",
+    "InvalidTextRepresentationError",
+    "StringDataRightTruncationError",
+}
+
+
+def _is_bad_value(exc: BaseException) -> bool:
+    """A value the database cannot hold (a NUL character, a number or date out of range)."""
+    cause = getattr(exc, "orig", None) or exc
+    cause = getattr(cause, "__cause__", None) or cause
+    return type(cause).__name__ in _BAD_VALUE_ERRORS or isinstance(exc, OverflowError)
+
+
 def unexpected_error_response(exc: BaseException) -> JSONResponse:
-    """503 for a database outage, else a 500 problem with the request id and no stack trace."""
+    """422 for a value the database cannot hold, 503 for a database outage, else a 500
+    problem with the request id and no stack trace."""
+    if _is_bad_value(exc):
+        log.info("value_refused_by_database", error=type(exc).__name__)
+        return problem_response(
+            422,
+            "validation",
+            "Invalid request",
+            "A value cannot be stored (a NUL character, or a number or date out of range).",
+            errors=[],
+        )
     if _is_database_outage(exc):
         log.warning("database_unavailable", error=type(exc).__name__)
         return problem_response(
@@ -251,3 +279,12 @@ class UnexpectedErrorMiddleware:
             if started:
                 return  # the response is under way; the log line is all that can be done
             await response(scope, receive, send)
+
+
+def cannot_be_null(field: str) -> Unprocessable:
+    """The 422 for an update that sets a required field to null."""
+    name = field.rsplit(".", 1)[-1]
+    return Unprocessable(
+        f"{name} cannot be null.",
+        errors=[FieldError(field=field, message="cannot be null", type="null")],
+    )

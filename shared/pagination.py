@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -78,11 +78,22 @@ def keyset(
         values = decode_cursor(cursor, width=len(order_by))
         if parse is not None:
             try:
-                values = [p(v) for p, v in zip(parse, values, strict=True)]
-            except (TypeError, ValueError) as exc:
+                values = [_checked(p(v)) for p, v in zip(parse, values, strict=True)]
+            except Exception as exc:  # any value this API could not have given out
                 raise _bad_cursor() from exc
         query = query.where(tuple_(*order_by) > tuple_(*values))
     return query.order_by(*order_by).limit(limit + 1)
+
+
+def _checked(value: Any) -> Any:
+    """A cursor value PostgreSQL can take: no NUL in text, integers within bigint."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL in cursor")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError("integer out of range")
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value.astimezone(UTC)  # raises OverflowError at the edges of the calendar
+    return value
 
 
 def page_of(rows: Sequence[T], *, limit: int, key: Any) -> tuple[list[T], str | None]:
@@ -93,5 +104,8 @@ def page_of(rows: Sequence[T], *, limit: int, key: Any) -> tuple[list[T], str | 
 
 
 def parse_time(value: str) -> datetime:
-    """A timestamp key of a cursor (as `encode_cursor` wrote it)."""
-    return datetime.fromisoformat(value)
+    """A timestamp key of a cursor (as `encode_cursor` wrote it): always with its offset."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("a cursor time carries its offset")
+    return parsed

@@ -62,7 +62,10 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 
 
 class BodySizeLimitMiddleware:
-    """Refuses request bodies over the limit with 413, before any handler reads them."""
+    """Refuses request bodies over the limit with 413, before any handler reads them.
+
+    A declared Content-Length over the limit is refused at once; a chunked body is read up
+    to the limit (bodies are small JSON documents) and handed on whole, or refused."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -72,30 +75,43 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_large = int(value) > self.max_bytes
+                    declared = int(value)
                 except ValueError:
-                    too_large = True
-                if too_large:
-                    await self._refuse(scope, receive, send)
-                    return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+                    declared = self.max_bytes + 1
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem_response(
@@ -104,10 +120,6 @@ class BodySizeLimitMiddleware:
             "Request body too large",
             f"Request bodies are limited to {self.max_bytes} bytes.",
         )(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def _operation_id(route: APIRoute) -> str:

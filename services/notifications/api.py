@@ -31,7 +31,15 @@ from services.notifications.ssrf import TargetRefused, resolve
 from services.notifications.tables import deliveries, endpoints
 from shared.auth import Principal
 from shared.deps import Caller, SessionDep
-from shared.errors import Conflict, FieldError, Forbidden, NotFound, Problem, Unprocessable
+from shared.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    Problem,
+    Unprocessable,
+    cannot_be_null,
+)
 from shared.eventlog.model import parse_sequence
 from shared.pagination import (
     DEFAULT_LIMIT,
@@ -160,10 +168,7 @@ async def update_endpoint(
     expected = expected_version(if_match, changes.pop("version", None))
     for field in ("url", "event_types", "description"):
         if field in changes and changes[field] is None:
-            raise Unprocessable(
-                f"{field} cannot be null.",
-                errors=[FieldError(field=f"body.{field}", message="cannot be null", type="null")],
-            )
+            raise cannot_be_null(f"body.{field}")
     if "url" in changes:
         await _check_url(request, changes["url"])
     async with session.begin():

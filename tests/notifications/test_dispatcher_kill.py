@@ -50,7 +50,8 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
             admin = await make_admin_key(app.state.sessionmaker)
             partner_id = uuid.uuid4()
             endpoint = await client.post(
-                "/endpoints", json={"url": receiver.url, "partner_id": str(partner_id)},
+                "/endpoints",
+                json={"url": receiver.url, "partner_id": str(partner_id)},
                 headers=bearer(admin),
             )
             assert endpoint.status_code == 201, endpoint.text
@@ -58,8 +59,13 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
                 ids = set()
                 for i in range(EVENTS):
                     event = await append(
-                        session, type="service.updated", source="/registry",
-                        subject=f"services/{i}", data={"i": i}, actor="admin", audience=[partner_id],
+                        session,
+                        type="service.updated",
+                        source="/registry",
+                        subject=f"services/{i}",
+                        data={"i": i},
+                        actor="admin",
+                        audience=[partner_id],
                     )
                     ids.add(str(event.id))
 
@@ -76,14 +82,21 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
             process = _worker(settings.database_url)
             deadline = time.monotonic() + 120
             while len({r.headers["webhook-id"] for r in receiver.requests}) < EVENTS:
-                assert time.monotonic() < deadline, "not every event was delivered after the restart"
+                assert time.monotonic() < deadline, (
+                    "not every event was delivered after the restart"
+                )
                 await asyncio.sleep(0.1)
 
             async def all_succeeded():
                 async with app.state.sessionmaker() as session:
-                    return (await session.execute(text(
-                        "SELECT count(*) FROM notifications.deliveries WHERE status = 'succeeded'"
-                    ))).scalar() == EVENTS
+                    return (
+                        await session.execute(
+                            text(
+                                "SELECT count(*) FROM notifications.deliveries "
+                                "WHERE status = 'succeeded'"
+                            )
+                        )
+                    ).scalar() == EVENTS
 
             await eventually(all_succeeded, timeout=30)
     finally:

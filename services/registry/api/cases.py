@@ -35,6 +35,7 @@ from shared.errors import (
     NotFound,
     Problem,
     Unprocessable,
+    cannot_be_null,
     validation_errors,
 )
 from shared.pagination import (
@@ -364,6 +365,9 @@ async def update_case(
         case = await _owned_case(session, case_id=case_id, caller=caller)
         store.expect(case, expected)
         changes: dict[str, Any] = {}
+        for field in ("beneficiary", "return"):
+            if field in patch and patch[field] is None:
+                raise cannot_be_null(f"body.{field}")
         if patch.get("beneficiary") is not None:
             changes["beneficiary"] = _revalidate(
                 Beneficiary,
@@ -377,12 +381,7 @@ async def update_case(
         for field in ("vulnerabilities", "external_id"):
             if field in patch:
                 if patch[field] is None:
-                    raise Unprocessable(
-                        f"{field} cannot be null.",
-                        errors=[
-                            FieldError(field=f"body.{field}", message="cannot be null", type="null")
-                        ],
-                    )
+                    raise cannot_be_null(f"body.{field}")
                 changes[field] = patch[field]
         snapshot = await store.update_case(session, case=case, changes=changes, caller=caller)
     return _full(snapshot)

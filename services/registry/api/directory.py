@@ -12,7 +12,7 @@ from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import ServiceCreate, ServiceRead, ServiceUpdate
 from services.registry.tables import services
 from shared.deps import Caller, SessionDep
-from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable
+from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable, cannot_be_null
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, keyset, page_of
 from shared.versioning import IfMatch, check_version, expected_version
 
@@ -133,12 +133,7 @@ async def update_service(
             "priority",
         ):
             if field in changes and changes[field] is None:
-                raise Unprocessable(
-                    f"{field} cannot be null.",
-                    errors=[
-                        FieldError(field=f"body.{field}", message="cannot be null", type="null")
-                    ],
-                )
+                raise cannot_be_null(f"body.{field}")
         check_version(current["version"], expected)
         await store.check_directory_refs(
             session, service_type=changes.get("service_type"), areas_=changes.get("areas")

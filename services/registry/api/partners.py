@@ -18,7 +18,7 @@ from services.registry.schemas import (
 )
 from services.registry.tables import partners
 from shared.deps import Admin, Caller, SessionDep
-from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable
+from shared.errors import Forbidden, NotFound, Problem, cannot_be_null
 from shared.pagination import (
     DEFAULT_LIMIT,
     CursorQuery,
@@ -102,10 +102,7 @@ async def update_partner(
         raise Forbidden("Only the coordination changes a partner's kind or status.")
     for field in ("name", "kind", "status", "acronym"):
         if field in changes and changes[field] is None:
-            raise Unprocessable(
-                f"{field} cannot be null.",
-                errors=[FieldError(field=f"body.{field}", message="cannot be null", type="null")],
-            )
+            raise cannot_be_null(f"body.{field}")
     async with session.begin():
         row = await store.update_partner(
             session,
@@ -148,7 +145,9 @@ async def list_api_keys(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ApiKeyRead]:
-    if not caller.is_admin and caller.partner_id != partner_id:
+    if (not caller.is_admin and caller.partner_id != partner_id) or (
+        await store.get_partner(session, partner_id=partner_id) is None
+    ):
         raise NotFound(f"No partner {partner_id}.")
     query = keyset(
         store.keys_query(partner_id=partner_id),
