@@ -304,6 +304,7 @@ class Dispatcher:
                 "updated_at": func.now(),
             }
             endpoint_id: UUID = item["endpoint_id"]
+            disable: str | None = None
             if outcome.succeeded:
                 values.update(status="succeeded", next_attempt_at=None)
                 await session.execute(
@@ -313,9 +314,7 @@ class Dispatcher:
                 )
             elif outcome.status_code == 410:
                 values.update(status="failed", next_attempt_at=None)
-                await store.disable_endpoint(
-                    session, endpoint_id=endpoint_id, reason="the receiver answered 410 Gone"
-                )
+                disable = "the receiver answered 410 Gone"
             else:
                 delay: timedelta | None = next_delay(
                     self.settings.webhook_retry_schedule, attempts_made
@@ -335,14 +334,12 @@ class Dispatcher:
                     )
                 ).scalar()
                 if failing_since is not None and now - failing_since >= DISABLE_AFTER:
-                    await store.disable_endpoint(
-                        session,
-                        endpoint_id=endpoint_id,
-                        reason="every attempt failed for 5 days",
-                    )
+                    disable = "every attempt failed for 5 days"
             await session.execute(
                 update(deliveries).where(deliveries.c.id == item["id"]).values(**values)
             )
+            if disable is not None:
+                await store.disable_endpoint(session, endpoint_id=endpoint_id, reason=disable)
         if self.metrics is not None:
             self.metrics.webhook_attempts.labels(
                 "success" if outcome.succeeded else "failure"

@@ -142,6 +142,18 @@ async def disable_endpoint(
     )
     if row is None:
         return None
+    # Nothing more is attempted: what was still pending shows as failed, for `recover`.
+    await session.execute(
+        update(deliveries)
+        .where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.status == "pending")
+        .values(
+            status="failed",
+            next_attempt_at=None,
+            lease_until=None,
+            last_error="endpoint disabled",
+            updated_at=func.now(),
+        )
+    )
     await emit_endpoint_event(session, type="endpoint.disabled", row=row, actor=actor)
     return dict(row)
 
