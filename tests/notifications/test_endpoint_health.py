@@ -27,7 +27,8 @@ async def test_five_days_of_failures_disable_then_recover_resends(settings):
             async with hub.sessionmaker() as session:
                 await session.execute(
                     text(
-                        "UPDATE notifications.endpoints SET failing_since = now() - interval '6 days' "
+                        "UPDATE notifications.endpoints "
+                        "SET failing_since = now() - interval '6 days' "
                         "WHERE id = :id"
                     ),
                     {"id": endpoint["id"]},
