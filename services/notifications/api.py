@@ -124,6 +124,9 @@ async def list_endpoints(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[EndpointRead]:
+    """A partner lists its own endpoints; an admin lists every endpoint. Secrets are never
+    listed.
+    """
     query = keyset(
         store.visible_endpoints(caller),
         order_by=[endpoints.c.created_at, endpoints.c.id],
@@ -145,6 +148,9 @@ async def list_endpoints(
     "/endpoints/{endpoint_id}", tags=["endpoints"], summary="Get an endpoint", responses=NOT_FOUND
 )
 async def get_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> EndpointRead:
+    """The endpoint with its status and, when disabled, why. 404 for another partner's
+    endpoint.
+    """
     return EndpointRead.model_validate(
         store.endpoint_view(await _endpoint(session, endpoint_id, caller))
     )
@@ -164,6 +170,9 @@ async def update_endpoint(
     request: Request,
     if_match: IfMatch = None,
 ) -> EndpointRead:
+    """A new URL is checked as at creation (https and public addresses in production). Send
+    `If-Match: <version>`.
+    """
     changes = body.model_dump(exclude_unset=True)
     expected = expected_version(if_match, changes.pop("version", None))
     for field in ("url", "event_types", "description"):
@@ -186,6 +195,9 @@ async def update_endpoint(
     responses=NOT_FOUND,
 )
 async def delete_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> Response:
+    """The endpoint stops receiving at once; its deliveries and their attempts are deleted with
+    it.
+    """
     async with session.begin():
         await _endpoint(session, endpoint_id, caller, for_update=True)
         await session.execute(delete(endpoints).where(endpoints.c.id == endpoint_id))
@@ -201,6 +213,9 @@ async def delete_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep
 async def rotate_secret(
     endpoint_id: UUID, caller: Caller, session: SessionDep
 ) -> EndpointWithSecret:
+    """Returns the new `whsec_` secret once. For 24 hours every webhook carries two signatures,
+    so receivers can switch without losing one.
+    """
     async with session.begin():
         row = await _endpoint(session, endpoint_id, caller, for_update=True)
         secrets, fresh = rotate(list(row["secrets"]), datetime.now(UTC))
@@ -240,6 +255,9 @@ async def enable_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep
     responses=NOT_FOUND,
 )
 async def test_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> TestSent:
+    """Appends an `endpoint.test` event that goes to this endpoint only, whatever its
+    `event_types`; follow it in `/deliveries`.
+    """
     async with session.begin():
         row = await _endpoint(session, endpoint_id, caller)
         event = await store.emit_endpoint_event(
@@ -261,6 +279,10 @@ async def test_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) 
 async def recover(
     endpoint_id: UUID, body: RecoverRequest, caller: Caller, session: SessionDep
 ) -> Recovered:
+    """Every delivery of this endpoint that failed for an event whose time lies in [`since`,
+    `until`] is sent again from its first attempt. The endpoint must be enabled first (409
+    otherwise).
+    """
     until = body.until or datetime.now(UTC)
     async with session.begin():
         row = await _endpoint(session, endpoint_id, caller)
@@ -297,6 +319,9 @@ async def list_deliveries(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[DeliveryRead]:
+    """Deliveries to your endpoints (admins: all), filtered by endpoint, status or event type.
+    `status=failed` lists what needs a retry or a recover.
+    """
     query = store.visible_deliveries(caller)
     if endpoint_id is not None:
         query = query.where(deliveries.c.endpoint_id == endpoint_id)
@@ -342,6 +367,7 @@ async def _delivery(session, delivery_id: UUID, caller: Principal) -> dict[str, 
     responses={404: {"model": Problem, "description": "No such delivery."}},
 )
 async def get_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -> DeliveryDetail:
+    """Every attempt of one delivery, to see why a receiver did not take it."""
     row = await _delivery(session, delivery_id, caller)
     tried = await store.attempts_of(session, delivery_id=delivery_id)
     return DeliveryDetail.model_validate(
@@ -356,6 +382,7 @@ async def get_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -
     responses={404: {"model": Problem, "description": "No such delivery."}},
 )
 async def retry_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -> DeliveryRead:
+    """Puts the delivery back in the queue now, whatever its status, keeping its `webhook-id`."""
     async with session.begin():
         await _delivery(session, delivery_id, caller)
         row = (

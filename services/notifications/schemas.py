@@ -40,6 +40,12 @@ class EndpointCreate(StrictModel):
 
 
 class EndpointUpdate(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"event_types": ["referral.*", "case.pathway_completed"]}]},
+    )
+
     url: str | None = Field(default=None, min_length=8, max_length=2000)
     event_types: list[EventPattern] | None = Field(default=None, min_length=1, max_length=50)
     description: str | None = Field(default=None, max_length=500)
@@ -70,6 +76,14 @@ class TestSent(BaseModel):
 
 
 class RecoverRequest(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [{"since": "2026-11-20T00:00:00Z", "until": "2026-11-25T00:00:00Z"}]
+        },
+    )
+
     since: datetime = Field(description="Re-send what failed for events from this time...")
     until: datetime | None = Field(default=None, description="...up to this time (default: now).")
 

@@ -168,6 +168,9 @@ async def unassigned_queue(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ReferralRead]:
+    """Referrals for which no partner could be found (no candidate, or four routed attempts
+    ended without a taker). Assign them with `POST /referrals/{id}/assign`.
+    """
     query = keyset(
         select(referrals).where(referrals.c.status == "unassigned"),
         order_by=[referrals.c.created_at, referrals.c.id],
@@ -270,6 +273,9 @@ async def accept(
     body: ActionBody | None = None,
     if_match: IfMatch = None,
 ) -> ReferralRead:
+    """The assignee takes the referral on. Allowed from `requested`; 409 otherwise, naming the
+    current status and the actions open to you.
+    """
     return await _act(
         session,
         referral_id=referral_id,
@@ -293,6 +299,10 @@ async def reject(
     session: SessionDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
+    """The assignee declines with a reason; the partner is excluded for this step and the step
+    is routed to the next candidate (at most 4 routed attempts, then the coordination's
+    queue).
+    """
     return await _act(
         session,
         referral_id=referral_id,
@@ -317,6 +327,7 @@ async def start(
     body: ActionBody | None = None,
     if_match: IfMatch = None,
 ) -> ReferralRead:
+    """The assignee has started delivering the service. Allowed from `accepted`."""
     return await _act(
         session,
         referral_id=referral_id,
@@ -340,6 +351,9 @@ async def complete(
     session: SessionDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
+    """The assignee reports the outcome; the step is completed and every step it unblocks is
+    routed at once.
+    """
     return await _act(
         session,
         referral_id=referral_id,
@@ -364,6 +378,7 @@ async def fail(
     session: SessionDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
+    """The assignee could not deliver, with a reason; the step is routed to the next candidate."""
     return await _act(
         session,
         referral_id=referral_id,
@@ -388,6 +403,7 @@ async def cancel(
     session: SessionDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
+    """The case owner or an admin withdraws the referral; its step is cancelled too."""
     return await _act(
         session,
         referral_id=referral_id,
@@ -524,6 +540,9 @@ async def _service_for(
     responses={404: {"model": Problem, "description": "No such case visible to this key."}},
 )
 async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> PathwayRead:
+    """The case's plan as the referrals service sees it: each step's status and every referral
+    it had, in order of attempt.
+    """
     case = (
         (await session.execute(select(cases).where(cases.c.id == case_id))).mappings().one_or_none()
     )

@@ -63,21 +63,37 @@ class ReferralRead(BaseModel):
 
 
 class ActionBody(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"note": "Seen at our Kayes office"}]},
+    )
+
     note: str = Field(default="", max_length=2000)
     version: int | None = Field(default=None, description="The version you read (or If-Match).")
 
 
 class ReasonBody(ActionBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "No place before March"}]})
+
     reason: str = Field(min_length=1, max_length=500, examples=["No place before March"])
 
 
 class CompleteBody(ActionBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"outcome": "Certificate in tailoring obtained"}]}
+    )
+
     outcome: str = Field(
         min_length=1, max_length=2000, examples=["Certificate in tailoring obtained"]
     )
 
 
 class AssignBody(ActionBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"partner_id": "7b0f3c52-1d7e-4c1a-9f0e-2b6a1d5e8c43"}]}
+    )
+
     partner_id: UUID
     service_id: UUID | None = Field(
         default=None, description="Default: the partner's best-ranked service of the step's type."

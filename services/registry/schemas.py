@@ -90,6 +90,12 @@ class ApiKeyCreated(ApiKeyRead):
 class PartnerUpdate(StrictModel):
     """A partner may change its own name and contacts; only admins change `kind` or `status`."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"contact_phone": "+22320221111", "version": 3}]},
+    )
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     acronym: str | None = Field(default=None, max_length=40)
     kind: PartnerKind | None = None

@@ -95,6 +95,12 @@ class ServiceCreate(StrictModel):
 
 
 class ServiceUpdate(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"capacity": 25, "areas": ["ML-1", "ML-2"]}]},
+    )
+
     service_type: ServiceTypeCode | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
     areas: list[AreaCode] | None = Field(default=None, min_length=1, max_length=200)
@@ -327,6 +333,10 @@ class CloseCase(StrictModel):
 
 
 class VersionOnly(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [{"version": 4}]}
+    )
+
     version: int | None = None
 
 
@@ -354,6 +364,12 @@ class DuplicateRead(BaseModel):
 
 
 class MergeRequest(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"keep_case_id": "3f2b8c1e-4a5d-4e6f-8a9b-0c1d2e3f4a5b"}]},
+    )
+
     keep_case_id: UUID
 
 

@@ -89,14 +89,24 @@ class StepsAdd(BaseModel):
     steps: list[StepCreate] = Field(min_length=1, max_length=20)
     version: int | None = None
 
-    model_config = {"extra": "forbid"}
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {
+            "examples": [
+                {"steps": [{"service_type": "economic.job_placement", "depends_on": ["3"]}]}
+            ]
+        },
+    }
 
 
 class StepAction(BaseModel):
     version: int | None = None
     note: str = Field(default="", max_length=2000)
 
-    model_config = {"extra": "forbid"}
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {"examples": [{"note": "Cash handed over on arrival", "version": 2}]},
+    }
 
 
 def _full(snapshot: dict[str, Any]) -> CaseRead:
@@ -326,6 +336,12 @@ async def list_cases(
     response_model=CaseRead | MinimisedCase,
 )
 async def get_case(case_id: UUID, caller: Caller, session: SessionDep) -> Any:
+    """The owner and admins get the full case. The assignee of a live referral gets the
+    minimised case: the reference, the beneficiary's name, sex, age, phone and languages,
+    the return area, the vulnerabilities its service names, its own live steps and the
+    referring partner's contacts. Anyone else: 404. Every read is recorded in the access
+    log.
+    """
     async with session.begin():
         case = await store.load_case(session, case_id=case_id)
         if case is None:
@@ -447,6 +463,9 @@ async def cancel_step(
     body: StepAction | None = None,
     if_match: IfMatch = None,
 ) -> CaseRead:
+    """Cancels a step of the plan; its live referral is cancelled too, and the steps that
+    depended on it may go ahead.
+    """
     expected = expected_version(if_match, body.version if body else None)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
@@ -470,6 +489,7 @@ async def complete_step(
     body: StepAction | None = None,
     if_match: IfMatch = None,
 ) -> CaseRead:
+    """For a `direct` step, which the owner delivers itself; the steps it unblocks are routed."""
     expected = expected_version(if_match, body.version if body else None)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)

@@ -94,6 +94,7 @@ async def list_services(
 
 @router.get("/services/{service_id}", summary="Get a service (every key)", responses=NOT_FOUND)
 async def get_service(service_id: UUID, _caller: Caller, session: SessionDep) -> ServiceRead:
+    """One service of the directory, readable by every key."""
     row = await store.get_service(session, service_id=service_id)
     if row is None:
         raise NotFound(f"No service {service_id}.")
@@ -112,6 +113,9 @@ async def update_service(
     session: SessionDep,
     if_match: IfMatch = None,
 ) -> ServiceRead:
+    """A partner changes its own services (not `priority`); an admin changes any. Send `If-
+    Match: <version>`.
+    """
     changes = body.model_dump(mode="json", exclude_unset=True)
     expected = expected_version(if_match, changes.pop("version", None))
     async with session.begin():

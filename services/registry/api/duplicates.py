@@ -77,6 +77,7 @@ async def _open_pair(session, duplicate_id: UUID) -> dict:
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def dismiss(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> DuplicateRead:
+    """Records that the two cases are different people."""
     async with session.begin():
         await _open_pair(session, duplicate_id)
         row = await duplicates_store.decide(session, duplicate_id=duplicate_id, status="dismissed")
@@ -90,6 +91,9 @@ async def dismiss(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> Dup
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def link(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> DuplicateRead:
+    """Records, for the coordination only, that two partners follow the same person. Nothing is
+    shared between them.
+    """
     async with session.begin():
         await _open_pair(session, duplicate_id)
         row = await duplicates_store.decide(session, duplicate_id=duplicate_id, status="linked")
@@ -154,6 +158,9 @@ async def list_access_log(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[AccessLogEntry]:
+    """Every read of a full, minimised or listed case by a key, newest last. Filter by case or
+    by partner.
+    """
     query = select(access_log)
     if case_id is not None:
         query = query.where(access_log.c.case_id == case_id)

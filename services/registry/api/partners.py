@@ -43,6 +43,9 @@ NOT_FOUND = {404: {"model": Problem, "description": "No such resource visible to
     summary="Register a partner organisation (admin)",
 )
 async def create_partner(body: PartnerCreate, caller: Admin, session: SessionDep) -> PartnerRead:
+    """Registers an organisation taking part in the framework. Give it an API key next with
+    `POST /partners/{id}/api-keys`.
+    """
     async with session.begin():
         row = await store.create_partner(session, values=body.model_dump(), caller=caller)
     return PartnerRead.model_validate(row)
@@ -55,6 +58,7 @@ async def list_partners(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[PartnerRead]:
+    """The directory of partners, readable by every key, ordered by name."""
     query = keyset(
         store.partners_query(),
         order_by=[partners.c.name, partners.c.id],
@@ -73,6 +77,7 @@ async def list_partners(
     "/partners/{partner_id}", tags=["partners"], summary="Get a partner", responses=NOT_FOUND
 )
 async def get_partner(partner_id: UUID, _caller: Caller, session: SessionDep) -> PartnerRead:
+    """One partner of the directory, readable by every key."""
     row = await store.get_partner(session, partner_id=partner_id)
     if row is None:
         raise NotFound(f"No partner {partner_id}.")
@@ -124,6 +129,9 @@ async def update_partner(
 async def create_api_key(
     partner_id: UUID, body: ApiKeyCreate, _admin: Admin, session: SessionDep
 ) -> ApiKeyCreated:
+    """The key (`rk_...`) is in this response only; it is stored as a hash. A key of an
+    inactive partner is created inactive.
+    """
     async with session.begin():
         partner = await store.get_partner(session, partner_id=partner_id)
         if partner is None:
@@ -145,6 +153,7 @@ async def list_api_keys(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ApiKeyRead]:
+    """Keys are listed with their prefix and `last_used_at`, never the secret."""
     if (not caller.is_admin and caller.partner_id != partner_id) or (
         await store.get_partner(session, partner_id=partner_id) is None
     ):
@@ -173,6 +182,7 @@ async def list_api_keys(
 async def revoke_api_key(
     key_id: Annotated[UUID, Path()], caller: Caller, session: SessionDep
 ) -> None:
+    """The key answers 401 from the next request on, in every service."""
     async with session.begin():
         key = await store.get_key(session, key_id=key_id)
         if key is None or (not caller.is_admin and key["partner_id"] != caller.partner_id):

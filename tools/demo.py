@@ -1,0 +1,1006 @@
+"""`make demo`: one returnee's reintegration pathway across partners, webhook by webhook.
+
+Against a hub started with `make run`, this script plays the coordination and four partners'
+information systems, through the public API only:
+
+1. it registers the demo partners and their services, idempotently (found by name, and by
+   partner and service type), and gives each partner a new API key;
+2. it starts a webhook receiver on a free loopback port and registers one endpoint per
+   partner (deleting the endpoints a previous demo left behind, known by their description);
+3. IOM creates a case with a four-step plan: cash on arrival that IOM delivers itself, then
+   psychosocial counselling and vocational training side by side, then job placement;
+4. every signed webhook is verified (Standard Webhooks, with the secret of the endpoint it
+   arrived at) and narrated as it arrives, while each partner's "system" accepts, starts and
+   completes the referrals addressed to it, until `case.pathway_completed` arrives.
+
+It ends with the pathway as the referrals service records it. Exit code 0 on success, 1 on
+any failure. Nothing personal is printed beyond the invented case's reference.
+
+    .venv/bin/python tools/demo.py [--registry URL] [--referrals URL] [--notifications URL]
+
+The admin key comes from RELAIS_ADMIN_KEY, else from $RELAIS_DATA_DIR/admin.key (default
+.data/admin.key), where `make run` keeps it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import socket
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+ENDPOINT_DESCRIPTION = "Relais demo receiver (tools/demo.py)"
+KEY_NAME = "Relais demo (tools/demo.py)"
+RETURN_AREA = "ML-1-03"  # the cercle of Kayes, in the Kayes region (ML-1)
+PAUSE = 0.3  # seconds a caseworker "takes" between two actions: the story stays readable
+DEFAULT_TIMEOUT = 60.0
+
+
+# --- The cast ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    service_type: str
+    name: str
+    areas: tuple[str, ...]
+    response_hours: int = 72
+
+
+@dataclass(frozen=True)
+class PartnerSpec:
+    slug: str  # the receiver's path: /hooks/<slug>
+    label: str  # the short name in the narration
+    name: str  # the partner's name in the directory: how the demo finds it again
+    acronym: str
+    kind: str
+    contact_email: str
+    event_types: tuple[str, ...]
+    services: tuple[ServiceSpec, ...]
+
+
+IOM = PartnerSpec(
+    slug="iom",
+    label="IOM",
+    name="IOM Mali (demo)",
+    acronym="IOM",
+    kind="un_agency",
+    contact_email="reintegration@iom-mali.demo.example.org",
+    event_types=("referral.*", "case.*"),
+    services=(ServiceSpec("immediate.cash", "Cash on arrival", ("ML",), 24),),
+)
+PARTNERS: tuple[PartnerSpec, ...] = (
+    IOM,
+    PartnerSpec(
+        slug="hakili",
+        label="HAKILI",
+        name="ONG Hakili Sabati (demo)",
+        acronym="HAKILI",
+        kind="ngo",
+        contact_email="accueil@hakili-sabati.demo.example.org",
+        event_types=("referral.*",),
+        services=(
+            ServiceSpec(
+                "psychosocial.individual_counselling",
+                "Psychosocial support, Bamako and a mobile team in the Kayes region",
+                ("ML-BKO", "ML-1"),
+                48,
+            ),
+        ),
+    ),
+    PartnerSpec(
+        slug="cfk",
+        label="CFK",
+        name="Centre de formation Kayes (demo)",
+        acronym="CFK",
+        kind="private",
+        contact_email="inscriptions@cf-kayes.demo.example.org",
+        event_types=("referral.*",),
+        services=(
+            ServiceSpec(
+                "economic.vocational_training",
+                "Vocational training: solar installation, tailoring, mechanics",
+                ("ML-1",),
+            ),
+        ),
+    ),
+    PartnerSpec(
+        slug="anpe",
+        label="ANPE",
+        name="ANPE Mali (demo)",
+        acronym="ANPE",
+        kind="government",
+        contact_email="placement@anpe-mali.demo.example.org",
+        event_types=("referral.*",),
+        services=(ServiceSpec("economic.job_placement", "Job placement", ("ML",)),),
+    ),
+)
+COORDINATION_SLUG = "coordination"
+
+# The plan: 1 (direct, IOM) -> 2 and 3 side by side -> 4 after 3.
+PLAN: tuple[dict[str, Any], ...] = (
+    {
+        "key": "1",
+        "service_type": "immediate.cash",
+        "priority": "emergency",
+        "delivery": "direct",
+        "depends_on": [],
+        "notes": "Cash on arrival, paid by IOM at the transit centre.",
+    },
+    {
+        "key": "2",
+        "service_type": "psychosocial.individual_counselling",
+        "priority": "urgent",
+        "depends_on": ["1"],
+        "notes": "Individual sessions with the mobile team.",
+    },
+    {
+        "key": "3",
+        "service_type": "economic.vocational_training",
+        "depends_on": ["1"],
+        "notes": "Interested in solar installation.",
+    },
+    {
+        "key": "4",
+        "service_type": "economic.job_placement",
+        "depends_on": ["3"],
+        "notes": "Apprenticeship after the training.",
+    },
+)
+OUTCOMES = {
+    "psychosocial.individual_counselling": "Six counselling sessions held; follow-up planned.",
+    "economic.vocational_training": "Certificate in solar installation obtained.",
+    "economic.job_placement": "Apprenticeship with a solar installer in Kayes.",
+}
+
+
+# --- Output ------------------------------------------------------------------------------
+
+
+class Style:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+    def green(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def red(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def cyan(self, text: str) -> str:
+        return self._wrap("36", text)
+
+
+STYLE = Style(sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def fail_line(text: str) -> None:
+    print(STYLE.red(f"error: {text}"), file=sys.stderr, flush=True)
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --- The hub's API -----------------------------------------------------------------------
+
+
+class DemoError(Exception):
+    """A failure the demo explains in one message and ends on (exit code 1)."""
+
+
+def _problem(method: str, url: str, response: httpx.Response) -> str:
+    text = f"{method} {url} answered {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{text}: {clip(response.text.strip(), 300)}"
+    if not isinstance(body, dict):
+        return f"{text}: {clip(str(body), 300)}"
+    parts = [str(body.get(k)) for k in ("title", "detail") if body.get(k)]
+    for error in body.get("errors") or []:
+        parts.append(f"{error.get('field')}: {error.get('message')}")
+    if body.get("request_id"):
+        parts.append(f"request id {body['request_id']}")
+    return f"{text}: " + "; ".join(parts)
+
+
+class Hub:
+    def __init__(self, urls: dict[str, str], client: httpx.AsyncClient) -> None:
+        self.urls = urls
+        self.client = client
+
+    async def call(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        *,
+        key: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> Any:
+        url = self.urls[service] + path
+        try:
+            response = await self.client.request(
+                method, url, json=json, params=params, headers={"Authorization": f"Bearer {key}"}
+            )
+        except httpx.HTTPError as exc:
+            raise DemoError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code not in ok:
+            raise DemoError(_problem(method, url, response))
+        return response.json() if response.content else None
+
+    async def items(
+        self, service: str, path: str, *, key: str, params: dict[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a paginated list, page after page."""
+        cursor = None
+        while True:
+            query = {**(params or {}), "limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = await self.call("GET", service, path, key=key, params=query)
+            for item in page["items"]:
+                yield item
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+
+def check_ready(urls: dict[str, str]) -> None:
+    for name, url in urls.items():
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=3, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise DemoError(
+                f"the {name} service does not answer at {url} ({type(exc).__name__}). "
+                "Start the hub with `make run` in another terminal, then run `make demo` again."
+            ) from exc
+        if response.status_code != 200:
+            raise DemoError(
+                f"the {name} service at {url} is not ready ({url}/readyz answered "
+                f"{response.status_code}). Wait for `make run` to say it is running."
+            )
+
+
+def admin_key() -> tuple[str, str]:
+    """The admin key and where it came from."""
+    if os.environ.get("RELAIS_ADMIN_KEY", "").strip():
+        return os.environ["RELAIS_ADMIN_KEY"].strip(), "RELAIS_ADMIN_KEY"
+    path = Path(os.environ.get("RELAIS_DATA_DIR") or ".data") / "admin.key"
+    try:
+        key = path.read_text().strip()
+    except OSError:
+        key = ""
+    if not key:
+        raise DemoError(
+            f"no admin key: set RELAIS_ADMIN_KEY, or run the demo where `make run` keeps it "
+            f"({path} was not found; set RELAIS_DATA_DIR if the hub keeps its data elsewhere)."
+        )
+    return key, str(path)
+
+
+# --- The webhook receiver ----------------------------------------------------------------
+
+
+class Receiver:
+    """A tiny ASGI app on a loopback port: POST /hooks/<slug> is handed to `handle`, which
+    answers the status code to return."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def url(self, slug: str) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/{slug}"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        arrived = time.time()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 405
+        if scope["method"] == "POST" and scope["path"].startswith("/hooks/"):
+            slug = scope["path"].removeprefix("/hooks/")
+            status = await self.handle(slug, headers, body, arrived)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def start(self) -> None:
+        config = uvicorn.Config(self, log_level="warning", lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+                raise DemoError("the webhook receiver did not start")
+            if time.monotonic() > deadline:
+                raise DemoError("the webhook receiver did not start in 10 s")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(self.task, timeout=5)
+        except (TimeoutError, asyncio.CancelledError):
+            self.task.cancel()
+        self.sock.close()
+
+
+# --- The demo ----------------------------------------------------------------------------
+
+
+@dataclass
+class Party:
+    """A partner's system in the demo (or the coordination's), as set up on the hub."""
+
+    slug: str
+    label: str
+    key: str
+    name: str
+    id: str | None = None  # None: the coordination
+    spec: PartnerSpec | None = None
+    key_id: str | None = None
+    secret: str | None = None
+    endpoint_id: str | None = None
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Demo:
+    def __init__(self, hub: Hub, admin: str, admin_origin: str, timeout: float) -> None:
+        self.hub = hub
+        self.admin = admin
+        self.admin_origin = admin_origin
+        self.timeout = timeout
+        self.parties: dict[str, Party] = {}
+        self.names: dict[str, str] = {}  # partner id -> name, for the table
+        self.receiver = Receiver(self.on_webhook)
+        self.case: dict[str, Any] | None = None
+        self.case_known = asyncio.Event()
+        self.steps: dict[str, dict[str, Any]] = {}  # step id -> step
+        self.t0 = 0.0
+        self.seen: set[tuple[str, str]] = set()
+        self.received = 0
+        self.verified = 0
+        self.invalid = 0
+        self.duplicates = 0
+        self.other_cases = 0
+        self.latencies: list[float] = []
+        self.last_arrival = 0.0
+        self.completed_direct: set[str] = set()
+        self.pathway_completed: set[str] = set()  # slugs that received case.pathway_completed
+        self.finished = asyncio.Event()
+        self.error: str | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    # --- set-up ------------------------------------------------------------------------
+
+    async def check_admin(self, origin: str) -> None:
+        url = self.hub.urls["referrals"] + "/queues/unassigned"
+        response = await self.hub.client.get(
+            url, params={"limit": 1}, headers={"Authorization": f"Bearer {self.admin}"}
+        )
+        if response.status_code == 401:
+            raise DemoError(
+                f"the hub does not accept the admin key from {origin} (401): is it the key of "
+                "this hub? `make run` prints the key it uses."
+            )
+        if response.status_code == 403:
+            raise DemoError(f"the key from {origin} is a partner's key, not an admin key (403).")
+        if response.status_code != 200:
+            raise DemoError(_problem("GET", url, response))
+
+    async def set_up_partners(self) -> None:
+        say(STYLE.bold("Demo partners (registry, with the admin key)"))
+        say(f"  {'COORD':<7} the coordination: the admin key itself")
+        self.parties[COORDINATION_SLUG] = Party(
+            slug=COORDINATION_SLUG, label="COORD", key=self.admin, name="Coordination (admin)"
+        )
+        existing: dict[str, dict[str, Any]] = {}
+        async for partner in self.hub.items("registry", "/partners", key=self.admin):
+            self.names[partner["id"]] = partner["name"]
+            existing.setdefault(partner["name"], partner)
+        for spec in PARTNERS:
+            partner = existing.get(spec.name)
+            how = "found"
+            if partner is None:
+                partner = await self.hub.call(
+                    "POST",
+                    "registry",
+                    "/partners",
+                    key=self.admin,
+                    json={
+                        "name": spec.name,
+                        "acronym": spec.acronym,
+                        "kind": spec.kind,
+                        "contact_email": spec.contact_email,
+                    },
+                )
+                how = "created"
+            elif partner["status"] != "active":
+                partner = await self.hub.call(
+                    "PATCH",
+                    "registry",
+                    f"/partners/{partner['id']}",
+                    key=self.admin,
+                    json={"status": "active"},
+                )
+                how = "found, reactivated"
+            self.names[partner["id"]] = partner["name"]
+            key = await self.hub.call(
+                "POST",
+                "registry",
+                f"/partners/{partner['id']}/api-keys",
+                key=self.admin,
+                json={"name": KEY_NAME},
+            )
+            party = Party(
+                slug=spec.slug,
+                label=spec.label,
+                key=key["key"],
+                key_id=key["id"],
+                name=partner["name"],
+                id=partner["id"],
+                spec=spec,
+            )
+            self.parties[spec.slug] = party
+            say(f"  {spec.label:<7} {spec.name} ({spec.kind}): {how}; a new API key")
+            await self.set_up_services(party)
+
+    async def set_up_services(self, party: Party) -> None:
+        assert party.spec is not None
+        found: dict[str, dict[str, Any]] = {}
+        async for service in self.hub.items(
+            "registry", "/services", key=self.admin, params={"partner_id": party.id}
+        ):
+            found.setdefault(service["service_type"], service)
+        for spec in party.spec.services:
+            service = found.get(spec.service_type)
+            how = "found"
+            if service is None:
+                service = await self.hub.call(
+                    "POST",
+                    "registry",
+                    "/services",
+                    key=self.admin,
+                    json={
+                        "partner_id": party.id,
+                        "service_type": spec.service_type,
+                        "name": spec.name,
+                        "areas": list(spec.areas),
+                        "response_hours": spec.response_hours,
+                    },
+                )
+                how = "created"
+            elif service["status"] != "active" or sorted(service["areas"]) != sorted(spec.areas):
+                service = await self.hub.call(
+                    "PATCH",
+                    "registry",
+                    f"/services/{service['id']}",
+                    key=self.admin,
+                    json={"status": "active", "areas": list(spec.areas)},
+                )
+                how = "found, restored"
+            party.services[spec.service_type] = service
+            say(f"  {'':<7}   {spec.service_type} in {', '.join(spec.areas)}: {how}")
+
+    async def check_routing(self, beneficiary: dict[str, Any], vulnerabilities: list) -> None:
+        """Ask the router, without side effects, where each referral step would go: another
+        partner's service on this hub would take the demo's referral and stall the story."""
+        by_type = {st: p for p in self.parties.values() for st in p.services}
+        for step in PLAN:
+            if step.get("delivery") == "direct":
+                continue
+            preview = await self.hub.call(
+                "POST",
+                "referrals",
+                "/routing/preview",
+                key=self.admin,
+                json={
+                    "case": {
+                        "beneficiary": {
+                            "sex": beneficiary["sex"],
+                            "birth_year": beneficiary["birth_year"],
+                        },
+                        "vulnerabilities": vulnerabilities,
+                        "return": {"area_code": RETURN_AREA},
+                    },
+                    "service_type": step["service_type"],
+                    "priority": step.get("priority", "normal"),
+                },
+            )
+            expected = by_type[step["service_type"]]
+            chosen = preview["chosen_partner_id"]
+            if chosen != expected.id:
+                other = self.names.get(chosen or "", chosen) if chosen else "no partner at all"
+                raise DemoError(
+                    f"on this hub, step {step['key']} ({step['service_type']}) in {RETURN_AREA} "
+                    f"would be routed to {other}, not to the demo's {expected.name}: another "
+                    "service covers the area more specifically or is preferred. Run the demo on "
+                    "a hub without it (e.g. a fresh RELAIS_DATA_DIR)."
+                )
+
+    async def set_up_endpoints(self) -> None:
+        await self.receiver.start()
+        stale = [
+            endpoint
+            async for endpoint in self.hub.items("notifications", "/endpoints", key=self.admin)
+            if endpoint["description"] == ENDPOINT_DESCRIPTION
+        ]
+        for endpoint in stale:
+            await self.hub.call(
+                "DELETE", "notifications", f"/endpoints/{endpoint['id']}", key=self.admin, ok=(204,)
+            )
+        say()
+        say(
+            STYLE.bold(f"Webhook receiver on http://127.0.0.1:{self.receiver.port}/hooks/<partner>")
+            + (f" ({len(stale)} endpoint(s) of an earlier demo deleted)" if stale else "")
+        )
+        for party in self.parties.values():
+            if party.spec is None:  # the coordination: an admin endpoint, for every case
+                event_types = ["case.pathway_completed"]
+            else:
+                event_types = list(party.spec.event_types)
+            # Each partner's system registers its own endpoint with its own key.
+            endpoint = await self.hub.call(
+                "POST",
+                "notifications",
+                "/endpoints",
+                key=party.key,
+                json={
+                    "url": self.receiver.url(party.slug),
+                    "event_types": event_types,
+                    "description": ENDPOINT_DESCRIPTION,
+                },
+            )
+            party.endpoint_id, party.secret = endpoint["id"], endpoint["secret"]
+            say(f"  {party.label:<7} /hooks/{party.slug:<13} {', '.join(event_types)}")
+
+    # --- the journey -------------------------------------------------------------------
+
+    def new_case(self) -> dict[str, Any]:
+        """An invented returnee (no real person), settling in the cercle of Kayes."""
+        rng = random.SystemRandom()
+        sex = rng.choice(["female", "male"])
+        given = rng.choice(
+            ["Aminata", "Fatoumata", "Kadiatou", "Mariam"]
+            if sex == "female"
+            else ["Moussa", "Seydou", "Bakary", "Oumar"]
+        )
+        today = datetime.now(UTC).date()
+        return {
+            "external_id": f"DEMO-{today:%Y%m%d}-{secrets.token_hex(4).upper()}",
+            "beneficiary": {
+                "given_name": given,
+                "family_name": rng.choice(["Diarra", "Keita", "Sissoko", "Camara", "Diallo"]),
+                "sex": sex,
+                "birth_year": rng.randint(1990, 2004),
+                "nationality": "ML",
+                "languages": ["bm", "fr"],
+                "household_size": rng.randint(1, 6),
+            },
+            "return": {
+                "date": (today - timedelta(days=3)).isoformat(),
+                "country_from": "LY",
+                "area_code": RETURN_AREA,
+            },
+            "vulnerabilities": ["psychosocial_distress"],
+            "consent": {
+                "referral": "granted",
+                "given_at": datetime.now(UTC).isoformat(),
+                "method": "written",
+            },
+            "plan": [dict(step) for step in PLAN],
+        }
+
+    async def create_case(self, body: dict[str, Any]) -> None:
+        iom = self.parties[IOM.slug]
+        say()
+        say(STYLE.bold("The journey"))
+        self.t0 = time.monotonic()
+        try:
+            self.case = await self.hub.call("POST", "registry", "/cases", key=iom.key, json=body)
+        finally:
+            self.case_known.set()  # webhook handlers wait for it; on failure they ignore all
+        assert self.case is not None
+        self.steps = {step["id"]: step for step in self.case["plan"]}
+        self.action(
+            iom,
+            f"creates case {self.case['reference']}: a returnee from Libya settling in "
+            f"{RETURN_AREA} (Kayes), consent granted",
+        )
+        self.action(
+            iom,
+            "plan: 1 cash (direct) -> 2 counselling + 3 training -> 4 job placement (after 3)",
+        )
+        say(STYLE.bold(f"{'time':>7} {'to':<6} {'event':<22} {'step':<37} latency"))
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self.t0:6.3f}s"
+
+    def action(self, party: Party, text: str) -> None:
+        say(STYLE.dim(f"{self.elapsed()} {party.label:<6} > {text}"))
+
+    def step_label(self, step_id: str | None) -> str:
+        step = self.steps.get(step_id or "")
+        return f"{step['key']} {step['service_type']}" if step else "?"
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+        self.finished.set()
+
+    async def on_webhook(self, slug: str, headers: dict[str, str], body: bytes, at: float) -> int:
+        party = self.parties.get(slug)
+        if party is None or party.secret is None:
+            return 404
+        try:
+            event = Webhook(party.secret).verify(body, headers)
+        except WebhookVerificationError as exc:
+            self.received += 1
+            self.invalid += 1
+            say(STYLE.red(f"{self.elapsed()} {party.label:<6} SIGNATURE INVALID ({exc})"))
+            self.fail(f"a webhook to {party.label} did not verify with its endpoint's secret")
+            return 400
+        self.received += 1
+        self.verified += 1
+        self.last_arrival = time.monotonic()
+        if (slug, headers.get("webhook-id", "")) in self.seen:
+            self.duplicates += 1  # at-least-once delivery: already narrated and acted on
+            return 204
+        self.seen.add((slug, headers.get("webhook-id", "")))
+        try:
+            await asyncio.wait_for(self.case_known.wait(), timeout=30)
+        except TimeoutError:
+            return 503
+        if self.case is None or _case_of(event) != self.case["id"]:
+            self.other_cases += 1  # another case on this hub (the coordination sees all)
+            return 204
+        sent = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+        latency = max(0.0, (at - sent) * 1000)
+        self.latencies.append(latency)
+        say(
+            f"{self.elapsed()} {party.label:<6} {event['type']:<22} "
+            f"{clip(self.describe(event), 37):<37} {latency:>4.0f} ms  "
+            + STYLE.green("signature ok")
+        )
+        self.react(party, event)
+        return 204
+
+    def describe(self, event: dict[str, Any]) -> str:
+        data = event.get("data") or {}
+        kind = event["type"]
+        if kind.startswith("referral."):
+            return self.step_label(data.get("step_id"))
+        if kind == "case.step_completed":
+            done = {s["id"] for s in data.get("plan", []) if s.get("status") == "completed"}
+            new = sorted(done - self.completed_direct, key=lambda i: self.step_label(i))
+            self.completed_direct |= done
+            return ", ".join(self.step_label(i) for i in new) or "?"
+        if kind == "case.pathway_completed":
+            return f"{data.get('case_reference')}: {len(data.get('steps', []))} steps"
+        return f"case {data.get('reference') or data.get('case_reference')}"
+
+    def react(self, party: Party, event: dict[str, Any]) -> None:
+        kind, data = event["type"], event.get("data") or {}
+        owner = party.slug == IOM.slug
+        if kind == "case.pathway_completed":
+            self.pathway_completed.add(party.slug)
+            if owner:
+                self.finished.set()
+            return
+        if kind == "case.created" and owner:
+            self.spawn(self.deliver_direct_steps(party, data))
+            return
+        if not kind.startswith("referral."):
+            return
+        if (
+            kind in ("referral.created", "referral.assigned")
+            and data.get("status") == "requested"
+            and data.get("assignee_partner_id") == party.id
+        ):
+            self.spawn(self.work_on(party, data))
+        if owner:  # the case owner hears of every change: it watches for trouble
+            ours = {p.id for p in self.parties.values() if p.id}
+            step = self.step_label(data.get("step_id"))
+            if data.get("status") == "unassigned":
+                self.fail(f"step {step} found no partner: the referral is unassigned")
+            elif data.get("assignee_partner_id") not in ours:
+                self.fail(f"step {step} went to a partner outside the demo")
+            elif kind in ("referral.rejected", "referral.expired", "referral.failed"):
+                self.fail(f"the referral for step {step} ended {data.get('status')}")
+            elif kind == "referral.cancelled":
+                self.fail(f"the referral for step {step} was cancelled")
+
+    async def guarded(self, party: Party, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except DemoError as exc:
+            say(STYLE.red(f"{self.elapsed()} {party.label:<6} ! {exc}"))
+            self.fail(str(exc))
+
+    async def deliver_direct_steps(self, party: Party, case: dict[str, Any]) -> None:
+        async def work() -> None:
+            for step in case.get("plan", []):
+                if step["delivery"] != "direct" or step["status"] in ("completed", "cancelled"):
+                    continue
+                await asyncio.sleep(PAUSE)
+                self.action(
+                    party,
+                    f"pays the cash grant itself and completes step {step['key']} "
+                    "(direct) in the registry",
+                )
+                await self.hub.call(
+                    "POST",
+                    "registry",
+                    f"/cases/{case['id']}/steps/{step['id']}/complete",
+                    key=party.key,
+                )
+
+        await self.guarded(party, work())
+
+    async def work_on(self, party: Party, referral: dict[str, Any]) -> None:
+        """What a caseworker at the partner does with a new referral, through its system."""
+        service_type = referral["service_type"]
+        step = self.steps.get(referral["step_id"], {}).get("key", "?")
+        outcome = OUTCOMES.get(service_type, "Service delivered.")
+        actions = (
+            ("accept", {"note": "Caseworker assigned."}, f"accepts the referral for step {step}"),
+            ("start", {"note": "First appointment held."}, f"starts step {step}"),
+            ("complete", {"outcome": outcome}, f"completes step {step}: {outcome}"),
+        )
+
+        async def work() -> None:
+            for action, body, text in actions:
+                await asyncio.sleep(PAUSE if action != "complete" else 2 * PAUSE)
+                self.action(party, text)
+                await self.hub.call(
+                    "POST",
+                    "referrals",
+                    f"/referrals/{referral['id']}/{action}",
+                    key=party.key,
+                    json=body,
+                )
+
+        await self.guarded(party, work())
+
+    async def wait_for_the_end(self) -> None:
+        try:
+            await asyncio.wait_for(self.finished.wait(), timeout=self.timeout)
+        except TimeoutError:
+            self.fail(f"no case.pathway_completed reached IOM within {self.timeout:.0f} s")
+        if self.error is not None:
+            return
+        # The coordination's copy, the assignees' last webhooks and the caseworkers' last
+        # calls may still be on their way: let them land, for a complete story.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            quiet = time.monotonic() - self.last_arrival > 0.5
+            if not self.tasks and quiet and COORDINATION_SLUG in self.pathway_completed:
+                break
+            await asyncio.sleep(0.05)
+
+    # --- the end -----------------------------------------------------------------------
+
+    async def print_pathway(self) -> dict[str, Any] | None:
+        if self.case is None:
+            return None
+        iom = self.parties[IOM.slug]
+        pathway = await self.hub.call(
+            "GET", "referrals", f"/cases/{self.case['id']}/pathway", key=iom.key
+        )
+        say()
+        say(
+            STYLE.bold(
+                f"Pathway of case {pathway['case_reference']} "
+                f"(GET /cases/{{id}}/pathway, IOM's key): "
+                f"{'completed' if pathway['completed'] else 'NOT completed'}"
+            )
+        )
+        rows = [("step", "service type", "partner", "status", "attempts")]
+        for step in pathway["steps"]:
+            referrals = step["referrals"]
+            if step["delivery"] == "direct":
+                partner, attempts = f"{self.names.get(iom.id or '', 'IOM')}, direct", "-"
+            elif referrals:
+                assignee = referrals[-1]["assignee_partner_id"]
+                partner = self.names.get(assignee or "", assignee or "(unassigned)")
+                attempts = str(max(r["attempt"] for r in referrals))
+            else:
+                partner, attempts = "-", "0"
+            rows.append(
+                (step["key"], step["service_type"], clip(partner, 32), step["status"], attempts)
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for n, row in enumerate(rows):
+            line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+            say(f"  {STYLE.bold(line) if n == 0 else line}")
+            if n == 0:
+                say("  " + "  ".join("-" * w for w in widths))
+        return pathway
+
+    def print_summary(self) -> None:
+        lat = self.latencies
+        timing = (
+            f"latency median {statistics.median(lat):.0f} ms, max {max(lat):.0f} ms"
+            if lat
+            else "no latency measured"
+        )
+        signatures = (
+            STYLE.green(f"all {self.verified} signatures verified")
+            if not self.invalid
+            else STYLE.red(f"{self.invalid} INVALID signature(s)")
+        )
+        extra = []
+        if self.duplicates:
+            extra.append(f"{self.duplicates} redelivered")
+        if self.other_cases:
+            extra.append(f"{self.other_cases} about other cases, not narrated")
+        say()
+        say(
+            f"Webhooks: {self.received} received"
+            + (f" ({'; '.join(extra)})" if extra else "")
+            + f"; {signatures}; {timing}."
+        )
+
+    async def clean_up(self) -> None:
+        """Delete this run's endpoints (their receiver goes away now) and revoke its keys."""
+        for party in self.parties.values():
+            try:
+                if party.endpoint_id:
+                    await self.hub.call(
+                        "DELETE",
+                        "notifications",
+                        f"/endpoints/{party.endpoint_id}",
+                        key=self.admin,
+                        ok=(204, 404),
+                    )
+                if party.key_id:
+                    await self.hub.call(
+                        "DELETE",
+                        "registry",
+                        f"/api-keys/{party.key_id}",
+                        key=self.admin,
+                        ok=(204, 404),
+                    )
+            except DemoError as exc:
+                fail_line(f"clean-up: {exc}")
+        for task in list(self.tasks):
+            task.cancel()
+        await self.receiver.stop()
+
+    async def run(self) -> int:
+        try:
+            await self.check_admin(self.admin_origin)
+            await self.set_up_partners()
+            body = self.new_case()
+            await self.check_routing(body["beneficiary"], body["vulnerabilities"])
+            await self.set_up_endpoints()
+            await self.create_case(body)
+            await self.wait_for_the_end()
+            pathway = await self.print_pathway()
+            self.print_summary()
+        except DemoError as exc:
+            self.fail(str(exc))
+            pathway = None
+        finally:
+            await self.clean_up()
+        if self.error is None and self.invalid == 0 and pathway and pathway["completed"]:
+            say(STYLE.green("The returnee's pathway is complete. Demo done."))
+            return 0
+        fail_line(self.error or "the pathway is not complete")
+        return 1
+
+
+def _case_of(event: dict[str, Any]) -> str | None:
+    data = event.get("data") or {}
+    if event["type"].startswith("case.") and event["type"] != "case.pathway_completed":
+        return data.get("id")
+    return data.get("case_id")
+
+
+def _urls(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        "registry": args.registry.rstrip("/"),
+        "referrals": args.referrals.rstrip("/"),
+        "notifications": args.notifications.rstrip("/"),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    def default(name: str, port: int) -> str:
+        return f"http://127.0.0.1:{os.environ.get(f'{name.upper()}_PORT') or port}"
+
+    parser = argparse.ArgumentParser(
+        description="Play a returnee's reintegration pathway on a running hub (`make run`), "
+        "narrating every signed webhook as it arrives."
+    )
+    parser.add_argument("--registry", default=default("registry", 8001), help="%(default)s")
+    parser.add_argument("--referrals", default=default("referrals", 8002), help="%(default)s")
+    parser.add_argument(
+        "--notifications", default=default("notifications", 8003), help="%(default)s"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for case.pathway_completed (default %(default).0f)",
+    )
+    return parser.parse_args(argv)
+
+
+async def _main(urls: dict[str, str], key: str, origin: str, wait_seconds: float) -> int:
+    async with httpx.AsyncClient(timeout=15, trust_env=False) as client:
+        return await Demo(Hub(urls, client), key, origin, wait_seconds).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    urls = _urls(args)
+    say(STYLE.bold("Relais demo: a returnee's reintegration pathway, webhook by webhook"))
+    say(
+        f"  registry {urls['registry']}  referrals {urls['referrals']}  "
+        f"notifications {urls['notifications']}"
+    )
+    try:
+        check_ready(urls)
+        key, origin = admin_key()
+    except DemoError as exc:
+        fail_line(str(exc))
+        return 1
+    say(f"  admin key from {origin}")
+    say()
+    try:
+        return asyncio.run(_main(urls, key, origin, args.timeout))
+    except KeyboardInterrupt:
+        fail_line("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1197 @@
+#!/usr/bin/env python3
+"""Offline checks of deploy/: the YAML, the Kubernetes manifests, the compose file, the
+Dockerfile and its entrypoint. No network, no Docker engine, no cluster.
+
+    .venv/bin/python tools/validate_deploy.py [--root DIR] [--kubernetes-version 1.30 ...]
+                                              [--skip-schemas]
+
+- Every YAML file under deploy/ parses (duplicate keys are errors).
+- Every Kubernetes manifest validates, strictly (unknown fields are errors), against the
+  Kubernetes JSON schemas bundled in the `kubernetes-validate` package, for each version
+  asked (default: 1.30 and the newest the package knows); then the project's own rules:
+  non-root, read-only root file system, resources, probes of the APIs, references between
+  Services, HorizontalPodAutoscalers, ConfigMaps and Secrets, placeholders only in Secrets,
+  the kustomization listing every file.
+- The compose file: services with an image or a build, depends_on targets and conditions,
+  no inline secret, each Relais container running a command the entrypoint knows.
+- The Dockerfile: python:3.11-slim, a non-root USER, the entrypoint script copied and
+  executable, a HEALTHCHECK, RELAIS_BIND_HOST=0.0.0.0; each entrypoint command runs a module
+  of this repository; the packaging carries the migrations and data files into the image.
+
+Exit status 0 when deploy/ is valid, 1 with one line per problem otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import shlex
+import sys
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The entrypoint's commands: the APIs with their ports, their workers, the migrations.
+API_PORTS = {"registry": 8001, "referrals": 8002, "notifications": 8003}
+WORKER_COMMANDS = {f"{name}-worker" for name in API_PORTS}
+MIGRATE_COMMAND = "migrate"
+REQUIRED_COMMANDS = {*API_PORTS, *WORKER_COMMANDS, MIGRATE_COMMAND}
+
+BASE_IMAGE = "python:3.11-slim"
+POSTGRES_IMAGE = "postgres:16"
+IMAGE_NAME = "relais"
+PLACEHOLDER = "REPLACE-ME"
+DEFAULT_KUBERNETES_VERSIONS = ("1.30", "latest")
+
+# Environment variables whose values are secrets.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PASSPHRASE|(^|_)KEY($|_)|DATABASE_URL|DSN", re.I)
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
+URL_PASSWORD = re.compile(r"://[^/:@\s]*:(?P<password>[^@\s]*)@")
+
+POD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
+COMPOSE_TOP_LEVEL = {"version", "name", "services", "networks", "volumes", "configs", "secrets"}
+COMPOSE_SERVICE_KEYS = {
+    "annotations", "attach", "build", "blkio_config", "cap_add", "cap_drop", "cgroup",
+    "cgroup_parent", "command", "configs", "container_name", "cpu_count", "cpu_percent",
+    "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus",
+    "cpuset", "depends_on", "deploy", "develop", "device_cgroup_rules", "devices", "dns",
+    "dns_opt", "dns_search", "domainname", "entrypoint", "env_file", "environment", "expose",
+    "extends", "external_links", "extra_hosts", "group_add", "healthcheck", "hostname",
+    "image", "init", "ipc", "isolation", "labels", "links", "logging", "mac_address",
+    "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "network_mode",
+    "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform",
+    "ports", "privileged", "profiles", "pull_policy", "read_only", "restart", "runtime",
+    "scale", "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period",
+    "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "user", "userns_mode",
+    "uts", "volumes", "volumes_from", "working_dir",
+}  # fmt: skip
+COMPOSE_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+@dataclass
+class Problems:
+    """What is wrong, one line per problem, each naming its file."""
+
+    root: Path
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, where: Path | str, message: str) -> None:
+        if isinstance(where, Path):
+            try:
+                where = where.relative_to(self.root).as_posix()
+            except ValueError:
+                where = str(where)
+        self.lines.append(f"{where}: {message}")
+
+
+# --- YAML --------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) or key is None:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path, problems: Problems) -> list[Any] | None:
+    """The documents of a YAML file (empty ones dropped), or None after a problem."""
+    try:
+        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_StrictLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problems.add(path, f"invalid YAML{where}: {exc.context or ''} {exc.problem or ''}".strip())
+        return None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problems.add(path, f"invalid YAML: {exc}")
+        return None
+    return [doc for doc in documents if doc is not None]
+
+
+# --- the entrypoint and the modules it runs ----------------------------------------------
+
+_CASE_ARM = re.compile(
+    r"^\s*(?P<labels>[A-Za-z0-9_-]+(?:\s*\|\s*[A-Za-z0-9_-]+)*)\)\s*(?P<body>.*)$"
+)
+
+
+def _module_path(root: Path, dotted: str) -> Path | None:
+    """The file of a module (or a package's __init__.py) of this repository."""
+    base = root.joinpath(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _defines(path: Path, name: str) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == name:
+                return True
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+            (alias.asname or alias.name.split(".")[0]) == name for alias in node.names
+        ):
+            return True
+    return False
+
+
+def _check_python_command(root: Path, args: list[str]) -> str | None:
+    """Why `python <args>` would not run a module of this repository (None: it would)."""
+    if len(args) >= 2 and args[0] == "-m":
+        module = args[1]
+        base = root.joinpath(*module.split("."))
+        if (base / "__init__.py").is_file():
+            if not (base / "__main__.py").is_file():
+                return f"package {module} has no __main__.py"
+            return None
+        path = _module_path(root, module)
+        if path is None:
+            return f"module {module} does not exist ({base.relative_to(root)}.py)"
+        if "__main__" not in path.read_text(encoding="utf-8"):
+            return f"module {module} has no `if __name__ == '__main__'` block"
+        return None
+    if len(args) >= 2 and args[0] == "-c":
+        try:
+            tree = ast.parse(args[1])
+        except SyntaxError as exc:
+            return f"python -c code does not parse: {exc}"
+        ours = 0
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                top = node.module.split(".")[0]
+                if not (root / top).is_dir():
+                    continue
+                ours += 1
+                path = _module_path(root, node.module)
+                if path is None:
+                    return f"module {node.module} does not exist"
+                for alias in node.names:
+                    if not _defines(path, alias.name):
+                        return f"{node.module} defines no {alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if (root / alias.name.split(".")[0]).is_dir():
+                        ours += 1
+                        if _module_path(root, alias.name) is None:
+                            return f"module {alias.name} does not exist"
+        if not ours:
+            return "python -c code imports no module of this repository"
+        return None
+    return f"expected `python -m MODULE` or `python -c CODE`, not `python {shlex.join(args)}`"
+
+
+def check_entrypoint(root: Path, script: Path, problems: Problems) -> set[str]:
+    """The commands the entrypoint accepts, each checked to run an existing module."""
+    if not script.is_file():
+        problems.add(script, "the entrypoint script does not exist")
+        return set()
+    if not script.stat().st_mode & 0o111:
+        problems.add(script, "the entrypoint script is not executable (chmod +x)")
+    text = script.read_text(encoding="utf-8")
+    if not text.startswith("#!"):
+        problems.add(script, "the entrypoint script has no #! line")
+    if not re.search(r"^\s*set -[a-z]*e", text, re.M):
+        problems.add(script, "the entrypoint script does not `set -e`")
+    commands: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _CASE_ARM.match(line)
+        if not match or not match["body"].lstrip().startswith("exec "):
+            continue
+        body = match["body"].strip()
+        body = body.removesuffix(";;").strip()
+        try:
+            words = shlex.split(body)
+        except ValueError as exc:
+            problems.add(script, f"line {number}: cannot split the command: {exc}")
+            continue
+        labels = [label.strip() for label in match["labels"].split("|")]
+        if (
+            len(words) < 2
+            or words[0] != "exec"
+            or PurePosixPath(words[1]).name
+            not in {
+                "python",
+                "python3",
+            }
+        ):
+            problems.add(script, f"line {number}: {labels[0]} must `exec python ...`")
+            continue
+        why = _check_python_command(root, words[2:])
+        if why:
+            problems.add(script, f"line {number}: command {labels[0]!r}: {why}")
+        commands.update(labels)
+    missing = REQUIRED_COMMANDS - commands
+    if missing:
+        problems.add(script, f"the entrypoint lacks the commands {', '.join(sorted(missing))}")
+    return commands
+
+
+# --- the Dockerfile ----------------------------------------------------------------------
+
+
+@dataclass
+class Instruction:
+    line: int
+    name: str
+    args: str
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped."""
+    instructions: list[Instruction] = []
+    buffer: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and not buffer):
+            continue
+        if not buffer:
+            start = number
+        if stripped.endswith("\\"):
+            buffer.append(stripped[:-1])
+            continue
+        buffer.append(stripped)
+        joined = " ".join(part.strip() for part in buffer if part.strip())
+        buffer = []
+        name, _, args = joined.partition(" ")
+        instructions.append(Instruction(start, name.upper(), args.strip()))
+    if buffer:
+        joined = " ".join(buffer)
+        name, _, args = joined.partition(" ")
+        instructions.append(Instruction(start, name.upper(), args.strip()))
+    return instructions
+
+
+def _exec_form(args: str) -> list[str] | None:
+    try:
+        value = yaml.safe_load(args) if args.startswith("[") else None
+    except yaml.YAMLError:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _substitute(value: str, variables: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        return variables.get(match[1] or match[2], match[0])
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, value)
+
+
+def _copy_parts(args: str) -> tuple[dict[str, str], list[str], str] | None:
+    """(flags, sources, destination) of a COPY or ADD."""
+    words = _exec_form(args) or shlex.split(args)
+    flags: dict[str, str] = {}
+    while words and words[0].startswith("--"):
+        key, _, value = words.pop(0)[2:].partition("=")
+        flags[key] = value
+    if len(words) < 2:
+        return None
+    return flags, words[:-1], words[-1]
+
+
+def _dockerignore_keeps(ignore: Path, source: str) -> bool:
+    """Whether an allow-list ignore file (`**` then `!path` lines) keeps `source`."""
+    if not ignore.is_file():
+        return True
+    lines = [ln.strip() for ln in ignore.read_text(encoding="utf-8").splitlines()]
+    patterns = [ln for ln in lines if ln and not ln.startswith("#")]
+    if "**" not in patterns and "*" not in patterns:
+        return True
+    source = source.strip("/").removeprefix("./")
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            kept = pattern[1:].strip("/")
+            if source == kept or source.startswith(kept + "/"):
+                return True
+    return False
+
+
+@dataclass
+class DockerfileFacts:
+    uid: int | None = None
+    entrypoint_source: Path | None = None
+
+
+def check_dockerfile(root: Path, dockerfile: Path, problems: Problems) -> DockerfileFacts:
+    facts = DockerfileFacts()
+    if not dockerfile.is_file():
+        problems.add(dockerfile, "the Dockerfile does not exist")
+        return facts
+    instructions = parse_dockerfile(dockerfile.read_text(encoding="utf-8"))
+    arg_defaults: dict[str, str] = {}
+    stages: list[list[Instruction]] = []
+    for ins in instructions:
+        if ins.name == "FROM":
+            stages.append([ins])
+        elif not stages:
+            if ins.name == "ARG":
+                key, _, value = ins.args.partition("=")
+                arg_defaults[key.strip()] = value.strip().strip("\"'")
+            else:
+                problems.add(dockerfile, f"line {ins.line}: {ins.name} before the first FROM")
+        else:
+            stages[-1].append(ins)
+    if not stages:
+        problems.add(dockerfile, "no FROM instruction")
+        return facts
+    final = stages[-1]
+    base = _substitute(final[0].args.split()[0], arg_defaults)
+    if not base.startswith(BASE_IMAGE):
+        problems.add(dockerfile, f"the final stage is FROM {base}, not {BASE_IMAGE}")
+
+    def last(name: str) -> Instruction | None:
+        found = [ins for ins in final if ins.name == name]
+        return found[-1] if found else None
+
+    user = last("USER")
+    if user is None:
+        problems.add(dockerfile, "the final stage has no USER: the image would run as root")
+    else:
+        name = user.args.split(":")[0].strip()
+        if name in {"root", "0"} or not name:
+            problems.add(dockerfile, f"line {user.line}: USER {user.args} is root")
+        elif not name.isdigit():
+            problems.add(
+                dockerfile,
+                f"line {user.line}: USER {name}: give a numeric uid, so that Kubernetes "
+                "runAsNonRoot can verify it",
+            )
+        else:
+            facts.uid = int(name)
+
+    env: dict[str, str] = {}
+    for ins in final:
+        if ins.name == "ENV":
+            words = shlex.split(ins.args)
+            if words and "=" not in words[0]:
+                env[words[0]] = " ".join(words[1:])
+            else:
+                for word in words:
+                    key, _, value = word.partition("=")
+                    env[key] = value
+    if env.get("RELAIS_BIND_HOST") != "0.0.0.0":
+        problems.add(dockerfile, "the final stage does not set ENV RELAIS_BIND_HOST=0.0.0.0")
+
+    if not any(
+        ins.name == "RUN" and re.search(r"pip install( [^.&;|]*)? \.(\s|$|\[)", ins.args)
+        for stage in stages
+        for ins in stage
+    ):
+        problems.add(dockerfile, "no RUN installs the project (`pip install .`)")
+
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    copied: dict[str, str] = {}  # destination -> source, in the final stage
+    sources: set[str] = set()
+    for stage in stages:
+        for ins in stage:
+            if ins.name not in {"COPY", "ADD"}:
+                continue
+            parts = _copy_parts(ins.args)
+            if parts is None:
+                problems.add(dockerfile, f"line {ins.line}: cannot read {ins.name} {ins.args}")
+                continue
+            flags, srcs, dest = parts
+            if "from" in flags:
+                continue
+            for src in srcs:
+                sources.add(src.strip("/").removeprefix("./"))
+                if not (root / src).exists():
+                    problems.add(
+                        dockerfile, f"line {ins.line}: {ins.name} source {src} does not exist"
+                    )
+                elif not _dockerignore_keeps(ignore, src):
+                    problems.add(
+                        ignore, f"{src} (line {ins.line} of the Dockerfile) is not in the context"
+                    )
+                if stage is final:
+                    target = dest if not dest.endswith("/") else dest + PurePosixPath(src).name
+                    copied[target] = src
+
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        meta = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        needed = {"pyproject.toml"}
+        readme = meta.get("project", {}).get("readme")
+        if isinstance(readme, str):
+            needed.add(readme)
+        find = meta.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+        for pattern in find.get("include", []):
+            needed.add(pattern.rstrip("*").rstrip("."))
+        for item in sorted(needed - sources):
+            problems.add(dockerfile, f"the image is built without {item} (no COPY of it)")
+
+    def copied_file(name: str) -> Path | None:
+        for dest, src in copied.items():
+            if dest == name or PurePosixPath(dest).name == name:
+                return root / src
+        return None
+
+    entrypoint = last("ENTRYPOINT")
+    words = _exec_form(entrypoint.args) if entrypoint else None
+    if entrypoint is None:
+        problems.add(dockerfile, "no ENTRYPOINT: the command could not pick the role")
+    elif not words:
+        problems.add(dockerfile, f"line {entrypoint.line}: write ENTRYPOINT in exec form ([...])")
+    else:
+        source = copied_file(words[0])
+        if source is None:
+            problems.add(dockerfile, f"ENTRYPOINT {words[0]} is not a file this Dockerfile copies")
+        else:
+            facts.entrypoint_source = source
+
+    health = last("HEALTHCHECK")
+    if health is None or health.args.upper().startswith("NONE"):
+        problems.add(dockerfile, "the final stage has no HEALTHCHECK")
+    else:
+        cmd = health.args.split("CMD", 1)
+        words = _exec_form(cmd[1].strip()) if len(cmd) == 2 else None
+        if words:
+            source = copied_file(words[0])
+            if source is not None:
+                if not source.stat().st_mode & 0o111:
+                    problems.add(source, "the health check script is not executable")
+                if source.suffix == ".py":
+                    try:
+                        ast.parse(source.read_text(encoding="utf-8"))
+                    except SyntaxError as exc:
+                        problems.add(source, f"does not parse: {exc}")
+    return facts
+
+
+# --- packaging: what `pip install .` puts in the image -----------------------------------
+
+
+def check_packaging(root: Path, problems: Problems) -> None:
+    """Every file of the packages reaches the wheel: modules (namespace packages included)
+    and data files (package-data), e.g. the Alembic migrations and the seed CSVs."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        problems.add(pyproject, "missing")
+        return
+    meta = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    setuptools = meta.get("tool", {}).get("setuptools", {})
+    find = setuptools.get("packages", {}).get("find", {})
+    namespaces = find.get("namespaces", True)
+    package_data: dict[str, list[str]] = setuptools.get("package-data", {})
+    tops = [p.rstrip("*").rstrip(".") for p in find.get("include", [])]
+    for top in tops:
+        top_dir = root / top
+        if not top_dir.is_dir():
+            problems.add(pyproject, f"packages.find includes {top}*, which does not exist")
+            continue
+        covered: set[Path] = set()
+        for key, patterns in package_data.items():
+            bases = [root.joinpath(*key.split("."))] if key not in {"*", ""} else [top_dir]
+            for base in bases:
+                for pattern in patterns:
+                    covered.update(p.resolve() for p in base.glob(pattern))
+        for path in sorted(top_dir.rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            if path.suffix == ".py":
+                if not namespaces and not (path.parent / "__init__.py").is_file():
+                    problems.add(
+                        path,
+                        "not in the wheel: its folder has no __init__.py "
+                        "and packages.find has namespaces = false",
+                    )
+            elif path.resolve() not in covered:
+                problems.add(
+                    path,
+                    "not in the wheel, hence not in the image: add it to "
+                    "[tool.setuptools.package-data] in pyproject.toml",
+                )
+
+
+# --- compose -----------------------------------------------------------------------------
+
+
+def _environment(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (str(item).partition("=") for item in env)
+        return {key: (value if sep else None) for key, sep, value in pairs}
+    return dict(env) if isinstance(env, dict) else {}
+
+
+def _secret_value_problem(key: str, value: Any) -> str | None:
+    """Why an environment value holds a secret inline (None: it does not)."""
+    text = "" if value is None else str(value)
+    secret_key = bool(SECRET_NAME.search(key))
+    refs = list(INTERPOLATION.finditer(text))
+    password = URL_PASSWORD.search(text)
+    if password and not INTERPOLATION.fullmatch(password["password"]):
+        return f"{key} holds a password inline; use ${{VARIABLE:?message}}"
+    if secret_key and value is not None and not refs:
+        return f"{key} is a secret written inline; use ${{{key}:?set it}}"
+    for ref in refs:
+        if secret_key or SECRET_NAME.search(ref["name"]):
+            if ref["op"] in {"-", ":-"} and ref["arg"]:
+                return f"{key}: ${{{ref['name']}}} has a default value, a secret in the file"
+            if ref["op"] not in {"?", ":?"}:
+                return f"{key}: write ${{{ref['name']}:?message}} so that it must be set"
+    return None
+
+
+def _depends(service: dict[str, Any]) -> dict[str, str]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return {str(name): "service_started" for name in deps}
+    if isinstance(deps, dict):
+        return {
+            str(name): str((spec or {}).get("condition", "service_started"))
+            for name, spec in deps.items()
+        }
+    return {}
+
+
+def _command(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        return shlex.split(value)
+    return []
+
+
+def check_compose(
+    root: Path,
+    path: Path,
+    documents: list[Any],
+    commands: set[str],
+    dockerfile: Path,
+    problems: Problems,
+) -> None:
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        problems.add(path, "a compose file is one YAML mapping")
+        return
+    compose = documents[0]
+    for key in compose:
+        if key not in COMPOSE_TOP_LEVEL and not str(key).startswith("x-"):
+            problems.add(path, f"unknown top-level key {key!r}")
+    services = compose.get("services")
+    if not isinstance(services, dict) or not services:
+        problems.add(path, "no services")
+        return
+    declared_volumes = set((compose.get("volumes") or {}).keys())
+
+    relais_images: set[str] = set()
+    relais: set[str] = set()
+    for name, service in services.items():
+        if not isinstance(service, dict):
+            problems.add(path, f"service {name}: not a mapping")
+            continue
+        for key in service:
+            if key not in COMPOSE_SERVICE_KEYS and not str(key).startswith("x-"):
+                problems.add(path, f"service {name}: unknown key {key!r}")
+        build = service.get("build")
+        if "image" not in service and build is None:
+            problems.add(path, f"service {name}: neither image nor build")
+        if build is not None:
+            spec = {"context": build} if isinstance(build, str) else build
+            context = (path.parent / str(spec.get("context", "."))).resolve()
+            if not context.is_dir():
+                problems.add(path, f"service {name}: build context {context} does not exist")
+            built = (context / str(spec.get("dockerfile", "Dockerfile"))).resolve()
+            if not built.is_file():
+                problems.add(path, f"service {name}: Dockerfile {built} does not exist")
+            if built == dockerfile.resolve():
+                relais.add(name)
+                if "image" in service:
+                    relais_images.add(str(service["image"]))
+    for name, service in services.items():
+        if isinstance(service, dict) and str(service.get("image")) in relais_images:
+            relais.add(name)
+
+    graph: dict[str, set[str]] = {}
+    for name, service in services.items():
+        if not isinstance(service, dict):
+            continue
+        deps = _depends(service)
+        graph[name] = set(deps)
+        for target, condition in deps.items():
+            if target not in services:
+                problems.add(path, f"service {name}: depends_on {target!r}, which is not a service")
+                continue
+            if condition not in COMPOSE_CONDITIONS:
+                problems.add(path, f"service {name}: unknown condition {condition!r} on {target}")
+            other = services[target] if isinstance(services[target], dict) else {}
+            check = other.get("healthcheck")
+            if condition == "service_healthy" and (
+                not isinstance(check, dict) or check.get("disable") or "test" not in check
+            ):
+                problems.add(
+                    path,
+                    f"service {name}: waits for {target} to be healthy, which has no healthcheck",
+                )
+            if condition == "service_completed_successfully" and str(
+                other.get("restart", "no")
+            ) not in {"no", "on-failure", "False"}:
+                problems.add(
+                    path,
+                    f"service {name}: waits for {target} to complete, but {target} has "
+                    f'restart: {other.get("restart")} (use restart: "no")',
+                )
+        for key, value in _environment(service).items():
+            why = _secret_value_problem(str(key), value)
+            if why:
+                problems.add(path, f"service {name}: {why}")
+        for volume in service.get("volumes") or []:
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source")
+            if (
+                isinstance(source, str)
+                and ":" in str(volume)
+                and not source.startswith((".", "/", "~", "$"))
+                and source not in declared_volumes
+            ):
+                problems.add(path, f"service {name}: volume {source!r} is not declared")
+    _check_cycles(graph, path, problems)
+
+    postgres = [
+        n for n, s in services.items() if str((s or {}).get("image", "")).startswith("postgres:")
+    ]
+    if not postgres:
+        problems.add(path, "no PostgreSQL service")
+    for name in postgres:
+        if not str(services[name]["image"]).startswith(POSTGRES_IMAGE):
+            problems.add(path, f"service {name}: {services[name]['image']} is not {POSTGRES_IMAGE}")
+
+    run: dict[str, str] = {}
+    for name in sorted(relais):
+        service = services[name]
+        words = _command(service.get("command"))
+        if not words:
+            problems.add(path, f"service {name}: no command (one of {', '.join(sorted(commands))})")
+            continue
+        if words[0] not in commands:
+            problems.add(path, f"service {name}: the entrypoint knows no command {words[0]!r}")
+            continue
+        run[words[0]] = name
+        env = _environment(service)
+        if words[0] in API_PORTS:
+            if str(env.get("RELAIS_RUN_WORKERS", "")).lower() != "false":
+                problems.add(path, f'service {name}: set RELAIS_RUN_WORKERS: "false"')
+            ports = [str(p) for p in service.get("ports") or []]
+            wanted = str(API_PORTS[words[0]])
+            if ports and not any(p.split(":")[-1].split("/")[0] == wanted for p in ports):
+                problems.add(path, f"service {name}: publishes {ports}, not port {wanted}")
+        if words[0] != MIGRATE_COMMAND:
+            if "DATABASE_URL" not in env:
+                problems.add(path, f"service {name}: no DATABASE_URL")
+            migrate = run.get(MIGRATE_COMMAND) or next(
+                (n for n in relais if _command(services[n].get("command"))[:1] == ["migrate"]),
+                None,
+            )
+            if migrate and _depends(service).get(migrate) != "service_completed_successfully":
+                problems.add(
+                    path,
+                    f"service {name}: depend on {migrate} with "
+                    "condition: service_completed_successfully",
+                )
+            check = service.get("healthcheck")
+            if not isinstance(check, dict) or check.get("disable"):
+                problems.add(path, f"service {name}: no healthcheck")
+    for command in sorted(REQUIRED_COMMANDS - set(run)):
+        problems.add(path, f"no service runs the command {command!r}")
+
+
+def _check_cycles(graph: dict[str, set[str]], path: Path, problems: Problems) -> None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = [*trail[trail.index(nxt) :], nxt] if nxt in trail else [node, nxt]
+                problems.add(path, f"depends_on cycle: {' -> '.join(cycle)}")
+            elif nxt in graph and not state.get(nxt):
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if not state.get(node):
+            visit(node, [node])
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+
+
+@dataclass
+class Resource:
+    path: Path
+    doc: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.doc.get("kind"))
+
+    @property
+    def name(self) -> str:
+        return str((self.doc.get("metadata") or {}).get("name"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+def _pod_spec(resource: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(pod template metadata, pod spec) of a workload."""
+    spec = resource.doc.get("spec") or {}
+    template = spec.get("template") if isinstance(spec, dict) else None
+    if not isinstance(template, dict):
+        return None
+    return template.get("metadata") or {}, template.get("spec") or {}
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _schema_validate(
+    resources: list[Resource], versions: Iterable[str], problems: Problems
+) -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        problems.add(
+            "kubernetes-validate",
+            "not installed: `pip install -e '.[dev]'` (or run with --skip-schemas)",
+        )
+        return
+    known = [v if v != "latest" else kubernetes_validate.latest_version() for v in versions]
+    for resource in resources:
+        for version in dict.fromkeys(known):
+            try:
+                kubernetes_validate.validate(resource.doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.path) or "(top)"
+                problems.add(
+                    resource.path,
+                    f"{resource.label}: Kubernetes {version} schema: {where}: {exc.message}",
+                )
+                break
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                problems.add(resource.path, f"{resource.label}: {exc.message}")
+                break
+            except Exception as exc:  # e.g. a version the package does not support
+                problems.add(resource.path, f"{resource.label}: cannot validate: {exc!r}")
+                break
+
+
+def _effective_env(
+    container: dict[str, Any],
+    configmaps: dict[str, dict[str, Any]],
+    secrets: dict[str, dict[str, Any]],
+    where: str,
+    path: Path,
+    problems: Problems,
+) -> dict[str, tuple[str, Any]]:
+    """name -> (origin, value) with origin 'value', 'configmap' or 'secret'."""
+    env: dict[str, tuple[str, Any]] = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            ref = str(source["configMapRef"].get("name"))
+            if ref not in configmaps:
+                problems.add(path, f"{where}: envFrom ConfigMap {ref} is not in the manifests")
+            for key, value in configmaps.get(ref, {}).items():
+                env[key] = ("configmap", value)
+        if "secretRef" in source:
+            ref = str(source["secretRef"].get("name"))
+            if ref not in secrets:
+                problems.add(path, f"{where}: envFrom Secret {ref} is not in the manifests")
+            for key in secrets.get(ref, {}):
+                env[key] = ("secret", None)
+    for var in container.get("env") or []:
+        name = str(var.get("name"))
+        if "value" in var:
+            env[name] = ("value", var["value"])
+            if SECRET_NAME.search(name) and var["value"]:
+                problems.add(path, f"{where}: {name} is a secret written inline; use a Secret")
+            continue
+        value_from = var.get("valueFrom") or {}
+        for kind, store, origin in (
+            ("secretKeyRef", secrets, "secret"),
+            ("configMapKeyRef", configmaps, "configmap"),
+        ):
+            if kind in value_from:
+                ref = value_from[kind]
+                ref_name, key = str(ref.get("name")), str(ref.get("key"))
+                if ref_name not in store:
+                    problems.add(
+                        path, f"{where}: {name} refers to {ref_name}, not in the manifests"
+                    )
+                elif key not in store[ref_name]:
+                    problems.add(
+                        path, f"{where}: {name} refers to key {key} missing from {ref_name}"
+                    )
+                value = store.get(ref_name, {}).get(key) if origin == "configmap" else None
+                env[name] = (origin, value)
+    return env
+
+
+def _port_names(container: dict[str, Any]) -> set[Any]:
+    names: set[Any] = set()
+    for port in container.get("ports") or []:
+        names.add(port.get("containerPort"))
+        if port.get("name"):
+            names.add(port["name"])
+    return names
+
+
+def check_kubernetes(
+    root: Path,
+    directory: Path,
+    documents: dict[Path, list[Any]],
+    commands: set[str],
+    facts: DockerfileFacts,
+    problems: Problems,
+    *,
+    schemas: bool,
+    versions: Iterable[str],
+) -> None:
+    resources: list[Resource] = []
+    kustomization: Resource | None = None
+    for path, docs in sorted(documents.items()):
+        for index, doc in enumerate(docs, start=1):
+            if not isinstance(doc, dict):
+                problems.add(path, f"document {index} is not a mapping")
+                continue
+            missing = [k for k in ("apiVersion", "kind") if not isinstance(doc.get(k), str)]
+            if doc.get("kind") != "Kustomization" and not (doc.get("metadata") or {}).get("name"):
+                missing.append("metadata.name")
+            if missing:
+                problems.add(path, f"document {index}: missing {', '.join(missing)}")
+                continue
+            resource = Resource(path, doc)
+            if resource.kind == "Kustomization":
+                kustomization = resource
+            else:
+                resources.append(resource)
+    if not resources:
+        problems.add(directory, "no Kubernetes manifests")
+        return
+
+    seen: dict[tuple[str, str], Path] = {}
+    for resource in resources:
+        key = (resource.kind, resource.name)
+        if key in seen:
+            problems.add(resource.path, f"{resource.label} is also defined in {seen[key].name}")
+        seen[key] = resource.path
+
+    if kustomization is None:
+        problems.add(directory / "kustomization.yaml", "missing")
+    else:
+        listed = [str(r) for r in kustomization.doc.get("resources") or []]
+        for item in listed:
+            if not (kustomization.path.parent / item).exists():
+                problems.add(kustomization.path, f"lists {item}, which does not exist")
+        for path in documents:
+            if path != kustomization.path and path.name not in listed:
+                problems.add(kustomization.path, f"does not list {path.name}")
+        images = {str(i.get("name")) for i in kustomization.doc.get("images") or []}
+        if IMAGE_NAME not in images:
+            problems.add(kustomization.path, f"no images entry for {IMAGE_NAME!r}")
+
+    if schemas:
+        _schema_validate(resources, versions, problems)
+
+    configmaps = {r.name: (r.doc.get("data") or {}) for r in resources if r.kind == "ConfigMap"}
+    secrets: dict[str, dict[str, Any]] = {}
+    for r in resources:
+        if r.kind != "Secret":
+            continue
+        if r.doc.get("data"):
+            problems.add(r.path, f"{r.label}: use stringData with {PLACEHOLDER} values, not data")
+        values = r.doc.get("stringData") or {}
+        for key, value in values.items():
+            if PLACEHOLDER not in str(value):
+                problems.add(
+                    r.path, f"{r.label}: {key} is not a {PLACEHOLDER} placeholder (a real secret?)"
+                )
+        secrets[r.name] = {**values, **(r.doc.get("data") or {})}
+    for name, data in configmaps.items():
+        for key in data:
+            if SECRET_NAME.search(str(key)):
+                problems.add(directory, f"ConfigMap {name}: {key} is a secret: move it to a Secret")
+
+    pods: list[tuple[Resource, dict[str, Any], dict[str, Any]]] = []
+    for r in resources:
+        if r.kind in POD_KINDS:
+            found = _pod_spec(r)
+            if found is None:
+                problems.add(r.path, f"{r.label}: no spec.template")
+                continue
+            pods.append((r, *found))
+    hpas = [r for r in resources if r.kind == "HorizontalPodAutoscaler"]
+    services = [r for r in resources if r.kind == "Service"]
+    ran: set[str] = set()
+    has_workers = False
+    api_pods: list[tuple[Resource, str, dict[str, Any], dict[str, Any]]] = []
+    for r, meta, spec in pods:
+        labels = meta.get("labels") or {}
+        if r.kind == "Deployment":
+            selector = ((r.doc.get("spec") or {}).get("selector") or {}).get("matchLabels")
+            if not _selects(selector, labels):
+                problems.add(
+                    r.path, f"{r.label}: spec.selector.matchLabels must match the pod labels"
+                )
+        if spec.get("enableServiceLinks") is not False:
+            problems.add(
+                r.path,
+                f"{r.label}: set enableServiceLinks: false (service links set variables such as "
+                "REGISTRY_PORT=tcp://..., which the settings read)",
+            )
+        pod_security = spec.get("securityContext") or {}
+        if pod_security.get("runAsUser") == 0:
+            problems.add(r.path, f"{r.label}: runAsUser 0 is root")
+        if facts.uid is not None and pod_security.get("runAsUser") not in {None, facts.uid}:
+            problems.add(
+                r.path,
+                f"{r.label}: runAsUser {pod_security.get('runAsUser')} is not the image's "
+                f"USER {facts.uid}",
+            )
+        containers = spec.get("containers") or []
+        if not containers:
+            problems.add(r.path, f"{r.label}: no containers")
+        for container in containers:
+            where = f"{r.label} container {container.get('name')}"
+            image = str(container.get("image", ""))
+            if image.split("@")[0].split(":")[0].rsplit("/", 1)[-1] != IMAGE_NAME:
+                continue
+            security = container.get("securityContext") or {}
+            if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
+                problems.add(r.path, f"{where}: set runAsNonRoot: true")
+            if security.get("readOnlyRootFilesystem") is not True:
+                problems.add(r.path, f"{where}: set readOnlyRootFilesystem: true")
+            if security.get("allowPrivilegeEscalation") is not False:
+                problems.add(r.path, f"{where}: set allowPrivilegeEscalation: false")
+            if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+                problems.add(r.path, f"{where}: drop ALL capabilities")
+            resources_ = container.get("resources") or {}
+            requests, limits = resources_.get("requests") or {}, resources_.get("limits") or {}
+            if not {"cpu", "memory"} <= set(requests) or "memory" not in limits:
+                problems.add(r.path, f"{where}: set requests (cpu, memory) and a memory limit")
+            if container.get("command"):
+                problems.add(r.path, f"{where}: set args, not command (it replaces the entrypoint)")
+            args = [str(a) for a in container.get("args") or []]
+            if not args or args[0] not in commands:
+                problems.add(
+                    r.path,
+                    f"{where}: args {args} is not a command of the entrypoint "
+                    f"({', '.join(sorted(commands))})",
+                )
+                continue
+            command = args[0]
+            ran.add(command)
+            env = _effective_env(container, configmaps, secrets, where, r.path, problems)
+            if env.get("DATABASE_URL", ("", None))[0] != "secret":
+                problems.add(r.path, f"{where}: DATABASE_URL must come from a Secret")
+            if str(env.get("RELAIS_ENV", ("", None))[1]) != "production":
+                problems.add(r.path, f"{where}: RELAIS_ENV must be production")
+            probes = {p: container.get(p) for p in ("readinessProbe", "livenessProbe")}
+            if command in API_PORTS:
+                api_pods.append((r, command, labels, container))
+                port = API_PORTS[command]
+                names = _port_names(container)
+                if port not in names:
+                    problems.add(r.path, f"{where}: no containerPort {port}")
+                for probe, path_ in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                    http = (probes[probe] or {}).get("httpGet") or {}
+                    if http.get("path") != path_:
+                        problems.add(r.path, f"{where}: {probe} must GET {path_}")
+                    elif http.get("port") not in names:
+                        problems.add(
+                            r.path, f"{where}: {probe} port {http.get('port')} is not declared"
+                        )
+                if (
+                    r.kind == "Deployment"
+                    and str(env.get("RELAIS_RUN_WORKERS", ("", ""))[1]).lower() != "false"
+                ):
+                    problems.add(r.path, f'{where}: RELAIS_RUN_WORKERS must be "false"')
+            elif command in WORKER_COMMANDS:
+                has_workers = True
+                for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    if (container.get(probe) or {}).get("httpGet"):
+                        problems.add(
+                            r.path, f"{where}: a worker serves no HTTP: no httpGet {probe}"
+                        )
+            elif command == MIGRATE_COMMAND:
+                if r.kind != "Job":
+                    problems.add(r.path, f"{where}: run the migrations as a Job")
+                elif spec.get("restartPolicy") not in {"Never", "OnFailure"}:
+                    problems.add(r.path, f"{where}: restartPolicy must be Never or OnFailure")
+    for command in sorted(REQUIRED_COMMANDS - ran):
+        problems.add(directory, f"no workload runs the command {command!r}")
+    if not has_workers:
+        problems.add(directory, "no worker Deployments")
+
+    for r, _command, labels, container in api_pods:
+        names = _port_names(container)
+        matching = [
+            s for s in services if _selects((s.doc.get("spec") or {}).get("selector"), labels)
+        ]
+        if not matching:
+            problems.add(r.path, f"{r.label}: no Service selects its pods")
+        for service in matching:
+            for port in (service.doc.get("spec") or {}).get("ports") or []:
+                if port.get("targetPort", port.get("port")) not in names:
+                    target = port.get("targetPort")
+                    problems.add(
+                        service.path,
+                        f"{service.label}: targetPort {target} is not a port of {r.label}",
+                    )
+        targets = [
+            h
+            for h in hpas
+            if ((h.doc.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == r.name
+        ]
+        if not targets:
+            problems.add(r.path, f"{r.label}: no HorizontalPodAutoscaler")
+        elif "replicas" in (r.doc.get("spec") or {}):
+            problems.add(
+                r.path, f"{r.label}: drop spec.replicas, the HorizontalPodAutoscaler owns it"
+            )
+    deployments = {r.name for r in resources if r.kind == "Deployment"}
+    for hpa in hpas:
+        spec = hpa.doc.get("spec") or {}
+        target = spec.get("scaleTargetRef") or {}
+        if target.get("kind") != "Deployment" or target.get("name") not in deployments:
+            problems.add(
+                hpa.path, f"{hpa.label}: scales {target.get('name')}, not a Deployment here"
+            )
+        if int(spec.get("minReplicas", 1)) > int(spec.get("maxReplicas", 0)):
+            problems.add(hpa.path, f"{hpa.label}: minReplicas above maxReplicas")
+    for service in services:
+        selector = (service.doc.get("spec") or {}).get("selector")
+        if not any(_selects(selector, meta.get("labels") or {}) for _, meta, _ in pods):
+            problems.add(service.path, f"{service.label}: its selector matches no pods")
+
+
+# --- all of it ---------------------------------------------------------------------------
+
+
+def _yaml_files(directory: Path) -> Iterator[Path]:
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.suffix in {".yaml", ".yml"}:
+            yield path
+
+
+def validate(
+    root: Path = ROOT,
+    *,
+    schemas: bool = True,
+    kubernetes_versions: Iterable[str] = DEFAULT_KUBERNETES_VERSIONS,
+) -> list[str]:
+    """Every problem of `root`/deploy, one line each (empty: valid)."""
+    root = root.resolve()
+    problems = Problems(root)
+    deploy = root / "deploy"
+    if not deploy.is_dir():
+        problems.add(deploy, "missing")
+        return problems.lines
+
+    parsed: dict[Path, list[Any]] = {}
+    for path in _yaml_files(deploy):
+        docs = load_yaml(path, problems)
+        if docs is not None:
+            parsed[path] = docs
+            if not docs:
+                problems.add(path, "holds no YAML document")
+
+    dockerfile = deploy / "Dockerfile"
+    facts = check_dockerfile(root, dockerfile, problems)
+    script = facts.entrypoint_source or deploy / "entrypoint.sh"
+    commands = check_entrypoint(root, script, problems)
+    check_packaging(root, problems)
+
+    compose = deploy / "docker-compose.yml"
+    if not compose.is_file():
+        problems.add(compose, "missing")
+    elif compose in parsed:
+        check_compose(root, compose, parsed[compose], commands, dockerfile, problems)
+
+    kube = deploy / "kubernetes"
+    if not kube.is_dir():
+        problems.add(kube, "missing")
+    else:
+        check_kubernetes(
+            root,
+            kube,
+            {p: d for p, d in parsed.items() if kube in p.parents},
+            commands,
+            facts,
+            problems,
+            schemas=schemas,
+            versions=kubernetes_versions,
+        )
+    return problems.lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="repository root (default: this one)"
+    )
+    parser.add_argument(
+        "--kubernetes-version",
+        action="append",
+        dest="versions",
+        help=f"validate against this Kubernetes version (repeatable; default: "
+        f"{' and '.join(DEFAULT_KUBERNETES_VERSIONS)})",
+    )
+    parser.add_argument(
+        "--skip-schemas", action="store_true", help="skip the Kubernetes JSON schema validation"
+    )
+    args = parser.parse_args(argv)
+    lines = validate(
+        args.root,
+        schemas=not args.skip_schemas,
+        kubernetes_versions=args.versions or DEFAULT_KUBERNETES_VERSIONS,
+    )
+    for line in lines:
+        print(f"ERROR {line}", file=sys.stderr)
+    if lines:
+        print(f"deploy/ has {len(lines)} problem(s)", file=sys.stderr)
+        return 1
+    skipped = " (Kubernetes schemas skipped)" if args.skip_schemas else ""
+    print(f"deploy/ is valid{skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
