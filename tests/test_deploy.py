@@ -102,9 +102,13 @@ def _drop_selector(docs: list) -> None:
     del docs[0]["spec"]["selector"]
 
 
-def _drop_container_image(docs: list) -> None:
-    del docs[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+def _drop_container_name(docs: list) -> None:
+    del docs[0]["spec"]["template"]["spec"]["containers"][0]["name"]
 
+
+SERVICE_SELECTOR = (
+    "  selector:\n    app.kubernetes.io/name: relais\n    app.kubernetes.io/component: "
+)
 
 BROKEN = {
     "deployment without its selector": (
@@ -137,7 +141,7 @@ BROKEN = {
             "${POSTGRES_PASSWORD:-postgres}@",
         ),
         "docker-compose.yml",
-        "password inline",
+        "${POSTGRES_PASSWORD} has a default value",
     ),
     "one-shot migration restarted forever": (
         lambda root: edit(root / "deploy/docker-compose.yml", '    restart: "no"\n', ""),
@@ -257,8 +261,8 @@ BROKEN = {
     "Service selecting no pods": (
         lambda root: edit(
             root / "deploy/kubernetes/referrals.yaml",
-            "  selector:\n    app.kubernetes.io/name: relais\n    app.kubernetes.io/component: referrals\n  ports:",
-            "  selector:\n    app.kubernetes.io/name: relais\n    app.kubernetes.io/component: referral\n  ports:",
+            f"{SERVICE_SELECTOR}referrals\n  ports:",
+            f"{SERVICE_SELECTOR}referral\n  ports:",
         ),
         "Service relais-referrals",
         "matches no pods",
@@ -285,11 +289,11 @@ def test_a_broken_copy_fails(copy: Path, case: str) -> None:
 
 @needs_schemas
 def test_the_schemas_catch_a_missing_required_field(copy: Path) -> None:
-    edit_yaml(copy / "deploy/kubernetes/workers.yaml", _drop_container_image)
+    edit_yaml(copy / "deploy/kubernetes/workers.yaml", _drop_container_name)
     problems = check(copy)
     assert any(
         "Deployment relais-registry-worker: Kubernetes" in line
-        and "'image' is a required property" in line
+        and "'name' is a required property" in line
         for line in problems
     ), problems
 

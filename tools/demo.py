@@ -248,6 +248,7 @@ class Hub:
         json: Any = None,
         params: dict[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
+        hints: dict[int, str] | None = None,
     ) -> Any:
         url = self.urls[service] + path
         try:
@@ -257,7 +258,8 @@ class Hub:
         except httpx.HTTPError as exc:
             raise DemoError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code not in ok:
-            raise DemoError(_problem(method, url, response))
+            hint = (hints or {}).get(response.status_code)
+            raise DemoError(_problem(method, url, response) + (f". {hint}" if hint else ""))
         return response.json() if response.content else None
 
     async def items(
@@ -592,6 +594,11 @@ class Demo:
                     "event_types": event_types,
                     "description": ENDPOINT_DESCRIPTION,
                 },
+                hints={
+                    422: "The demo's receiver listens on http://127.0.0.1: the notifications "
+                    "service must allow private targets, as `make run` does (RELAIS_ENV="
+                    "development, or NOTIFICATIONS_ALLOW_PRIVATE_TARGETS=true)."
+                },
             )
             party.endpoint_id, party.secret = endpoint["id"], endpoint["secret"]
             say(f"  {party.label:<7} /hooks/{party.slug:<13} {', '.join(event_types)}")
@@ -637,6 +644,7 @@ class Demo:
         iom = self.parties[IOM.slug]
         say()
         say(STYLE.bold("The journey"))
+        say(STYLE.bold(f"{'time':>7} {'to':<6} {'event':<22} {'step':<37} latency"))
         self.t0 = time.monotonic()
         try:
             self.case = await self.hub.call("POST", "registry", "/cases", key=iom.key, json=body)
@@ -646,20 +654,19 @@ class Demo:
         self.steps = {step["id"]: step for step in self.case["plan"]}
         self.action(
             iom,
-            f"creates case {self.case['reference']}: a returnee from Libya settling in "
-            f"{RETURN_AREA} (Kayes), consent granted",
+            f"creates case {self.case['reference']} (returnee settling in {RETURN_AREA}), "
+            "consent granted",
         )
         self.action(
             iom,
             "plan: 1 cash (direct) -> 2 counselling + 3 training -> 4 job placement (after 3)",
         )
-        say(STYLE.bold(f"{'time':>7} {'to':<6} {'event':<22} {'step':<37} latency"))
 
     def elapsed(self) -> str:
         return f"{time.monotonic() - self.t0:6.3f}s"
 
     def action(self, party: Party, text: str) -> None:
-        say(STYLE.dim(f"{self.elapsed()} {party.label:<6} > {text}"))
+        say(STYLE.dim(clip(f"{self.elapsed()} {party.label:<6} > {text}", 100)))
 
     def step_label(self, step_id: str | None) -> str:
         step = self.steps.get(step_id or "")
@@ -983,17 +990,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     urls = _urls(args)
     say(STYLE.bold("Relais demo: a returnee's reintegration pathway, webhook by webhook"))
-    say(
-        f"  registry {urls['registry']}  referrals {urls['referrals']}  "
-        f"notifications {urls['notifications']}"
-    )
+    for name, url in urls.items():
+        say(f"  {name:<14} {url}")
     try:
         check_ready(urls)
         key, origin = admin_key()
     except DemoError as exc:
         fail_line(str(exc))
         return 1
-    say(f"  admin key from {origin}")
+    say(f"  {'admin key':<14} from {origin}")
     say()
     try:
         return asyncio.run(_main(urls, key, origin, args.timeout))

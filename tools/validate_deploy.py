@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import json
 import re
 import shlex
 import sys
@@ -795,22 +797,29 @@ def _schema_validate(
         return
     known = [v if v != "latest" else kubernetes_validate.latest_version() for v in versions]
     for resource in resources:
+        document = json.dumps(resource.doc, sort_keys=True, default=str)
         for version in dict.fromkeys(known):
-            try:
-                kubernetes_validate.validate(resource.doc, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                where = ".".join(str(p) for p in exc.path) or "(top)"
-                problems.add(
-                    resource.path,
-                    f"{resource.label}: Kubernetes {version} schema: {where}: {exc.message}",
-                )
+            error = _schema_error(document, version)
+            if error:
+                problems.add(resource.path, f"{resource.label}: {error}")
                 break
-            except kubernetes_validate.SchemaNotFoundError as exc:
-                problems.add(resource.path, f"{resource.label}: {exc.message}")
-                break
-            except Exception as exc:  # e.g. a version the package does not support
-                problems.add(resource.path, f"{resource.label}: cannot validate: {exc!r}")
-                break
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_error(document: str, version: str) -> str | None:
+    """Why a manifest (as JSON) fails the strict schema of a Kubernetes version."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(json.loads(document), version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.path) or "(top)"
+        return f"Kubernetes {version} schema: {where}: {exc.message}"
+    except kubernetes_validate.SchemaNotFoundError as exc:
+        return exc.message
+    except Exception as exc:  # e.g. a version the package does not support
+        return f"cannot validate against Kubernetes {version}: {exc!r}"
+    return None
 
 
 def _effective_env(

@@ -1,0 +1,28 @@
+"""`python -m services.referrals.rebuild`: rebuild the referrals service's projections of
+partners, services and cases from the whole event log, in one transaction.
+
+Run it with the referrals workers stopped. Referrals themselves are not touched, and the
+router keeps its checkpoint: nothing is routed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.referrals import projections
+from shared.db import create_engine, create_sessionmaker
+from shared.settings import Settings
+
+
+async def main(settings: Settings) -> int:
+    engine = create_engine(settings, application_name="relais-referrals-rebuild")
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await projections.rebuild(session)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    count = asyncio.run(main(Settings()))
+    print(f"projections rebuilt from {count} events")
