@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -157,15 +157,44 @@ _HTTP_SLUGS = {
 }
 
 
+_OUTAGE_NAMES = {
+    "CannotConnectNowError",
+    "ConnectionDoesNotExistError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "ConnectionFailureError",
+    "ConnectionRejectionError",
+    "TooManyConnectionsError",
+    "InterfaceError",
+    "InternalClientError",
+}
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what it wraps (`orig`) and what caused it, a few levels deep."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending and len(seen) < 12:
+        item = pending.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        pending += [getattr(item, "orig", None), item.__cause__, item.__context__]
+    return seen
+
+
 def _is_database_outage(exc: BaseException) -> bool:
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    name = type(exc).__name__
-    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "AdminShutdownError"}
+    """The database cannot be reached or went away: a passing fault, answered 503."""
+    for cause in _causes(exc):
+        if isinstance(cause, (OperationalError, ConnectionError, TimeoutError, OSError)):
+            return True
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        if type(cause).__name__ in _OUTAGE_NAMES or any(
+            base.__name__ == "PostgresConnectionError" for base in type(cause).__mro__
+        ):
+            return True
+    return False
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -33,7 +34,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,12 +314,21 @@ def admin_key() -> tuple[str, str]:
 # --- The webhook receiver ----------------------------------------------------------------
 
 
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves Ctrl-C to the demo (which then cleans up)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Receiver:
     """A tiny ASGI app on a loopback port: POST /hooks/<slug> is handed to `handle`, which
     answers the status code to return."""
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
+        self.server: uvicorn.Server | None = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -349,7 +359,7 @@ class Receiver:
 
     async def start(self) -> None:
         config = uvicorn.Config(self, log_level="warning", lifespan="off", access_log=False)
-        self.server = uvicorn.Server(config)
+        self.server = _QuietServer(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -361,11 +371,12 @@ class Receiver:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        try:
-            await asyncio.wait_for(self.task, timeout=5)
-        except (TimeoutError, asyncio.CancelledError):
-            self.task.cancel()
+        if self.server is not None:
+            self.server.should_exit = True
+            try:
+                await asyncio.wait_for(self.task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                self.task.cancel()
         self.sock.close()
 
 
@@ -897,6 +908,8 @@ class Demo:
 
     async def clean_up(self) -> None:
         """Delete this run's endpoints (their receiver goes away now) and revoke its keys."""
+        for task in list(self.tasks):
+            task.cancel()
         for party in self.parties.values():
             try:
                 if party.endpoint_id:
@@ -917,8 +930,6 @@ class Demo:
                     )
             except DemoError as exc:
                 fail_line(f"clean-up: {exc}")
-        for task in list(self.tasks):
-            task.cancel()
         await self.receiver.stop()
 
     async def run(self) -> int:

@@ -56,7 +56,7 @@ DEFAULT_KUBERNETES_VERSIONS = ("1.30", "latest")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PASSPHRASE|(^|_)KEY($|_)|DATABASE_URL|DSN", re.I)
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
-URL_PASSWORD = re.compile(r"://[^/:@\s]*:(?P<password>[^@\s]*)@")
+URL_PASSWORD = re.compile(r"://[^/:@\s]*:(?P<password>(?:\$\{[^}]*\}|[^@/\s$])*)@")
 
 POD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
 COMPOSE_TOP_LEVEL = {"version", "name", "services", "networks", "volumes", "configs", "secrets"}
@@ -560,7 +560,7 @@ def _secret_value_problem(key: str, value: Any) -> str | None:
     password = URL_PASSWORD.search(text)
     if password and not INTERPOLATION.fullmatch(password["password"]):
         return f"{key} holds a password inline; use ${{VARIABLE:?message}}"
-    if secret_key and value is not None and not refs:
+    if secret_key and value is not None and not refs and "://" not in text:
         return f"{key} is a secret written inline; use ${{{key}:?set it}}"
     for ref in refs:
         if secret_key or SECRET_NAME.search(ref["name"]):
@@ -641,6 +641,7 @@ def check_compose(
             relais.add(name)
 
     graph: dict[str, set[str]] = {}
+    restarting: set[str] = set()
     for name, service in services.items():
         if not isinstance(service, dict):
             continue
@@ -661,9 +662,12 @@ def check_compose(
                     path,
                     f"service {name}: waits for {target} to be healthy, which has no healthcheck",
                 )
-            if condition == "service_completed_successfully" and str(
-                other.get("restart", "no")
-            ) not in {"no", "on-failure", "False"}:
+            if (
+                condition == "service_completed_successfully"
+                and str(other.get("restart", "no")) not in {"no", "on-failure", "False"}
+                and target not in restarting
+            ):
+                restarting.add(target)
                 problems.add(
                     path,
                     f"service {name}: waits for {target} to complete, but {target} has "
@@ -1135,9 +1139,12 @@ def validate(
         return problems.lines
 
     parsed: dict[Path, list[Any]] = {}
+    unparsed: list[Path] = []
     for path in _yaml_files(deploy):
         docs = load_yaml(path, problems)
-        if docs is not None:
+        if docs is None:
+            unparsed.append(path)
+        else:
             parsed[path] = docs
             if not docs:
                 problems.add(path, "holds no YAML document")
@@ -1157,6 +1164,8 @@ def validate(
     kube = deploy / "kubernetes"
     if not kube.is_dir():
         problems.add(kube, "missing")
+    elif any(kube in path.parents for path in unparsed):
+        problems.add(kube, "the manifests are checked further once every file parses")
     else:
         check_kubernetes(
             root,

@@ -138,7 +138,7 @@ class Dispatcher:
                         except Exception as exc:
                             failures += 1
                             log.error("claim_failed", error=type(exc).__name__)
-                            await wait_for_wake(stop, None, min(30.0, 0.2 * 2**failures))
+                            await wait_for_wake(stop, None, min(5.0, 0.2 * 2**failures))
                             continue
                         if claimed:
                             await self._start(sessionmaker, client, claimed, wake)

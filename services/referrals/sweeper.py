@@ -74,7 +74,7 @@ class DeadlineSweeper:
             except Exception as exc:
                 failures += 1
                 log.error("sweep_failed", error=type(exc).__name__)
-                await wait_for_wake(stop, None, min(30.0, 0.5 * 2**failures))
+                await wait_for_wake(stop, None, min(5.0, 0.5 * 2**failures))
                 continue
             if expired < self.batch_size:
                 await wait_for_wake(stop, None, self.interval)

@@ -173,7 +173,7 @@ class Consumer:
                 raise
             except Exception as exc:
                 self._failures += 1
-                delay = min(30.0, 0.2 * 2 ** min(self._failures, 8))
+                delay = min(5.0, 0.2 * 2 ** min(self._failures, 8))
                 log.error(
                     "consumer_batch_failed",
                     consumer=self.name,
