@@ -217,6 +217,10 @@ def clip(text: str, width: int) -> str:
 class DemoError(Exception):
     """A failure the demo explains in one message and ends on (exit code 1)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status the hub answered, if it answered
+
 
 def _problem(method: str, url: str, response: httpx.Response) -> str:
     text = f"{method} {url} answered {response.status_code}"
@@ -260,7 +264,10 @@ class Hub:
             raise DemoError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code not in ok:
             hint = (hints or {}).get(response.status_code)
-            raise DemoError(_problem(method, url, response) + (f". {hint}" if hint else ""))
+            raise DemoError(
+                _problem(method, url, response) + (f". {hint}" if hint else ""),
+                status=response.status_code,
+            )
         return response.json() if response.content else None
 
     async def items(
@@ -422,6 +429,13 @@ class Demo:
         self.last_arrival = 0.0
         self.completed_direct: set[str] = set()
         self.pathway_completed: set[str] = set()  # slugs that received case.pathway_completed
+        # The case owner's view of its referrals, to spot a second live referral for a step
+        # already completed: then IOM cancels it, and the demo reports a hub anomaly.
+        self.versions: dict[str, int] = {}  # referral id -> latest version seen
+        self.live: dict[str, set[str]] = {}  # step id -> its live referrals
+        self.done_steps: set[str] = set()
+        self.cancelling: set[str] = set()
+        self.anomalies: list[str] = []
         self.finished = asyncio.Event()
         self.error: str | None = None
         self.tasks: set[asyncio.Task] = set()
@@ -764,16 +778,63 @@ class Demo:
         ):
             self.spawn(self.work_on(party, data))
         if owner:  # the case owner hears of every change: it watches for trouble
-            ours = {p.id for p in self.parties.values() if p.id}
-            step = self.step_label(data.get("step_id"))
-            if data.get("status") == "unassigned":
-                self.fail(f"step {step} found no partner: the referral is unassigned")
-            elif data.get("assignee_partner_id") not in ours:
-                self.fail(f"step {step} went to a partner outside the demo")
-            elif kind in ("referral.rejected", "referral.expired", "referral.failed"):
-                self.fail(f"the referral for step {step} ended {data.get('status')}")
-            elif kind == "referral.cancelled":
-                self.fail(f"the referral for step {step} was cancelled")
+            self.watch(party, kind, data)
+
+    def watch(self, owner: Party, kind: str, data: dict[str, Any]) -> None:
+        ours = {p.id for p in self.parties.values() if p.id}
+        referral_id, step_id = data["id"], data["step_id"]
+        step = self.step_label(step_id)
+        if data.get("status") == "unassigned":
+            self.fail(f"step {step} found no partner: the referral is unassigned")
+        elif data.get("assignee_partner_id") not in ours:
+            self.fail(f"step {step} went to a partner outside the demo")
+        elif kind in ("referral.rejected", "referral.expired", "referral.failed"):
+            self.fail(f"the referral for step {step} ended {data.get('status')}")
+        elif kind == "referral.cancelled" and referral_id not in self.cancelling:
+            self.fail(f"the referral for step {step} was cancelled")
+        if int(data.get("version", 0)) < self.versions.get(referral_id, 0):
+            return  # a stale update that arrived late (deliveries may come out of order)
+        self.versions[referral_id] = int(data.get("version", 0))
+        live = self.live.setdefault(step_id, set())
+        if data.get("status") in ("requested", "accepted", "in_progress", "unassigned"):
+            live.add(referral_id)
+        else:
+            live.discard(referral_id)
+        if kind == "referral.completed":
+            self.done_steps.add(step_id)
+        if step_id in self.done_steps:
+            for duplicate in sorted(live - self.cancelling):
+                self.cancelling.add(duplicate)
+                self.spawn(self.cancel_duplicate(owner, duplicate, step_id))
+
+    async def cancel_duplicate(self, owner: Party, referral_id: str, step_id: str) -> None:
+        step = self.steps.get(step_id, {}).get("key", "?")
+        self.anomalies.append(
+            f"referral {referral_id} was created for step {step} after the step was completed"
+        )
+        say(
+            STYLE.red(
+                f"{self.elapsed()} {'HUB':<6} ! anomaly: a second referral for step {step}, "
+                "which is already completed"
+            )
+        )
+        self.action(owner, f"cancels that duplicate referral for step {step}")
+
+        async def work() -> None:
+            try:
+                await self.hub.call(
+                    "POST",
+                    "referrals",
+                    f"/referrals/{referral_id}/cancel",
+                    key=owner.key,
+                    json={"reason": "duplicate: step already completed"},
+                )
+            except DemoError as exc:
+                if exc.status != 409:
+                    raise
+                self.action(owner, f"could not cancel it: it had ended already (step {step})")
+
+        await self.guarded(owner, work())
 
     async def guarded(self, party: Party, work: Awaitable[None]) -> None:
         try:
@@ -816,14 +877,25 @@ class Demo:
         async def work() -> None:
             for action, body, text in actions:
                 await asyncio.sleep(PAUSE if action != "complete" else 2 * PAUSE)
+                if referral["id"] in self.cancelling:
+                    self.action(
+                        party, f"stops: the case owner cancelled this referral (step {step})"
+                    )
+                    return
                 self.action(party, text)
-                await self.hub.call(
-                    "POST",
-                    "referrals",
-                    f"/referrals/{referral['id']}/{action}",
-                    key=party.key,
-                    json=body,
-                )
+                try:
+                    await self.hub.call(
+                        "POST",
+                        "referrals",
+                        f"/referrals/{referral['id']}/{action}",
+                        key=party.key,
+                        json=body,
+                    )
+                except DemoError as exc:
+                    if exc.status == 409 and referral["id"] in self.cancelling:
+                        self.action(party, f"stops: the referral was cancelled (step {step})")
+                        return
+                    raise
 
         await self.guarded(party, work())
 
@@ -900,6 +972,8 @@ class Demo:
         if self.other_cases:
             extra.append(f"{self.other_cases} about other cases, not narrated")
         say()
+        for anomaly in self.anomalies:
+            say(STYLE.red(f"Hub anomaly (a bug in the services): {anomaly}."))
         say(
             f"Webhooks: {self.received} received"
             + (f" ({'; '.join(extra)})" if extra else "")

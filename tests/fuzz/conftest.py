@@ -1,0 +1,232 @@
+"""The hub for the fuzz tests: all three services with their workers, started where
+schemathesis calls them, and seeded with one of each resource so that generated path
+parameters can also name things that exist.
+
+Schemathesis (4.x) calls an ASGI app on its own event-loop thread and runs the app's
+lifespan there itself, and its pytest plugin ends every lifespan it started when a test
+item tears down. asyncpg connections belong to the loop that opened them, so the lifespan
+(engine, listener, workers) must run on that thread too: `tests.conftest.running`, which
+runs it on the test's own loop, cannot be shared with schemathesis. The hub is therefore
+started through schemathesis's ASGI client, seeded through it over HTTP, and lives for
+one test item, on that item's fresh database (the `settings` fixture).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from schemathesis.python import asgi
+
+from services.notifications.app import create_app as notifications_app
+from services.referrals.app import create_app as referrals_app
+from services.registry.app import create_app as registry_app
+from shared.settings import Settings
+from tests.factories import bearer
+from tests.registry.helpers import case_body
+
+# Registered by the registry at start-up (RELAIS_BOOTSTRAP_ADMIN_KEY), so no test code has
+# to open a database session on schemathesis's event loop.
+ADMIN_KEY = "rk_fuzz_admin_" + "0" * 40
+# Connection refused at once: deliveries to it fail fast and stay retryable.
+DEAD_TARGET = "http://127.0.0.1:9/relais-fuzz"
+
+
+@dataclass
+class FuzzHub:
+    """The running hub: its apps, the fuzzing keys and the ids of what was seeded."""
+
+    apps: dict[str, FastAPI]
+    keys: dict[str, str]
+    # Consistent groups of existing values by parameter name, e.g. a case with one of its
+    # steps: a generated request may take one group in place of its random values.
+    existing: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, **values: str) -> None:
+        self.existing.append(values)
+
+
+def _ok(response: Any, status: int = 200) -> dict:
+    assert response.status_code == status, (response.request.url, response.text)
+    return response.json() if response.content else {}
+
+
+def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll `check` until it returns something truthy (the workers run on another thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"seeding: {what} not reached in {timeout} s")
+
+
+def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
+    registry, referrals, notifications = (
+        clients["registry"],
+        clients["referrals"],
+        clients["notifications"],
+    )
+    admin = bearer(ADMIN_KEY)
+
+    def partner(name: str, kind: str) -> tuple[dict, str]:
+        body = {
+            "name": name,
+            "acronym": name[:8].upper(),
+            "kind": kind,
+            "contact_email": "contact@example.org",
+            "contact_phone": "+22320202020",
+        }
+        created = _ok(registry.post("/partners", json=body, headers=admin), 201)
+        key = _ok(
+            registry.post(
+                f"/partners/{created['id']}/api-keys", json={"name": "fuzz"}, headers=admin
+            ),
+            201,
+        )
+        return created, key["key"]
+
+    # A: the partner whose key fuzzes; it owns a case routed to B and is the assignee of
+    # B's case, so both the owner's and the assignee's views are reachable with its key.
+    owner, owner_key = partner("ONG Sabou", "ngo")
+    other, other_key = partner("Agence nationale pour l'emploi", "government")
+    hub.keys["partner"] = owner_key
+    hub.add(partner_id=owner["id"])
+    hub.add(partner_id=other["id"])
+    # Keys a fuzzed DELETE /api-keys/{key_id} may revoke: never the key that fuzzes.
+    spare = _ok(
+        registry.post(f"/partners/{owner['id']}/api-keys", json={"name": "spare"}, headers=admin),
+        201,
+    )
+    hub.add(key_id=spare["id"])
+    other_keys = _ok(registry.get(f"/partners/{other['id']}/api-keys", headers=admin))
+    hub.add(key_id=other_keys["items"][0]["id"])
+    for code in ("ML", "ML-BKO", "ML-BKO-03"):
+        hub.add(code=code, area=code)
+
+    services = [
+        (owner_key, "psychosocial.individual_counselling", ["ML-BKO"]),
+        (other_key, "economic.vocational_training", ["ML"]),
+        (other_key, "economic.microbusiness", ["ML"]),
+    ]
+    for key, service_type, areas in services:
+        body = {
+            "service_type": service_type,
+            "name": f"Fuzz {service_type}",
+            "areas": areas,
+            "capacity": 10,
+            "response_hours": 72,
+        }
+        service = _ok(registry.post("/services", json=body, headers=bearer(key)), 201)
+        hub.add(service_id=service["id"], service_type=service_type)
+
+    plan_to_other = [
+        {"service_type": "economic.vocational_training", "depends_on": []},
+        {"service_type": "economic.microbusiness"},
+        {"service_type": "social.housing", "delivery": "direct", "depends_on": []},
+        # No partner offers it: the router leaves an unassigned referral for the admins.
+        {"service_type": "social.legal", "depends_on": []},
+    ]
+    cases = [
+        (owner_key, case_body(external_id="FUZZ-A-1", plan=plan_to_other)),
+        # Same identity document as FUZZ-A-1: a duplicate pair of one owner (mergeable).
+        (owner_key, case_body(external_id="FUZZ-A-2", plan=[])),
+        (
+            other_key,
+            case_body(
+                external_id="FUZZ-B-1",
+                beneficiary={
+                    "given_name": "Moussa",
+                    "family_name": "Keïta",
+                    "sex": "male",
+                    "birth_year": 1990,
+                    "id_documents": [{"type": "national_id", "number": "NI00000042"}],
+                },
+                plan=[{"service_type": "psychosocial.individual_counselling"}],
+            ),
+        ),
+        # No consent: its step waits (`no_consent`).
+        (
+            owner_key,
+            case_body(
+                external_id="FUZZ-A-3",
+                beneficiary={"given_name": "Awa", "family_name": "Diarra", "sex": "female"},
+                consent={"referral": "withdrawn"},
+                plan=[{"service_type": "economic.vocational_training"}],
+            ),
+        ),
+    ]
+    for key, body in cases:
+        case = _ok(registry.post("/cases", json=body, headers=bearer(key)), 201)
+        hub.add(case_id=case["id"], external_id=case["external_id"])
+        for step in case["plan"]:
+            hub.add(case_id=case["id"], step_id=step["id"])
+
+    def referrals_routed() -> list[dict]:
+        items = _ok(referrals.get("/referrals?limit=50", headers=admin))["items"]
+        statuses = sorted(item["status"] for item in items)
+        return items if statuses.count("requested") >= 2 and "unassigned" in statuses else []
+
+    for referral in _eventually(referrals_routed, "referrals routed"):
+        hub.add(referral_id=referral["id"], case_id=referral["case_id"])
+
+    def duplicate_found() -> list[dict]:
+        return _ok(registry.get("/duplicates", headers=admin))["items"]
+
+    for duplicate in _eventually(duplicate_found, "a duplicate pair"):
+        hub.add(duplicate_id=duplicate["id"])
+
+    endpoint = _ok(
+        notifications.post(
+            "/endpoints",
+            json={"url": DEAD_TARGET, "event_types": ["*"], "description": "fuzz"},
+            headers=bearer(owner_key),
+        ),
+        201,
+    )
+    hub.add(endpoint_id=endpoint["id"])
+    notifications.post(f"/endpoints/{endpoint['id']}/test", headers=bearer(owner_key))
+
+    def delivery_made() -> list[dict]:
+        return _ok(notifications.get("/deliveries", headers=admin))["items"]
+
+    for delivery in _eventually(delivery_made, "a delivery")[:2]:
+        hub.add(delivery_id=delivery["id"], endpoint_id=delivery["endpoint_id"])
+
+
+@pytest.fixture
+def fuzz_hub(settings: Settings) -> Iterator[FuzzHub]:
+    """The three services with their workers on this test's database, seeded."""
+    settings = settings.model_copy(
+        update={
+            "run_workers": True,
+            "poll_interval_seconds": 0.2,
+            "bootstrap_admin_key": ADMIN_KEY,
+            "webhook_timeout_seconds": 1.0,
+            "log_level": "ERROR",
+        }
+    )
+    apps = {
+        "registry": registry_app(settings),
+        "referrals": referrals_app(settings),
+        "notifications": notifications_app(settings),
+    }
+    hub = FuzzHub(apps=apps, keys={"admin": ADMIN_KEY})
+    try:
+        with ExitStack() as stack:
+            # Entering the client starts the app's lifespan; leaving it does not end it.
+            clients = {
+                name: stack.enter_context(asgi.get_client(app)) for name, app in apps.items()
+            }
+            _seed(clients, hub)
+        yield hub
+    finally:
+        # The schemathesis plugin does this too when the item tears down; doing it here as
+        # well ends the workers before the database is dropped, whatever the hook order.
+        asgi.shutdown_lifespans()
