@@ -226,7 +226,7 @@ async def _act(
 ) -> ReferralRead:
     expected = expected_version(if_match, body.version)
     async with session.begin():
-        row = await store.load_referral(session, referral_id=referral_id, for_update=True)
+        row = await store.lock_for_change(session, referral_id=referral_id)
         roles = roles_of(caller, row) if row else set()
         if row is None or not roles:
             raise NotFound(f"No referral {referral_id}.")
@@ -432,7 +432,7 @@ async def assign(
 ) -> ReferralRead:
     expected = expected_version(if_match, body.version)
     async with session.begin():
-        row = await store.load_referral(session, referral_id=referral_id, for_update=True)
+        row = await store.lock_for_change(session, referral_id=referral_id)
         if row is None:
             raise NotFound(f"No referral {referral_id}.")
         try:

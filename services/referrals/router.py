@@ -75,14 +75,18 @@ async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
 
 async def release_partner(session: AsyncSession, *, partner_id: UUID, cause: Event) -> list[UUID]:
     """A deactivated partner's referrals still `requested` are cancelled, to be routed again."""
-    rows = await session.execute(
-        select(referrals)
-        .where(referrals.c.assignee_partner_id == partner_id, referrals.c.status == "requested")
-        .order_by(referrals.c.id)
-        .with_for_update()
-    )
+    found = (
+        await session.execute(
+            select(referrals.c.id, referrals.c.case_id)
+            .where(referrals.c.assignee_partner_id == partner_id, referrals.c.status == "requested")
+            .order_by(referrals.c.case_id, referrals.c.id)
+        )
+    ).all()
     case_ids = []
-    for row in rows.mappings():
+    for referral_id, _case_id in found:
+        row = await store.lock_for_change(session, referral_id=referral_id)
+        if row is None or row["status"] != "requested":
+            continue
         await store.set_status(
             session,
             referral=row,

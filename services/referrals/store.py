@@ -37,6 +37,20 @@ async def load_referral(
     return dict(row) if row else None
 
 
+async def lock_for_change(session: AsyncSession, *, referral_id: UUID) -> dict[str, Any] | None:
+    """Lock a referral for a change, after its case: the router reconciles a case holding
+    the case's lock, so a change waits for a reconciliation under way (and the next one
+    sees it) rather than slipping between the router's reads. One lock order everywhere:
+    case, then referral."""
+    case_id = (
+        await session.execute(select(referrals.c.case_id).where(referrals.c.id == referral_id))
+    ).scalar()
+    if case_id is None:
+        return None
+    await session.execute(select(cases.c.id).where(cases.c.id == case_id).with_for_update())
+    return await load_referral(session, referral_id=referral_id, for_update=True)
+
+
 async def history_of(
     session: AsyncSession, *, referral_ids: Sequence[UUID]
 ) -> dict[UUID, list[dict]]:

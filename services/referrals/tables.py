@@ -118,7 +118,7 @@ referrals = Table(
     Column("service_type", String(64), nullable=False),
     Column("priority", String(10), nullable=False),
     Column("status", String(12), nullable=False),
-    Column("status_reason", String(40)),
+    Column("status_reason", String(500)),
     Column("assignee_partner_id", UUID(as_uuid=True)),
     Column("service_id", UUID(as_uuid=True)),
     Column("owner_partner_id", UUID(as_uuid=True), nullable=False),

@@ -330,3 +330,82 @@ async def test_two_routers_route_every_step_of_200_cases_exactly_once(settings):
             ).scalar()
         assert steps == 400
         assert len(per_step) == 400 and all(n == 1 for _, n in per_step)
+
+
+async def test_a_long_rejection_reason_is_kept_whole(settings):
+    async with running_hub(settings) as hub:
+        owner, provider, _ = await _setup(hub)
+        case = await _case(hub, owner)
+        referral = await eventually(lambda: _live(hub, provider["key"], case["id"]))
+        reason = "Our next intake starts in March; we have no place before then. " * 5
+        rejected = await hub.referrals.post(
+            f"/referrals/{referral['id']}/reject",
+            json={"reason": reason.strip()},
+            headers=bearer(provider["key"]),
+        )
+        assert rejected.status_code == 200, rejected.text
+        assert rejected.json()["status_reason"] == reason.strip()
+
+
+async def test_completing_parallel_steps_at_once_never_routes_a_completed_step_again(settings):
+    """The router reconciles a case while its referrals complete: a completion must not slip
+    between the router's reads and leave a completed step looking unrouted."""
+    async with running_hub(settings) as hub:
+        owner, provider, _ = await _setup(hub)
+        plan = [
+            {"service_type": "economic.vocational_training", "depends_on": []},
+            {"service_type": "economic.vocational_training", "depends_on": []},
+            {"service_type": "economic.vocational_training", "depends_on": []},
+        ]
+        cases = []
+        for i in range(12):
+            response = await hub.registry.post(
+                "/cases",
+                json=case_body(external_id=f"PAR-{i}", beneficiary=distinct_person(i), plan=plan),
+                headers=bearer(owner["key"]),
+            )
+            cases.append(response.json())
+
+        async def all_routed():
+            items = (
+                await hub.referrals.get(
+                    "/referrals",
+                    params={"role": "incoming", "limit": 500},
+                    headers=bearer(provider["key"]),
+                )
+            ).json()["items"]
+            return items if len(items) == 36 else None
+
+        referrals = await eventually(all_routed, timeout=30)
+
+        async def finish(referral: dict) -> None:
+            for action, body in (("accept", None), ("complete", {"outcome": "done"})):
+                response = await hub.referrals.post(
+                    f"/referrals/{referral['id']}/{action}",
+                    json=body,
+                    headers=bearer(provider["key"]),
+                )
+                assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(finish(r) for r in referrals))
+
+        async def all_complete():
+            done = []
+            for case in cases:
+                pathway = (
+                    await hub.referrals.get(
+                        f"/cases/{case['id']}/pathway", headers=bearer(owner["key"])
+                    )
+                ).json()
+                done.append(pathway["completed"])
+            return all(done)
+
+        await eventually(all_complete, timeout=30)
+        await asyncio.sleep(1.0)
+        async with hub.sessionmaker() as session:
+            extra = (
+                await session.execute(
+                    text("SELECT count(*) FROM referrals.referrals WHERE attempt > 1")
+                )
+            ).scalar()
+        assert extra == 0
