@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export RELAIS_ENV ?= development
 
-.PHONY: install run test lint format migrate worker-registry worker-referrals worker-notifications clean
+.PHONY: install run test demo lint format migrate worker-registry worker-referrals worker-notifications clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or newer"; exit 1; }
@@ -23,6 +23,9 @@ run: install  ## The three services with their workers, on the embedded PostgreS
 
 test: install  ## The whole test suite against a real PostgreSQL (TEST_DATABASE_URL, Docker, or embedded)
 	$(BIN)/python -m pytest
+
+demo: install  ## Against a hub started with `make run`: demo partners, a case, its journey live
+	$(BIN)/python tools/demo.py
 
 lint: install  ## ruff and the architecture contract
 	$(BIN)/ruff check .

@@ -442,11 +442,15 @@ class Demo:
 
     # --- set-up ------------------------------------------------------------------------
 
-    async def check_admin(self, origin: str) -> None:
+    async def check_admin(self) -> None:
+        origin = self.admin_origin
         url = self.hub.urls["referrals"] + "/queues/unassigned"
-        response = await self.hub.client.get(
-            url, params={"limit": 1}, headers={"Authorization": f"Bearer {self.admin}"}
-        )
+        try:
+            response = await self.hub.client.get(
+                url, params={"limit": 1}, headers={"Authorization": f"Bearer {self.admin}"}
+            )
+        except httpx.HTTPError as exc:
+            raise DemoError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 401:
             raise DemoError(
                 f"the hub does not accept the admin key from {origin} (401): is it the key of "
@@ -810,7 +814,7 @@ class Demo:
     async def cancel_duplicate(self, owner: Party, referral_id: str, step_id: str) -> None:
         step = self.steps.get(step_id, {}).get("key", "?")
         self.anomalies.append(
-            f"referral {referral_id} was created for step {step} after the step was completed"
+            f"referral {referral_id[:8]}... created for step {step} after it was completed"
         )
         say(
             STYLE.red(
@@ -973,7 +977,7 @@ class Demo:
             extra.append(f"{self.other_cases} about other cases, not narrated")
         say()
         for anomaly in self.anomalies:
-            say(STYLE.red(f"Hub anomaly (a bug in the services): {anomaly}."))
+            say(STYLE.red(clip(f"Hub anomaly (a bug in the services): {anomaly}.", 100)))
         say(
             f"Webhooks: {self.received} received"
             + (f" ({'; '.join(extra)})" if extra else "")
@@ -1008,7 +1012,7 @@ class Demo:
 
     async def run(self) -> int:
         try:
-            await self.check_admin(self.admin_origin)
+            await self.check_admin()
             await self.set_up_partners()
             body = self.new_case()
             await self.check_routing(body["beneficiary"], body["vulnerabilities"])
