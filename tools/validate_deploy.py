@@ -957,10 +957,10 @@ def check_kubernetes(
                     r.path, f"{r.label}: {key} is not a {PLACEHOLDER} placeholder (a real secret?)"
                 )
         secrets[r.name] = {**values, **(r.doc.get("data") or {})}
-    for name, data in configmaps.items():
-        for key in data:
+    for r in resources:
+        for key in (r.doc.get("data") or {}) if r.kind == "ConfigMap" else ():
             if SECRET_NAME.search(str(key)):
-                problems.add(directory, f"ConfigMap {name}: {key} is a secret: move it to a Secret")
+                problems.add(r.path, f"{r.label}: {key} is a secret: move it to a Secret")
 
     pods: list[tuple[Resource, dict[str, Any], dict[str, Any]]] = []
     for r in resources:
