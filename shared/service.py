@@ -122,6 +122,51 @@ class BodySizeLimitMiddleware:
         )(scope, receive, send)
 
 
+PROBLEM_JSON = "application/problem+json"
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_COMMON_ERRORS = {
+    "400": "Malformed request: a body that cannot be parsed, or a bad If-Match.",
+    "413": "Request body over 1 MiB.",
+}
+_POST_ERRORS = {"409": "Conflict, or a request with this Idempotency-Key still in flight."}
+_EVERY_ERROR = {"503": "The database cannot be reached right now; retry after Retry-After."}
+_PATH_ERRORS = {"404": "No such resource visible to this key."}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Errors are documented as they are sent: `application/problem+json` documents with the
+    `Problem` schema, and the errors every operation of a kind can answer are declared."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, item in schema.get("paths", {}).items():
+            for method, operation in item.items():
+                if path in {"/healthz", "/readyz", "/metrics"}:
+                    continue
+                responses = operation.setdefault("responses", {})
+                extra = dict(_EVERY_ERROR)
+                if operation.get("requestBody") or any(
+                    p.get("name") == "If-Match" for p in operation.get("parameters", [])
+                ):
+                    extra.update(_COMMON_ERRORS)
+                if method == "post":
+                    extra.update(_POST_ERRORS)
+                if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+                    extra.update(_PATH_ERRORS)
+                for status, description in extra.items():
+                    responses.setdefault(status, {"description": description})
+                for status, response in responses.items():
+                    if status.isdigit() and int(status) >= 400:
+                        response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _operation_id(route: APIRoute) -> str:
     tag = route.tags[0] if route.tags else "default"
     return f"{tag}-{route.name}"
@@ -277,6 +322,7 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
+    _document_errors(app)
     for router in spec.routers:
         app.include_router(router)
     app.include_router(_health_router())

@@ -601,6 +601,7 @@ async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> Pathway
 @router.post(
     "/routing/preview",
     tags=["coordination"],
+    responses={404: {"model": Problem, "description": "No such case, or no such step in it."}},
     summary="Routing decision for a step or a hypothetical case, without side effects (admin)",
     description="Runs the router's own decision function on the same data. For a real step, the "
     "partners that already rejected, let expire or failed it are excluded as the router would.",

@@ -221,11 +221,17 @@ async def test_a_full_pathway_across_processes_with_a_restart(database_url):
                     await http.get(f"{ref}/referrals/{referral['id']}", headers=owner.headers)
                 ).json()
                 transitions |= {(referral["id"], h["status"]) for h in detail["history"]}
-            told = {
-                (e["data"]["id"], e["data"]["status"])
-                for e in owner.events()
-                if e["type"].startswith("referral.")
-            }
+            # Webhooks travel in parallel: wait until every transition has reached the owner.
+            deadline = time.monotonic() + 20
+            while True:
+                told = {
+                    (e["data"]["id"], e["data"]["status"])
+                    for e in owner.events()
+                    if e["type"].startswith("referral.")
+                }
+                if transitions <= told or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             assert transitions <= told, transitions - told
             # And no partner heard of another's referral.
             for who in (counsel, training_bko, training_ml):

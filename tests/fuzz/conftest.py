@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,8 @@ class FuzzHub:
 
     apps: dict[str, FastAPI]
     keys: dict[str, str]
+    # schemathesis's ASGI clients (requests sessions) of the three apps, by service name.
+    clients: dict[str, Any] = field(default_factory=dict)
     # Consistent groups of existing values by parameter name, e.g. a case with one of its
     # steps: a generated request may take one group in place of its random values.
     existing: list[dict[str, str]] = field(default_factory=list)
@@ -200,12 +202,13 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
         hub.add(delivery_id=delivery["id"], endpoint_id=delivery["endpoint_id"])
 
 
-@pytest.fixture
-def fuzz_hub(settings: Settings) -> Iterator[FuzzHub]:
-    """The three services with their workers on this test's database, seeded."""
+@contextmanager
+def started_hub(settings: Settings, *, workers: bool) -> Iterator[FuzzHub]:
+    """The three apps on `settings`' database, their lifespans started on schemathesis's
+    event loop (entering its client starts a lifespan; leaving it does not end it)."""
     settings = settings.model_copy(
         update={
-            "run_workers": True,
+            "run_workers": workers,
             "poll_interval_seconds": 0.2,
             "bootstrap_admin_key": ADMIN_KEY,
             "webhook_timeout_seconds": 1.0,
@@ -220,13 +223,27 @@ def fuzz_hub(settings: Settings) -> Iterator[FuzzHub]:
     hub = FuzzHub(apps=apps, keys={"admin": ADMIN_KEY})
     try:
         with ExitStack() as stack:
-            # Entering the client starts the app's lifespan; leaving it does not end it.
-            clients = {
-                name: stack.enter_context(asgi.get_client(app)) for name, app in apps.items()
-            }
-            _seed(clients, hub)
-        yield hub
+            # The registry first: its start-up registers the admin key.
+            for name, app in apps.items():
+                hub.clients[name] = stack.enter_context(asgi.get_client(app))
+            yield hub
     finally:
-        # The schemathesis plugin does this too when the item tears down; doing it here as
-        # well ends the workers before the database is dropped, whatever the hook order.
+        # The schemathesis plugin also ends every lifespan when a test item tears down;
+        # ending them here as well stops the workers before the database is dropped,
+        # whatever order the teardown hooks run in.
         asgi.shutdown_lifespans()
+
+
+@pytest.fixture
+def fuzz_hub(settings: Settings) -> Iterator[FuzzHub]:
+    """The three services with their workers on this test's database, seeded."""
+    with started_hub(settings, workers=True) as hub:
+        _seed(hub.clients, hub)
+        yield hub
+
+
+@pytest.fixture
+def quiet_hub(settings: Settings) -> Iterator[FuzzHub]:
+    """The three services without workers or data: enough to replay one request."""
+    with started_hub(settings, workers=False) as hub:
+        yield hub
