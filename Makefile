@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export RELAIS_ENV ?= development
 
-.PHONY: install run test demo lint format migrate worker-registry worker-referrals worker-notifications clean
+.PHONY: install run test demo bench bench-scale lint format migrate worker-registry worker-referrals worker-notifications clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or newer"; exit 1; }
@@ -26,6 +26,14 @@ test: install  ## The whole test suite against a real PostgreSQL (TEST_DATABASE_
 
 demo: install  ## Against a hub started with `make run`: demo partners, a case, its journey live
 	$(BIN)/python tools/demo.py
+
+bench: install  ## The measures of SPEC section 10 (scale reduced); installs the bench extra
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
+bench-scale: install  ## Scale: 1,000,000 cases and 5,000,000 events (long)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.scale
 
 lint: install  ## ruff and the architecture contract
 	$(BIN)/ruff check .

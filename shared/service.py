@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -306,6 +307,10 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
         app.state.sessionmaker = runtime.sessionmaker
         try:
             await runtime.start(app, run_workers=settings.run_workers)
+            # What start-up built lives as long as the process: keep it out of the
+            # collector's full passes, which otherwise pause requests for 100 ms and more.
+            gc.collect()
+            gc.freeze()
             log.info("service_started", workers=settings.run_workers)
             yield
         finally:

@@ -96,7 +96,12 @@ def run_worker(
                 loop.add_signal_handler(sig, stop.set)
         await run_consumers(name, factory, settings, stop, channels=channels)
 
-    asyncio.run(main())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
 
 
 def serve(

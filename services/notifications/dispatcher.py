@@ -42,6 +42,7 @@ from shared.settings import Settings
 log = structlog.get_logger("relais.notifications.dispatcher")
 
 PER_ENDPOINT = 10
+CLAIM_WINDOW = 2000  # due deliveries considered per claim, earliest first
 EXCERPT_BYTES = 2048
 
 _CLAIM = text(
@@ -52,15 +53,23 @@ _CLAIM = text(
         WHERE status = 'pending' AND lease_until > now()
         GROUP BY endpoint_id
     ),
-    ranked AS (
-        SELECT d.id, d.endpoint_id, d.next_attempt_at,
-               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn
+    due AS (
+        -- The earliest due deliveries only: ranking the whole backlog would cost more with
+        -- every pending delivery.
+        SELECT d.id, d.endpoint_id, d.next_attempt_at
         FROM notifications.deliveries d
         JOIN notifications.endpoints e ON e.id = d.endpoint_id
         WHERE d.status = 'pending'
           AND d.next_attempt_at <= now()
           AND (d.lease_until IS NULL OR d.lease_until <= now())
           AND e.status = 'active' AND e.partner_active
+        ORDER BY d.next_attempt_at
+        LIMIT :window
+    ),
+    ranked AS (
+        SELECT id, endpoint_id, next_attempt_at,
+               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS rn
+        FROM due
     ),
     picked AS (
         SELECT r.id
@@ -164,6 +173,7 @@ class Dispatcher:
                         {
                             "per_endpoint": PER_ENDPOINT,
                             "limit": limit,
+                            "window": CLAIM_WINDOW,
                             "lease_seconds": self.lease_seconds,
                         },
                     )

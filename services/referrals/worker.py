@@ -16,6 +16,7 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
         Consumer(
             router.CONSUMER_NAME,
             router.handle,
+            batch_size=50,  # smaller batches commit sooner: lower latency under load
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
         ),

@@ -1,0 +1,1 @@
+"""Benchmarks of SPEC section 10: `python -m bench` and `python -m bench.scale`."""
