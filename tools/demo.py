@@ -134,6 +134,11 @@ PARTNERS: tuple[PartnerSpec, ...] = (
 COORDINATION_SLUG = "coordination"
 
 # The plan: 1 (direct, IOM) -> 2 and 3 side by side -> 4 after 3.
+# The coordination prefers the demo's services (admins set priority; lower is preferred), so
+# that other services on the same hub, covering the same areas, do not take the demo's
+# referrals. A service covering the returnee's area more specifically still would.
+DEMO_PRIORITY = 1
+
 PLAN: tuple[dict[str, Any], ...] = (
     {
         "key": "1",
@@ -540,16 +545,21 @@ class Demo:
                         "name": spec.name,
                         "areas": list(spec.areas),
                         "response_hours": spec.response_hours,
+                        "priority": DEMO_PRIORITY,
                     },
                 )
                 how = "created"
-            elif service["status"] != "active" or sorted(service["areas"]) != sorted(spec.areas):
+            elif (
+                service["status"] != "active"
+                or sorted(service["areas"]) != sorted(spec.areas)
+                or service["priority"] != DEMO_PRIORITY
+            ):
                 service = await self.hub.call(
                     "PATCH",
                     "registry",
                     f"/services/{service['id']}",
                     key=self.admin,
-                    json={"status": "active", "areas": list(spec.areas)},
+                    json={"status": "active", "areas": list(spec.areas), "priority": DEMO_PRIORITY},
                 )
                 how = "found, restored"
             party.services[spec.service_type] = service
