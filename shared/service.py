@@ -309,8 +309,9 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
             await runtime.start(app, run_workers=settings.run_workers)
             # What start-up built lives as long as the process: keep it out of the
             # collector's full passes, which otherwise pause requests for 100 ms and more.
-            gc.collect()
-            gc.freeze()
+            if settings.gc_freeze:
+                gc.collect()
+                gc.freeze()
             log.info("service_started", workers=settings.run_workers)
             yield
         finally:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     )
     poll_interval_seconds: float = Field(default=1.0, alias="RELAIS_POLL_INTERVAL_SECONDS")
     max_body_bytes: int = Field(default=1024 * 1024, alias="RELAIS_MAX_BODY_BYTES")
+    gc_freeze: bool = Field(
+        default=True,
+        alias="RELAIS_GC_FREEZE",
+        description="Freeze start-up objects out of the garbage collector (shorter pauses); "
+        "off in tests, where many apps share one process.",
+    )
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

@@ -43,6 +43,7 @@ def settings(database_url: str) -> Settings:
         run_workers=False,
         log_level="WARNING",
         poll_interval_seconds=0.5,
+        gc_freeze=False,
     )
 
 
