@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, insert, select, text, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import duplicates_store
@@ -538,16 +538,6 @@ async def reopen_case(
 # --- Reading -----------------------------------------------------------------------------
 
 
-async def visible_case(
-    session: AsyncSession, *, case_id: UUID, caller: Principal, for_update: bool = False
-) -> dict[str, Any]:
-    """The case if the caller owns it (or is an admin); 404 otherwise."""
-    case = await load_case(session, case_id=case_id, for_update=for_update)
-    if case is None or not (caller.is_admin or case["owner_partner_id"] == caller.partner_id):
-        raise NotFound(f"No case {case_id}.")
-    return case
-
-
 async def minimised_for(
     session: AsyncSession, *, case: Mapping[str, Any], partner_id: UUID
 ) -> dict[str, Any] | None:
@@ -647,12 +637,6 @@ async def steps_by_case(
     for row in rows.mappings():
         result[row["case_id"]].append(dict(row))
     return result
-
-
-async def lock_case_row(session: AsyncSession, *, case_id: UUID) -> None:
-    await session.execute(
-        text("SELECT 1 FROM registry.cases WHERE id = :id FOR UPDATE"), {"id": case_id}
-    )
 
 
 def expect(case: Mapping[str, Any], expected_version: int | None) -> None:
