@@ -46,10 +46,15 @@ def plain_url(url: str) -> str:
 
 
 def create_engine(settings: Settings, *, application_name: str = "relais") -> AsyncEngine:
-    """Build the engine of one process: pre-pinged pool, bounded idle transactions."""
+    """Build the engine of one process: a pool without pre-ping, bounded idle transactions.
+
+    No `pool_pre_ping`: with asyncpg it costs three round trips on every checkout (a third of
+    an intake's). A connection that died with the server fails the statement that finds it;
+    SQLAlchemy recognises the disconnect and invalidates the whole pool, so one request per
+    process answers 503 (`shared/errors.py`) and the next ones get fresh connections.
+    """
     return create_async_engine(
         asyncpg_url(settings.require_database_url()),
-        pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_recycle=1800,
