@@ -104,9 +104,8 @@ async def apply_case(session: AsyncSession, data: Mapping[str, Any]) -> bool:
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
-    for position, step in enumerate(data.get("plan") or [], start=1):
-        resolution = step["status"] if step.get("status") in ("completed", "cancelled") else None
-        step_values = {
+    rows = [
+        {
             "id": UUID(str(step["id"])),
             "case_id": case_id,
             "key": step["key"],
@@ -116,11 +115,19 @@ async def apply_case(session: AsyncSession, data: Mapping[str, Any]) -> bool:
             "delivery": step["delivery"],
             "depends_on": list(step.get("depends_on") or []),
             "notes": step.get("notes") or "",
+            "resolution": (
+                step["status"] if step.get("status") in ("completed", "cancelled") else None
+            ),
         }
-        updates = {k: v for k, v in step_values.items() if k != "id"}
-        statement = insert(steps).values(**step_values, resolution=resolution)
-        if resolution is not None:
-            updates["resolution"] = func.coalesce(steps.c.resolution, resolution)
+        for position, step in enumerate(data.get("plan") or [], start=1)
+    ]
+    if rows:
+        statement = insert(steps).values(rows)
+        updates: dict[str, Any] = {
+            name: statement.excluded[name] for name in rows[0] if name not in ("id", "resolution")
+        }
+        # A resolution is only ever set, never undone.
+        updates["resolution"] = func.coalesce(steps.c.resolution, statement.excluded.resolution)
         await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
     return True
 

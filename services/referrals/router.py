@@ -14,6 +14,7 @@ At most one live referral per step exists (a unique index), whoever runs at once
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -23,7 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals import projections, store
-from services.referrals.lifecycle import ACTIVE_LOAD, EXCLUDING
+from services.referrals.lifecycle import ACTIVE_LOAD, EXCLUDING, LIVE
 from services.referrals.routing import (
     MAX_ROUTED_ATTEMPTS,
     Decision,
@@ -54,6 +55,7 @@ RECONCILING_REFERRAL_EVENTS = frozenset(
 async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
     """The consumer's handler: projections first, then one reconciliation per touched case."""
     touched: dict[UUID, Event] = {}
+    view = BatchView(session)
     for event in events:
         if event.type.startswith("partner."):
             applied, before = await projections.apply_partner(session, event.data)
@@ -70,7 +72,7 @@ async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
         elif event.type in RECONCILING_REFERRAL_EVENTS:
             touched[UUID(str(event.data["case_id"]))] = event
     for case_id in sorted(touched, key=str):
-        await reconcile(session, case_id=case_id, cause=touched[case_id])
+        await reconcile(session, case_id=case_id, cause=touched[case_id], view=view)
 
 
 async def release_partner(session: AsyncSession, *, partner_id: UUID, cause: Event) -> list[UUID]:
@@ -100,7 +102,53 @@ async def release_partner(session: AsyncSession, *, partner_id: UUID, cause: Eve
     return case_ids
 
 
-async def reconcile(session: AsyncSession, *, case_id: UUID, cause: Event | None) -> None:
+class BatchView:
+    """What the router reads once per batch rather than once per referral: area depths, the
+    services of a type with their partner's state and load, owner partners. Read after the
+    batch's projections are applied; the loads are then kept in step with the referrals the
+    batch itself creates and cancels. (A change another transaction commits meanwhile, such
+    as a referral completed through the API, is seen from the next batch on: loads order the
+    candidates, they never forbid one.)"""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._depths: dict[str, dict[str, int]] = {}
+        self._options: dict[str, dict[UUID, ServiceOption]] = {}
+        self._partners: dict[UUID, dict[str, Any] | None] = {}
+
+    async def area_depths(self, area_code: str) -> dict[str, int]:
+        if area_code not in self._depths:
+            self._depths[area_code] = await area_depths(self.session, area_code)
+        return self._depths[area_code]
+
+    async def service_options(self, service_type: str) -> list[ServiceOption]:
+        if service_type not in self._options:
+            options = await service_options(self.session, service_type=service_type)
+            self._options[service_type] = {o.id: o for o in options}
+        return list(self._options[service_type].values())
+
+    def count(self, referral: Mapping[str, Any], delta: int) -> None:
+        """A referral of the batch entered (+1) or left (-1) its service's active load."""
+        options = self._options.get(referral["service_type"], {})
+        option = options.get(referral["service_id"])
+        if option is not None:
+            options[option.id] = replace(option, load=option.load + delta)
+
+    async def partner(self, partner_id: UUID) -> dict[str, Any] | None:
+        if partner_id not in self._partners:
+            row = (
+                (await self.session.execute(select(partners).where(partners.c.id == partner_id)))
+                .mappings()
+                .one_or_none()
+            )
+            self._partners[partner_id] = dict(row) if row else None
+        return self._partners[partner_id]
+
+
+async def reconcile(
+    session: AsyncSession, *, case_id: UUID, cause: Event | None, view: BatchView | None = None
+) -> None:
+    view = view or BatchView(session)
     case = (
         (await session.execute(select(cases).where(cases.c.id == case_id).with_for_update()))
         .mappings()
@@ -117,35 +165,35 @@ async def reconcile(session: AsyncSession, *, case_id: UUID, cause: Event | None
             )
         ).mappings()
     ]
-    live = {r["step_id"]: r for r in await store.live_referrals_of_case(session, case_id=case_id)}
+    # Every referral of the case, locked: the live ones may change here, the others are the
+    # steps' histories (who was excluded, how many attempts).
+    every = await store.referrals_of_case(session, case_id=case_id)
+    live = {r["step_id"]: r for r in every if r["status"] in LIVE}
+
+    async def cancel(referral: Mapping[str, Any], reason: str) -> None:
+        await store.set_status(
+            session,
+            referral=referral,
+            status="cancelled",
+            event_type="referral.cancelled",
+            actor="system",
+            reason=reason,
+            cause=cause,
+        )
+        if referral["status"] in ACTIVE_LOAD:
+            view.count(referral, -1)
 
     if case["status"] != "open" or not case["consent_granted"]:
         reason = "consent_withdrawn"
         if case["status"] != "open":
             reason = "case_merged" if case["closure_reason"] == "merged" else "case_closed"
         for referral in live.values():
-            await store.set_status(
-                session,
-                referral=referral,
-                status="cancelled",
-                event_type="referral.cancelled",
-                actor="system",
-                reason=reason,
-                cause=cause,
-            )
+            await cancel(referral, reason)
         return
 
     for step in plan:
         if step["resolution"] == "cancelled" and step["id"] in live:
-            await store.set_status(
-                session,
-                referral=live.pop(step["id"]),
-                status="cancelled",
-                event_type="referral.cancelled",
-                actor="system",
-                reason="step_cancelled",
-                cause=cause,
-            )
+            await cancel(live.pop(step["id"]), "step_cancelled")
 
     resolved = {s["key"] for s in plan if s["resolution"] is not None}
     for step in plan:
@@ -155,7 +203,17 @@ async def reconcile(session: AsyncSession, *, case_id: UUID, cause: Event | None
             and step["id"] not in live
             and all(dep in resolved for dep in step["depends_on"])
         ):
-            await route_step(session, case=case, step=step, cause=cause)
+            history = [r for r in every if r["step_id"] == step["id"]]
+            live[step["id"]] = await route_step(
+                session,
+                case=case,
+                step=step,
+                cause=cause,
+                view=view,
+                history=history,
+                plan=plan,
+                live=live,
+            )
 
     if plan and len(resolved) == len(plan):
         if not case["pathway_completed"]:
@@ -272,41 +330,64 @@ async def routing_request(
 async def step_history(session: AsyncSession, *, step_id: UUID) -> tuple[int, dict[UUID, str], int]:
     """(referrals so far, partners excluded → why, routed attempts that ended in exclusion)."""
     rows = (
-        await session.execute(
-            select(referrals.c.status, referrals.c.assignee_partner_id)
-            .where(referrals.c.step_id == step_id)
-            .order_by(referrals.c.attempt)
+        (
+            await session.execute(
+                select(
+                    referrals.c.status, referrals.c.assignee_partner_id, referrals.c.attempt
+                ).where(referrals.c.step_id == step_id)
+            )
         )
-    ).all()
-    excluded = {
-        r.assignee_partner_id: r.status
-        for r in rows
-        if r.status in EXCLUDING and r.assignee_partner_id
-    }
-    failures = sum(1 for r in rows if r.status in EXCLUDING)
+        .mappings()
+        .all()
+    )
+    return summarise_history(rows)
+
+
+def summarise_history(rows: Sequence[Mapping[str, Any]]) -> tuple[int, dict[UUID, str], int]:
+    """A step's referrals → (how many, partners excluded → why, attempts ended in exclusion)."""
+    excluded: dict[UUID, str] = {}
+    failures = 0
+    for r in sorted(rows, key=lambda r: r["attempt"]):
+        if r["status"] in EXCLUDING:
+            failures += 1
+            if r["assignee_partner_id"]:
+                excluded[r["assignee_partner_id"]] = r["status"]
     return len(rows), excluded, failures
 
 
 async def route_step(
-    session: AsyncSession, *, case: Mapping[str, Any], step: Mapping[str, Any], cause: Event | None
+    session: AsyncSession,
+    *,
+    case: Mapping[str, Any],
+    step: Mapping[str, Any],
+    cause: Event | None,
+    view: BatchView,
+    history: Sequence[Mapping[str, Any]],
+    plan: Sequence[Mapping[str, Any]],
+    live: Mapping[UUID, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """Create the step's next referral: to the best candidate, or unassigned."""
-    count, excluded, failures = await step_history(session, step_id=step["id"])
-    request = await routing_request(
-        session,
-        case=case,
+    """Create the step's next referral: to the best candidate, or unassigned.
+
+    `history` is the step's referrals so far; `plan` and `live` the case's steps and its
+    live referrals by step, from which the event's minimised case is built."""
+    count, excluded, failures = summarise_history(history)
+    request = RoutingRequest(
         service_type=step["service_type"],
         priority=step["priority"],
-        excluded=excluded,
+        area_code=case["return_area_code"],
+        area_depths=await view.area_depths(case["return_area_code"]),
+        person=person_of(case),
+        excluded_partners=excluded,
+        now=store.now_utc(),
     )
+    options: list[ServiceOption] = []
     if failures >= MAX_ROUTED_ATTEMPTS:
         decision = Decision(candidates=(), excluded=(), deadline_at=None)
         record = {**decision.as_record(request), "unassigned_reason": "max_attempts"}
         note = f"{failures} routed attempts ended without a taker: for the coordination"
     else:
-        decision = decide(
-            request, await service_options(session, service_type=step["service_type"])
-        )
+        options = await view.service_options(step["service_type"])
+        decision = decide(request, options)
         record = decision.as_record(request)
         if decision.chosen is None:
             record["unassigned_reason"] = "no_candidate"
@@ -314,6 +395,27 @@ async def route_step(
         else:
             note = "routed"
     chosen = decision.chosen
+    owner = await view.partner(case["owner_partner_id"])
+    named: list[str] = []
+    if chosen is not None:
+        service = next(o for o in options if o.id == chosen.service_id)
+        named = list(service.vulnerabilities_any or ())
+
+    def minimised(row: Mapping[str, Any]) -> dict[str, Any]:
+        assignee = row["assignee_partner_id"]
+        mine = {**live, step["id"]: row}
+        shown = [
+            s
+            for s in plan
+            if assignee is not None
+            and s["id"] in mine
+            and mine[s["id"]]["assignee_partner_id"] == assignee
+            and mine[s["id"]]["status"] in ACTIVE_LOAD
+        ]
+        return store.minimised_view(
+            case, referral=row, assignee_steps=shown, named=named, owner=owner
+        )
+
     referral = await store.create_referral(
         session,
         case=case,
@@ -325,7 +427,10 @@ async def route_step(
         deadline_at=decision.deadline_at,
         note=note,
         cause=cause,
+        minimised=minimised,
     )
+    if referral["status"] in ACTIVE_LOAD:
+        view.count(referral, +1)
     log.info(
         "step_routed",
         case_id=str(case["id"]),

@@ -6,7 +6,7 @@ Every change writes the referral, its history line and its event in one transact
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
@@ -14,7 +14,7 @@ from uuid import UUID
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.referrals.lifecycle import ACTIVE_LOAD, LIVE
+from services.referrals.lifecycle import ACTIVE_LOAD
 from services.referrals.tables import cases, partners, referral_history, referrals, services, steps
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
@@ -81,7 +81,6 @@ async def minimised_for_referral(
     if case is None:
         return {"reference": referral["case_reference"]}
     live_steps: list[Mapping[str, Any]] = []
-    statuses: list[str] = [referral["status"]]
     named: list[str] = []
     if referral["assignee_partner_id"] is not None and referral["status"] in ACTIVE_LOAD:
         rows = await session.execute(
@@ -107,6 +106,22 @@ async def minimised_for_referral(
         .mappings()
         .one_or_none()
     )
+    return minimised_view(
+        case, referral=referral, assignee_steps=live_steps, named=named, owner=owner
+    )
+
+
+def minimised_view(
+    case: Mapping[str, Any],
+    *,
+    referral: Mapping[str, Any],
+    assignee_steps: Sequence[Mapping[str, Any]],
+    named: Sequence[str],
+    owner: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The minimised case from the projection's case row and what the assignee may see:
+    its live steps of the case (by position), the vulnerabilities its service names, and
+    the owner partner's contact."""
     return minimise_case(
         case={
             "reference": case["reference"],
@@ -115,8 +130,8 @@ async def minimised_for_referral(
             "return": {"area_code": case["return_area_code"]},
             "vulnerabilities": list(case["vulnerabilities"]),
         },
-        referral_statuses=statuses,
-        assignee_steps=live_steps,
+        referral_statuses=[referral["status"]],
+        assignee_steps=assignee_steps,
         service_vulnerabilities=named,
         referring_partner=owner,
         today=date.today(),
@@ -165,15 +180,17 @@ async def emit(
     actor: str,
     cause: Event | None = None,
     correlation_id: str | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    case: Mapping[str, Any] | None = None,
 ) -> Event:
-    """Append the referral's event: the Referral without its decision, with the minimised case."""
-    history = (await history_of(session, referral_ids=[row["id"]]))[row["id"]]
-    data = resource(
-        row,
-        history=history,
-        case=await minimised_for_referral(session, referral=row),
-        with_decision=False,
-    )
+    """Append the referral's event: the Referral without its decision, with the minimised case.
+
+    `history` and `case` are read from the database unless the caller has them in hand."""
+    if history is None:
+        history = (await history_of(session, referral_ids=[row["id"]]))[row["id"]]
+    if case is None:
+        case = await minimised_for_referral(session, referral=row)
+    data = resource(row, history=history, case=case, with_decision=False)
     audience = [row["owner_partner_id"]]
     if row["assignee_partner_id"] is not None:
         audience.append(row["assignee_partner_id"])
@@ -192,12 +209,21 @@ async def emit(
 
 async def add_history(
     session: AsyncSession, *, referral_id: UUID, status: str, actor: str, note: str = ""
-) -> None:
-    await session.execute(
-        insert(referral_history).values(
-            referral_id=referral_id, status=status, actor=actor, note=note
+) -> dict[str, Any]:
+    """Write a history line; returns it as the Referral's `history` shows it."""
+    row = (
+        await session.execute(
+            insert(referral_history)
+            .values(referral_id=referral_id, status=status, actor=actor, note=note)
+            .returning(
+                referral_history.c.status,
+                referral_history.c.at,
+                referral_history.c.actor,
+                referral_history.c.note,
+            )
         )
-    )
+    ).one()
+    return {"status": row.status, "at": row.at, "actor": row.actor, "note": row.note}
 
 
 async def create_referral(
@@ -212,7 +238,12 @@ async def create_referral(
     deadline_at: datetime | None,
     note: str,
     cause: Event | None,
+    minimised: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Insert a step's referral with its first history line and its `referral.created`.
+
+    `minimised` builds the event's minimised case from the new row when the caller holds
+    what it needs (the router does); otherwise it is read back."""
     status = "requested" if assignee_partner_id is not None else "unassigned"
     row = (
         (
@@ -240,8 +271,18 @@ async def create_referral(
         .one()
     )
     row = dict(row)
-    await add_history(session, referral_id=row["id"], status=status, actor="system", note=note)
-    await emit(session, type="referral.created", row=row, actor="system", cause=cause)
+    line = await add_history(
+        session, referral_id=row["id"], status=status, actor="system", note=note
+    )
+    await emit(
+        session,
+        type="referral.created",
+        row=row,
+        actor="system",
+        cause=cause,
+        history=[line],
+        case=minimised(row) if minimised else None,
+    )
     return row
 
 
@@ -282,10 +323,11 @@ async def set_status(
     return row
 
 
-async def live_referrals_of_case(session: AsyncSession, *, case_id: UUID) -> list[dict[str, Any]]:
+async def referrals_of_case(session: AsyncSession, *, case_id: UUID) -> list[dict[str, Any]]:
+    """Every referral of a case, oldest first, locked (the caller holds the case's lock)."""
     rows = await session.execute(
         select(referrals)
-        .where(referrals.c.case_id == case_id, referrals.c.status.in_(LIVE))
+        .where(referrals.c.case_id == case_id)
         .order_by(referrals.c.created_at, referrals.c.id)
         .with_for_update()
     )

@@ -1,0 +1,117 @@
+"""What the router builds from what it holds in a batch is what the API reads back: the
+minimised case and history its events carry, and the loads that spread a batch's cases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import text
+
+from services.referrals.app import create_app as referrals_app
+from tests.conftest import running
+from tests.factories import bearer
+from tests.hub import eventually, running_hub
+from tests.registry.helpers import case_body, distinct_person
+
+TWO_PARALLEL_STEPS = [
+    {"service_type": "psychosocial.individual_counselling", "depends_on": [], "notes": "a"},
+    {"service_type": "economic.vocational_training", "depends_on": [], "notes": "b"},
+]
+
+
+async def _created_events(hub, case_id: str) -> list[dict]:
+    async with hub.sessionmaker() as session:
+        rows = await session.execute(
+            text(
+                "SELECT data FROM hub.events WHERE type = 'referral.created' "
+                "AND data->>'case_id' = :case_id ORDER BY tx, seq"
+            ),
+            {"case_id": case_id},
+        )
+        return [r.data for r in rows]
+
+
+def _times(history: list[dict]) -> list[tuple]:
+    return [
+        (h["status"], datetime.fromisoformat(h["at"].replace("Z", "+00:00")), h["actor"], h["note"])
+        for h in history
+    ]
+
+
+async def test_referral_events_carry_the_minimised_case_and_history_the_api_serves(settings):
+    async with running_hub(settings) as hub:
+        owner = await hub.partner("ONG Sabou")
+        provider = await hub.partner("Centre polyvalent")
+        other = await hub.partner("Other provider")
+        await hub.service(provider, "psychosocial.individual_counselling", ["ML"])
+        await hub.service(
+            provider,
+            "economic.vocational_training",
+            ["ML"],
+            eligibility={"vulnerabilities_any": ["single_parent"]},
+        )
+        await hub.service(other, "economic.microbusiness", ["ML"])
+        created = await hub.registry.post(
+            "/cases", json=case_body(plan=TWO_PARALLEL_STEPS), headers=bearer(owner["key"])
+        )
+        assert created.status_code == 201, created.text
+        case = created.json()
+
+        async def both_created():
+            events = await _created_events(hub, case["id"])
+            return events if len(events) == 2 else None
+
+        first, second = await both_created() or await eventually(both_created)
+        assert [e["step_id"] for e in (first, second)] == [s["id"] for s in case["plan"]]
+
+        # When the first referral was created, the second step was not yet the provider's.
+        assert [s["key"] for s in first["case"]["steps"]] == ["1"]
+        assert first["case"]["vulnerabilities"] == []  # its service names none
+        served = (
+            await hub.referrals.get(f"/referrals/{second['id']}", headers=bearer(provider["key"]))
+        ).json()
+        # The second event's case is what the assignee reads: both its live steps, the
+        # vulnerability its service names, the owner's contact; never the documents.
+        assert second["case"] == served["case"]
+        assert [s["key"] for s in served["case"]["steps"]] == ["1", "2"]
+        assert served["case"]["vulnerabilities"] == ["single_parent"]
+        assert served["case"]["referring_partner"]["name"] == "ONG Sabou"
+        assert "AA1234567" not in str(second)
+        assert _times(second["history"]) == _times(served["history"])
+        assert [h["status"] for h in served["history"]] == ["requested"]
+
+
+async def test_a_batch_of_cases_is_spread_by_the_loads_it_creates(settings):
+    async with running_hub(settings, run_workers=False) as hub:
+        owner = await hub.partner("ONG Sabou")
+        first = await hub.partner("CFP One")
+        second = await hub.partner("CFP Two")
+        for partner in (first, second):
+            await hub.service(partner, "economic.vocational_training", ["ML"], capacity=10)
+        one_step = [{"service_type": "economic.vocational_training", "depends_on": []}]
+        for i in range(6):
+            response = await hub.registry.post(
+                "/cases",
+                json=case_body(external_id=f"B-{i}", beneficiary=distinct_person(i), plan=one_step),
+                headers=bearer(owner["key"]),
+            )
+            assert response.status_code == 201, response.text
+
+        # One router starts with the six cases waiting: they are routed in one batch.
+        router = settings.model_copy(update={"run_workers": True, "poll_interval_seconds": 0.2})
+        async with running(referrals_app(router)):
+
+            async def routed():
+                async with hub.sessionmaker() as session:
+                    rows = (
+                        await session.execute(
+                            text(
+                                "SELECT assignee_partner_id::text AS p, count(*) AS n "
+                                "FROM referrals.referrals GROUP BY 1"
+                            )
+                        )
+                    ).all()
+                return rows if sum(r.n for r in rows) == 6 else None
+
+            counts = {r.p: r.n for r in await eventually(routed)}
+        assert counts == {first["id"]: 3, second["id"]: 3}
