@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.tables import api_keys
@@ -107,42 +107,63 @@ async def ensure_admin_key(session: AsyncSession, key: str, *, name: str = "boot
     return True
 
 
+# Built once: the look-up runs on every request.
+_LOOK_UP = select(
+    api_keys.c.id,
+    api_keys.c.role,
+    api_keys.c.partner_id,
+    api_keys.c.key_hash,
+    api_keys.c.last_used_at,
+).where(
+    api_keys.c.key_hash == bindparam("digest"),
+    api_keys.c.revoked_at.is_(None),
+    api_keys.c.partner_active.is_(True),
+)
+_TOUCH = (
+    update(api_keys)
+    .where(
+        api_keys.c.id == bindparam("key_id"),
+        (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at < bindparam("stale_before")),
+    )
+    .values(last_used_at=bindparam("now"))
+)
+
+
+def _plausible(presented: str) -> bool:
+    return presented.startswith(KEY_PREFIX) and len(presented) <= 200
+
+
+async def look_up(session: AsyncSession, presented: str) -> Principal | None:
+    """The principal of a presented key, or None for an unknown, revoked or disabled one.
+
+    Runs in the session's transaction (autobegun when there is none) and leaves it open: the
+    caller commits it, which also writes `last_used_at` when it was due (at most once a
+    minute per key).
+    """
+    if not _plausible(presented):
+        return None
+    digest = hash_key(presented)
+    row = (await session.execute(_LOOK_UP, {"digest": digest})).one_or_none()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    now = datetime.now(UTC)
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        # A hot row: written at most once a minute per key.
+        await session.execute(
+            _TOUCH, {"key_id": row.id, "stale_before": now - LAST_USED_RESOLUTION, "now": now}
+        )
+    return Principal(key_id=row.id, role=row.role, partner_id=row.partner_id)
+
+
 async def authenticate(
     sessionmaker: async_sessionmaker[AsyncSession], presented: str
 ) -> Principal | None:
-    """The principal of a presented key, or None for an unknown, revoked or disabled one."""
-    if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
+    """`look_up` in a session of its own, committed at once (for callers outside a request's
+    dependencies, such as the idempotency middleware)."""
+    if not _plausible(presented):
         return None
-    digest = hash_key(presented)
     async with sessionmaker() as session:
-        row = (
-            await session.execute(
-                select(
-                    api_keys.c.id,
-                    api_keys.c.role,
-                    api_keys.c.partner_id,
-                    api_keys.c.key_hash,
-                    api_keys.c.last_used_at,
-                ).where(
-                    api_keys.c.key_hash == digest,
-                    api_keys.c.revoked_at.is_(None),
-                    api_keys.c.partner_active.is_(True),
-                )
-            )
-        ).one_or_none()
-        if row is None or not hmac.compare_digest(row.key_hash, digest):
-            return None
-        now = datetime.now(UTC)
-        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-            # A hot row: written at most once a minute per key.
-            await session.execute(
-                update(api_keys)
-                .where(
-                    api_keys.c.id == row.id,
-                    (api_keys.c.last_used_at.is_(None))
-                    | (api_keys.c.last_used_at < now - LAST_USED_RESOLUTION),
-                )
-                .values(last_used_at=now)
-            )
+        principal = await look_up(session, presented)
+        if principal is not None:
             await session.commit()
-    return Principal(key_id=row.id, role=row.role, partner_id=row.partner_id)
+    return principal

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.auth import Principal, authenticate
+from shared.auth import Principal, look_up
 from shared.errors import Forbidden, Unauthorized
 
 bearer_scheme = HTTPBearer(
@@ -32,11 +32,19 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    session: Annotated[AsyncSession, Depends(get_session)],
 ) -> Principal:
-    """The authenticated caller; 401 without a valid, unrevoked key of an active partner."""
+    """The authenticated caller; 401 without a valid, unrevoked key of an active partner.
+
+    The key is looked up on the request's own session (FastAPI gives the handler the same
+    one), in a short transaction committed here, so that the handler opens its own with
+    `session.begin()`; the session's connection goes back to the pool in between.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
-    principal = await authenticate(request.app.state.sessionmaker, credentials.credentials)
+    principal = await look_up(session, credentials.credentials)
+    if session.in_transaction():
+        await session.commit()  # on an error, closing the session rolls it back
     if principal is None:
         raise Unauthorized("The API key is unknown, revoked, or its partner is inactive.")
     request.scope.setdefault("state", {})["caller"] = principal.actor

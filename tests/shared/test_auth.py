@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from services.registry.app import create_app
+from services.registry.tables import cases
 from shared.auth import hash_key
 from shared.tables import api_keys
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
+from tests.registry.helpers import case_body
 
 
 def _is_problem(response, status: int) -> dict:
@@ -128,3 +132,77 @@ async def test_last_used_at_is_written_at_most_once_a_minute(settings):
                 )
             ).scalar()
         assert later >= first
+
+
+class _CountingSessionmaker:
+    """Wraps the app's sessionmaker and counts the sessions requests open."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.opened = 0
+
+    def __call__(self, *args, **kwargs):
+        self.opened += 1
+        return self.inner(*args, **kwargs)
+
+
+async def test_the_caller_is_looked_up_on_the_requests_own_session(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        partner = await make_partner(client, admin)
+        key = await make_partner_key(client, admin, partner["id"])
+        counting = _CountingSessionmaker(app.state.sessionmaker)
+        app.state.sessionmaker = counting
+        try:
+            created = await client.post("/cases", json=case_body(), headers=bearer(key["key"]))
+            assert created.status_code == 201, created.text
+            assert counting.opened == 1
+            listed = await client.get("/cases", headers=bearer(key["key"]))
+            assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+            assert counting.opened == 2
+        finally:
+            app.state.sessionmaker = counting.inner
+
+
+async def test_a_key_revoked_between_two_requests_answers_401_and_writes_nothing(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        partner = await make_partner(client, admin)
+        key = await make_partner_key(client, admin, partner["id"])
+        first = await client.post("/cases", json=case_body(), headers=bearer(key["key"]))
+        assert first.status_code == 201, first.text
+        # Revoked by another process (another replica's admin call), not through this app.
+        async with app.state.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(api_keys).where(api_keys.c.id == key["id"]).values(revoked_at=func.now())
+            )
+        second = await client.post(
+            "/cases", json=case_body(external_id="EXT-2"), headers=bearer(key["key"])
+        )
+        _is_problem(second, 401)
+        _is_problem(await client.get("/cases", headers=bearer(key["key"])), 401)
+        async with app.state.sessionmaker() as session:
+            count = (await session.execute(select(func.count()).select_from(cases))).scalar()
+        assert count == 1
+        # The admin key, looked up the same way on its own requests, still works.
+        assert (await client.get("/cases", headers=bearer(admin))).status_code == 200
+
+
+async def test_last_used_at_is_kept_when_the_handler_fails(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        missing = await client.get(f"/cases/{uuid.uuid4()}", headers=bearer(admin))
+        _is_problem(missing, 404)  # the handler's transaction rolled back
+        async with app.state.sessionmaker() as session:
+            used = (
+                await session.execute(
+                    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == hash_key(admin))
+                )
+            ).scalar()
+        assert used is not None
+        # The handler's own transaction still begins and commits after the look-up.
+        partner = await make_partner(client, admin)
+        assert partner["id"]
