@@ -7,7 +7,7 @@ can be rebuilt from the log from scratch (`rebuild`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -81,9 +81,69 @@ async def apply_service(session: AsyncSession, data: Mapping[str, Any]) -> bool:
 
 async def apply_case(session: AsyncSession, data: Mapping[str, Any]) -> bool:
     """Upsert a case and its plan; a step's resolution is only ever set, never undone."""
-    case_id = UUID(str(data["id"]))
+    return UUID(str(data["id"])) in await apply_cases(session, [data])
+
+
+async def apply_cases(session: AsyncSession, snapshots: Sequence[Mapping[str, Any]]) -> set[UUID]:
+    """Upsert cases and their plans from snapshots in log order, in two statements; returns
+    the cases changed. Per case the newest snapshot wins, as if each had been applied in turn
+    (an older one never overwrites a newer copy), and a step resolved by any of them stays
+    resolved: a step's resolution is only ever set, never undone."""
+    latest: dict[UUID, Mapping[str, Any]] = {}
+    resolved: dict[UUID, str] = {}
+    for data in snapshots:
+        case_id = UUID(str(data["id"]))
+        if case_id not in latest or int(data["version"]) > int(latest[case_id]["version"]):
+            latest[case_id] = data
+        for step in data.get("plan") or []:
+            if step.get("status") in ("completed", "cancelled"):
+                resolved.setdefault(UUID(str(step["id"])), step["status"])
+    if not latest:
+        return set()
+    rows = [_case_row(case_id, data) for case_id, data in latest.items()]
+    statement = insert(cases).values(rows)
+    changed = set(
+        (
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={name: statement.excluded[name] for name in rows[0] if name != "id"},
+                    where=cases.c.version < statement.excluded.version,
+                ).returning(cases.c.id)
+            )
+        ).scalars()
+    )
+    plan_rows = [
+        {
+            "id": UUID(str(step["id"])),
+            "case_id": case_id,
+            "key": step["key"],
+            "position": position,
+            "service_type": step["service_type"],
+            "priority": step["priority"],
+            "delivery": step["delivery"],
+            "depends_on": list(step.get("depends_on") or []),
+            "notes": step.get("notes") or "",
+            "resolution": resolved.get(UUID(str(step["id"]))),
+        }
+        for case_id in sorted(changed, key=str)
+        for position, step in enumerate(latest[case_id].get("plan") or [], start=1)
+    ]
+    if plan_rows:
+        statement = insert(steps).values(plan_rows)
+        updates: dict[str, Any] = {
+            name: statement.excluded[name]
+            for name in plan_rows[0]
+            if name not in ("id", "resolution")
+        }
+        updates["resolution"] = func.coalesce(steps.c.resolution, statement.excluded.resolution)
+        await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
+    return changed
+
+
+def _case_row(case_id: UUID, data: Mapping[str, Any]) -> dict[str, Any]:
     person = data.get("beneficiary") or {}
-    values = {
+    return {
         "id": case_id,
         "reference": data["reference"],
         "owner_partner_id": UUID(str(data["owner_partner_id"])),
@@ -95,41 +155,6 @@ async def apply_case(session: AsyncSession, data: Mapping[str, Any]) -> bool:
         "vulnerabilities": list(data.get("vulnerabilities") or []),
         "version": int(data["version"]),
     }
-    result = await session.execute(
-        insert(cases)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["id"], set_=values, where=cases.c.version < values["version"]
-        )
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    rows = [
-        {
-            "id": UUID(str(step["id"])),
-            "case_id": case_id,
-            "key": step["key"],
-            "position": position,
-            "service_type": step["service_type"],
-            "priority": step["priority"],
-            "delivery": step["delivery"],
-            "depends_on": list(step.get("depends_on") or []),
-            "notes": step.get("notes") or "",
-            "resolution": (
-                step["status"] if step.get("status") in ("completed", "cancelled") else None
-            ),
-        }
-        for position, step in enumerate(data.get("plan") or [], start=1)
-    ]
-    if rows:
-        statement = insert(steps).values(rows)
-        updates: dict[str, Any] = {
-            name: statement.excluded[name] for name in rows[0] if name not in ("id", "resolution")
-        }
-        # A resolution is only ever set, never undone.
-        updates["resolution"] = func.coalesce(steps.c.resolution, statement.excluded.resolution)
-        await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
-    return True
 
 
 async def resolve_step(session: AsyncSession, *, step_id: UUID, resolution: str) -> None:

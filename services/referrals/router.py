@@ -53,9 +53,9 @@ RECONCILING_REFERRAL_EVENTS = frozenset(
 
 
 async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
-    """The consumer's handler: projections first, then one reconciliation per touched case."""
+    """The consumer's handler: projections first, then the touched cases reconciled together."""
     touched: dict[UUID, Event] = {}
-    view = BatchView(session)
+    snapshots: list[Mapping[str, Any]] = []
     for event in events:
         if event.type.startswith("partner."):
             applied, before = await projections.apply_partner(session, event.data)
@@ -67,12 +67,12 @@ async def handle(session: AsyncSession, events: Sequence[Event]) -> None:
         elif event.type.startswith("service."):
             await projections.apply_service(session, event.data)
         elif event.type.startswith("case.") and event.type != "case.pathway_completed":
-            await projections.apply_case(session, event.data)
+            snapshots.append(event.data)
             touched[UUID(str(event.data["id"]))] = event
         elif event.type in RECONCILING_REFERRAL_EVENTS:
             touched[UUID(str(event.data["case_id"]))] = event
-    for case_id in sorted(touched, key=str):
-        await reconcile(session, case_id=case_id, cause=touched[case_id], view=view)
+    await projections.apply_cases(session, snapshots)
+    await reconcile(session, touched)
 
 
 async def release_partner(session: AsyncSession, *, partner_id: UUID, cause: Event) -> list[UUID]:
@@ -145,30 +145,68 @@ class BatchView:
         return self._partners[partner_id]
 
 
-async def reconcile(
-    session: AsyncSession, *, case_id: UUID, cause: Event | None, view: BatchView | None = None
-) -> None:
-    view = view or BatchView(session)
-    case = (
-        (await session.execute(select(cases).where(cases.c.id == case_id).with_for_update()))
-        .mappings()
-        .one_or_none()
-    )
-    if case is None:
+async def reconcile(session: AsyncSession, touched: Mapping[UUID, Event]) -> None:
+    """Bring the referrals of every touched case in line with it (its event is the cause).
+
+    The cases are locked together, in id order, with their steps and referrals read in one
+    statement each; the referrals to create are decided case by case, then written together:
+    one statement for the referrals, one for their history lines, one for their events."""
+    if not touched:
         return
-    case = dict(case)
-    plan = [
-        dict(r)
-        for r in (
-            await session.execute(
-                select(steps).where(steps.c.case_id == case_id).order_by(steps.c.position)
+    ids = sorted(touched, key=str)
+    found = (
+        await session.execute(
+            select(cases).where(cases.c.id.in_(ids)).order_by(cases.c.id).with_for_update()
+        )
+    ).mappings()
+    by_id = {row["id"]: dict(row) for row in found}
+    plans: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in by_id}
+    for row in (
+        await session.execute(
+            select(steps).where(steps.c.case_id.in_(ids)).order_by(steps.c.position)
+        )
+    ).mappings():
+        plans[row["case_id"]].append(dict(row))
+    # Every referral of those cases, locked: the live ones may change here, the others are
+    # the steps' histories (who was excluded, how many attempts).
+    every: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in by_id}
+    for row in await store.referrals_of_cases(session, case_ids=ids):
+        every[row["case_id"]].append(row)
+
+    view = BatchView(session)
+    drafts: list[store.NewReferral] = []
+    for case_id in ids:
+        if case_id in by_id:
+            drafts += await reconcile_case(
+                session,
+                case=by_id[case_id],
+                plan=plans[case_id],
+                referrals=every[case_id],
+                cause=touched[case_id],
+                view=view,
             )
-        ).mappings()
-    ]
-    # Every referral of the case, locked: the live ones may change here, the others are the
-    # steps' histories (who was excluded, how many attempts).
-    every = await store.referrals_of_case(session, case_id=case_id)
-    live = {r["step_id"]: r for r in every if r["status"] in LIVE}
+    for referral in await store.create_referrals(session, drafts):
+        log.info(
+            "step_routed",
+            case_id=str(referral["case_id"]),
+            step_id=str(referral["step_id"]),
+            referral_id=str(referral["id"]),
+            status=referral["status"],
+            attempt=referral["attempt"],
+        )
+
+
+async def reconcile_case(
+    session: AsyncSession,
+    *,
+    case: Mapping[str, Any],
+    plan: Sequence[Mapping[str, Any]],
+    referrals: Sequence[Mapping[str, Any]],
+    cause: Event | None,
+    view: BatchView,
+) -> list[store.NewReferral]:
+    """Cancel what must end now; return the referrals to create for the case's next steps."""
+    live = {r["step_id"]: r for r in referrals if r["status"] in LIVE}
 
     async def cancel(referral: Mapping[str, Any], reason: str) -> None:
         await store.set_status(
@@ -189,12 +227,13 @@ async def reconcile(
             reason = "case_merged" if case["closure_reason"] == "merged" else "case_closed"
         for referral in live.values():
             await cancel(referral, reason)
-        return
+        return []
 
     for step in plan:
         if step["resolution"] == "cancelled" and step["id"] in live:
             await cancel(live.pop(step["id"]), "step_cancelled")
 
+    drafts: list[store.NewReferral] = []
     resolved = {s["key"] for s in plan if s["resolution"] is not None}
     for step in plan:
         if (
@@ -203,25 +242,26 @@ async def reconcile(
             and step["id"] not in live
             and all(dep in resolved for dep in step["depends_on"])
         ):
-            history = [r for r in every if r["step_id"] == step["id"]]
-            live[step["id"]] = await route_step(
-                session,
+            draft = await route_step(
                 case=case,
                 step=step,
                 cause=cause,
                 view=view,
-                history=history,
+                history=[r for r in referrals if r["step_id"] == step["id"]],
                 plan=plan,
                 live=live,
             )
+            live[step["id"]] = draft.values
+            drafts.append(draft)
 
     if plan and len(resolved) == len(plan):
         if not case["pathway_completed"]:
             await _pathway_completed(session, case=case, plan=plan, cause=cause)
     elif case["pathway_completed"]:
         await session.execute(
-            update(cases).where(cases.c.id == case_id).values(pathway_completed=False)
+            update(cases).where(cases.c.id == case["id"]).values(pathway_completed=False)
         )
+    return drafts
 
 
 async def _pathway_completed(
@@ -356,7 +396,6 @@ def summarise_history(rows: Sequence[Mapping[str, Any]]) -> tuple[int, dict[UUID
 
 
 async def route_step(
-    session: AsyncSession,
     *,
     case: Mapping[str, Any],
     step: Mapping[str, Any],
@@ -365,11 +404,12 @@ async def route_step(
     history: Sequence[Mapping[str, Any]],
     plan: Sequence[Mapping[str, Any]],
     live: Mapping[UUID, Mapping[str, Any]],
-) -> dict[str, Any]:
-    """Create the step's next referral: to the best candidate, or unassigned.
+) -> store.NewReferral:
+    """Decide the step's next referral: to the best candidate, or unassigned.
 
     `history` is the step's referrals so far; `plan` and `live` the case's steps and its
-    live referrals by step, from which the event's minimised case is built."""
+    live referrals by step, from which the event's minimised case is built: what the
+    assignee may see when the referral is created."""
     count, excluded, failures = summarise_history(history)
     request = RoutingRequest(
         service_type=step["service_type"],
@@ -395,29 +435,7 @@ async def route_step(
         else:
             note = "routed"
     chosen = decision.chosen
-    owner = await view.partner(case["owner_partner_id"])
-    named: list[str] = []
-    if chosen is not None:
-        service = next(o for o in options if o.id == chosen.service_id)
-        named = list(service.vulnerabilities_any or ())
-
-    def minimised(row: Mapping[str, Any]) -> dict[str, Any]:
-        assignee = row["assignee_partner_id"]
-        mine = {**live, step["id"]: row}
-        shown = [
-            s
-            for s in plan
-            if assignee is not None
-            and s["id"] in mine
-            and mine[s["id"]]["assignee_partner_id"] == assignee
-            and mine[s["id"]]["status"] in ACTIVE_LOAD
-        ]
-        return store.minimised_view(
-            case, referral=row, assignee_steps=shown, named=named, owner=owner
-        )
-
-    referral = await store.create_referral(
-        session,
+    values = store.referral_values(
         case=case,
         step=step,
         attempt=count + 1,
@@ -425,18 +443,26 @@ async def route_step(
         service_id=chosen.service_id if chosen else None,
         assignee_partner_id=chosen.partner_id if chosen else None,
         deadline_at=decision.deadline_at,
-        note=note,
-        cause=cause,
-        minimised=minimised,
     )
-    if referral["status"] in ACTIVE_LOAD:
-        view.count(referral, +1)
-    log.info(
-        "step_routed",
-        case_id=str(case["id"]),
-        step_id=str(step["id"]),
-        referral_id=str(referral["id"]),
-        status=referral["status"],
-        attempt=referral["attempt"],
+    named: list[str] = []
+    shown: list[Mapping[str, Any]] = []
+    if chosen is not None:
+        view.count(values, +1)
+        service = next(o for o in options if o.id == chosen.service_id)
+        named = list(service.vulnerabilities_any or ())
+        mine = {**live, step["id"]: values}
+        shown = [
+            s
+            for s in plan
+            if s["id"] in mine
+            and mine[s["id"]]["assignee_partner_id"] == chosen.partner_id
+            and mine[s["id"]]["status"] in ACTIVE_LOAD
+        ]
+    minimised = store.minimised_view(
+        case,
+        referral=values,
+        assignee_steps=shown,
+        named=named,
+        owner=await view.partner(case["owner_partner_id"]),
     )
-    return referral
+    return store.NewReferral(values=values, note=note, case=minimised, cause=cause)

@@ -6,7 +6,8 @@ Every change writes the referral, its history line and its event in one transact
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals.lifecycle import ACTIVE_LOAD
 from services.referrals.tables import cases, partners, referral_history, referrals, services, steps
-from shared.eventlog.append import append
+from shared.eventlog.append import append, append_many
 from shared.eventlog.model import Event
 from shared.minimised import minimise_case
 
@@ -172,6 +173,34 @@ def resource(
     return body
 
 
+def event_draft(
+    *,
+    type: str,
+    row: Mapping[str, Any],
+    actor: str,
+    history: Sequence[Mapping[str, Any]],
+    case: Mapping[str, Any],
+    cause: Event | None = None,
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """The referral's event, as `append` takes it: the Referral without its decision, with
+    the minimised case; owner and assignee are its audience."""
+    audience = [row["owner_partner_id"]]
+    if row["assignee_partner_id"] is not None:
+        audience.append(row["assignee_partner_id"])
+    return {
+        "type": type,
+        "source": SOURCE,
+        "subject": f"referrals/{row['id']}",
+        "data": resource(row, history=history, case=case, with_decision=False),
+        "actor": actor,
+        "audience": audience,
+        "causation_id": cause.id if cause else None,
+        "correlation_id": correlation_id
+        or (cause.correlation_id or str(cause.id) if cause else None),
+    }
+
+
 async def emit(
     session: AsyncSession,
     *,
@@ -180,54 +209,44 @@ async def emit(
     actor: str,
     cause: Event | None = None,
     correlation_id: str | None = None,
-    history: Sequence[Mapping[str, Any]] | None = None,
-    case: Mapping[str, Any] | None = None,
 ) -> Event:
-    """Append the referral's event: the Referral without its decision, with the minimised case.
-
-    `history` and `case` are read from the database unless the caller has them in hand."""
-    if history is None:
-        history = (await history_of(session, referral_ids=[row["id"]]))[row["id"]]
-    if case is None:
-        case = await minimised_for_referral(session, referral=row)
-    data = resource(row, history=history, case=case, with_decision=False)
-    audience = [row["owner_partner_id"]]
-    if row["assignee_partner_id"] is not None:
-        audience.append(row["assignee_partner_id"])
-    return await append(
-        session,
+    """Append the referral's event, reading its history and minimised case as they are now."""
+    history = (await history_of(session, referral_ids=[row["id"]]))[row["id"]]
+    case = await minimised_for_referral(session, referral=row)
+    draft = event_draft(
         type=type,
-        source=SOURCE,
-        subject=f"referrals/{row['id']}",
-        data=data,
+        row=row,
         actor=actor,
-        audience=audience,
-        causation_id=cause.id if cause else None,
-        correlation_id=correlation_id or (cause.correlation_id or str(cause.id) if cause else None),
+        history=history,
+        case=case,
+        cause=cause,
+        correlation_id=correlation_id,
     )
+    return await append(session, **draft)
 
 
 async def add_history(
     session: AsyncSession, *, referral_id: UUID, status: str, actor: str, note: str = ""
-) -> dict[str, Any]:
-    """Write a history line; returns it as the Referral's `history` shows it."""
-    row = (
-        await session.execute(
-            insert(referral_history)
-            .values(referral_id=referral_id, status=status, actor=actor, note=note)
-            .returning(
-                referral_history.c.status,
-                referral_history.c.at,
-                referral_history.c.actor,
-                referral_history.c.note,
-            )
+) -> None:
+    await session.execute(
+        insert(referral_history).values(
+            referral_id=referral_id, status=status, actor=actor, note=note
         )
-    ).one()
-    return {"status": row.status, "at": row.at, "actor": row.actor, "note": row.note}
+    )
 
 
-async def create_referral(
-    session: AsyncSession,
+@dataclass(frozen=True)
+class NewReferral:
+    """A referral decided, not yet written: its row's values, the note of its first history
+    line, the minimised case its event carries, and the event that caused it."""
+
+    values: dict[str, Any]
+    note: str
+    case: dict[str, Any]
+    cause: Event | None
+
+
+def referral_values(
     *,
     case: Mapping[str, Any],
     step: Mapping[str, Any],
@@ -236,54 +255,76 @@ async def create_referral(
     service_id: UUID | None,
     assignee_partner_id: UUID | None,
     deadline_at: datetime | None,
-    note: str,
-    cause: Event | None,
-    minimised: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Insert a step's referral with its first history line and its `referral.created`.
+    """A step's new referral: requested to its assignee, or unassigned without one."""
+    return {
+        "id": uuid.uuid4(),
+        "case_id": case["id"],
+        "case_reference": case["reference"],
+        "step_id": step["id"],
+        "service_type": step["service_type"],
+        "priority": step["priority"],
+        "status": "requested" if assignee_partner_id is not None else "unassigned",
+        "assignee_partner_id": assignee_partner_id,
+        "service_id": service_id,
+        "owner_partner_id": case["owner_partner_id"],
+        "deadline_at": deadline_at,
+        "attempt": attempt,
+        "decision": dict(decision),
+    }
 
-    `minimised` builds the event's minimised case from the new row when the caller holds
-    what it needs (the router does); otherwise it is read back."""
-    status = "requested" if assignee_partner_id is not None else "unassigned"
-    row = (
-        (
+
+async def create_referrals(
+    session: AsyncSession, drafts: Sequence[NewReferral]
+) -> list[dict[str, Any]]:
+    """Write new referrals with their first history line and their `referral.created`
+    events: three statements whatever their number. Returns the rows as stored."""
+    if not drafts:
+        return []
+    rows = [
+        dict(r)
+        for r in (
             await session.execute(
-                insert(referrals)
-                .values(
-                    id=uuid.uuid4(),
-                    case_id=case["id"],
-                    case_reference=case["reference"],
-                    step_id=step["id"],
-                    service_type=step["service_type"],
-                    priority=step["priority"],
-                    status=status,
-                    assignee_partner_id=assignee_partner_id,
-                    service_id=service_id,
-                    owner_partner_id=case["owner_partner_id"],
-                    deadline_at=deadline_at,
-                    attempt=attempt,
-                    decision=dict(decision),
-                )
-                .returning(*referrals.c)
+                insert(referrals).returning(*referrals.c, sort_by_parameter_order=True),
+                [d.values for d in drafts],
             )
+        ).mappings()
+    ]
+    lines = (
+        await session.execute(
+            insert(referral_history).returning(
+                referral_history.c.status,
+                referral_history.c.at,
+                referral_history.c.actor,
+                referral_history.c.note,
+                sort_by_parameter_order=True,
+            ),
+            [
+                {
+                    "referral_id": row["id"],
+                    "status": row["status"],
+                    "actor": "system",
+                    "note": d.note,
+                }
+                for row, d in zip(rows, drafts, strict=True)
+            ],
         )
-        .mappings()
-        .one()
-    )
-    row = dict(row)
-    line = await add_history(
-        session, referral_id=row["id"], status=status, actor="system", note=note
-    )
-    await emit(
+    ).mappings()
+    await append_many(
         session,
-        type="referral.created",
-        row=row,
-        actor="system",
-        cause=cause,
-        history=[line],
-        case=minimised(row) if minimised else None,
+        [
+            event_draft(
+                type="referral.created",
+                row=row,
+                actor="system",
+                history=[dict(line)],
+                case=d.case,
+                cause=d.cause,
+            )
+            for row, line, d in zip(rows, lines, drafts, strict=True)
+        ],
     )
-    return row
+    return rows
 
 
 async def set_status(
@@ -323,11 +364,13 @@ async def set_status(
     return row
 
 
-async def referrals_of_case(session: AsyncSession, *, case_id: UUID) -> list[dict[str, Any]]:
-    """Every referral of a case, oldest first, locked (the caller holds the case's lock)."""
+async def referrals_of_cases(
+    session: AsyncSession, *, case_ids: Sequence[UUID]
+) -> list[dict[str, Any]]:
+    """Every referral of these cases, oldest first, locked (the caller holds the cases' locks)."""
     rows = await session.execute(
         select(referrals)
-        .where(referrals.c.case_id == case_id)
+        .where(referrals.c.case_id.in_(case_ids))
         .order_by(referrals.c.created_at, referrals.c.id)
         .with_for_update()
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -43,6 +43,33 @@ def to_json_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=_json_default))
 
 
+def _row(
+    *,
+    type: str,
+    source: str,
+    subject: str,
+    data: Mapping[str, Any],
+    actor: str,
+    audience: Iterable[UUID] = (),
+    correlation_id: str | None = None,
+    causation_id: UUID | None = None,
+    event_id: UUID | None = None,
+) -> dict[str, Any]:
+    if source not in SOURCES:
+        raise ValueError(f"unknown event source {source!r}")
+    return {
+        "id": event_id or uuid.uuid4(),
+        "type": type,
+        "source": source,
+        "subject": subject,
+        "actor": actor,
+        "audience": sorted(set(audience), key=str),
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "data": to_json_data(data),
+    }
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -60,27 +87,29 @@ async def append(
 
     The audience is fixed now: the partners allowed to see the event (admins see all).
     """
-    if source not in SOURCES:
-        raise ValueError(f"unknown event source {source!r}")
-    row = (
-        (
-            await session.execute(
-                insert(events)
-                .values(
-                    id=event_id or uuid.uuid4(),
-                    type=type,
-                    source=source,
-                    subject=subject,
-                    actor=actor,
-                    audience=sorted(set(audience), key=str),
-                    correlation_id=correlation_id,
-                    causation_id=causation_id,
-                    data=to_json_data(data),
-                )
-                .returning(*events.c)
-            )
-        )
-        .mappings()
-        .one()
+    row = _row(
+        type=type,
+        source=source,
+        subject=subject,
+        data=data,
+        actor=actor,
+        audience=audience,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        event_id=event_id,
     )
-    return Event.from_row(row)
+    stored = (await session.execute(insert(events).values(row).returning(*events.c))).mappings()
+    return Event.from_row(stored.one())
+
+
+async def append_many(session: AsyncSession, drafts: Sequence[Mapping[str, Any]]) -> list[Event]:
+    """Append several events in one statement, in the order given (their `seq` follows it).
+
+    Each draft holds the keyword arguments of `append`."""
+    if not drafts:
+        return []
+    rows = [_row(**draft) for draft in drafts]
+    stored = await session.execute(
+        insert(events).returning(*events.c, sort_by_parameter_order=True), rows
+    )
+    return [Event.from_row(r) for r in stored.mappings()]

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 from shared.db import create_engine, create_sessionmaker
-from shared.eventlog.append import append
+from shared.eventlog.append import append, append_many
 from shared.eventlog.consumer import Consumer
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
@@ -349,3 +350,38 @@ async def test_a_consumer_killed_mid_batch_resumes_from_its_checkpoint_and_loses
     assert rows == {e.id for e in appended}
     assert position.seq == appended[-1].seq
     assert position.events_processed == 300
+
+
+async def test_append_many_writes_one_statement_in_the_order_given(sessionmaker):
+    drafts = [
+        {
+            "type": "partner.updated",
+            "source": "/registry",
+            "subject": f"partners/{i}",
+            "data": {"i": i},
+            "actor": "admin",
+        }
+        for i in range(120)
+    ]
+    statements: list[str] = []
+    async with sessionmaker() as session, session.begin():
+        connection = await session.connection()
+
+        def seen(_conn, _cursor, statement, *_args):
+            statements.append(statement)
+
+        sa_event.listen(connection.sync_connection, "before_cursor_execute", seen)
+        appended = await append_many(session, drafts)
+        sa_event.remove(connection.sync_connection, "before_cursor_execute", seen)
+    assert [e.data["i"] for e in appended] == list(range(120))
+    assert [e.seq for e in appended] == sorted(e.seq for e in appended)
+    assert len({e.tx for e in appended}) == 1
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO hub.events")
+    async with sessionmaker() as session:
+        stored = await session.execute(
+            text("SELECT data FROM hub.events WHERE type = 'partner.updated' ORDER BY tx, seq")
+        )
+        assert [r.data["i"] for r in stored] == list(range(120))
+    with pytest.raises(ValueError):
+        async with sessionmaker() as session, session.begin():
+            await append_many(session, [{**drafts[0], "source": "/elsewhere"}])
