@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals import projections, store
@@ -33,7 +33,15 @@ from services.referrals.routing import (
     ServiceOption,
     decide,
 )
-from services.referrals.tables import cases, partners, referrals, services, steps
+from services.referrals.tables import (
+    cases,
+    partners,
+    referrals,
+    service_load_changes,
+    service_loads,
+    services,
+    steps,
+)
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
 from shared.tables import areas
@@ -122,6 +130,8 @@ class BatchView:
         return self._depths[area_code]
 
     async def service_options(self, service_type: str) -> list[ServiceOption]:
+        if not self._options:
+            await fold_load_changes(self.session)
         if service_type not in self._options:
             options = await service_options(self.session, service_type=service_type)
             self._options[service_type] = {o.id: o for o in options}
@@ -303,38 +313,51 @@ async def area_depths(session: AsyncSession, area_code: str) -> dict[str, int]:
 
 
 async def service_options(session: AsyncSession, *, service_type: str) -> list[ServiceOption]:
-    """Every service of the type with its partner's state and its current load."""
+    """Every service of the type with its partner's state and its current load: the folded
+    counter plus the changes not yet folded (`fold_load_changes`)."""
+    pending = (
+        select(func.coalesce(func.sum(service_load_changes.c.delta), 0))
+        .where(service_load_changes.c.service_id == services.c.id)
+        .scalar_subquery()
+    )
     rows = (
         (
             await session.execute(
-                select(services, partners.c.status.label("partner_status"))
+                select(
+                    services,
+                    partners.c.status.label("partner_status"),
+                    (func.coalesce(service_loads.c.load, 0) + pending).label("active_load"),
+                )
                 .outerjoin(partners, partners.c.id == services.c.partner_id)
+                .outerjoin(service_loads, service_loads.c.service_id == services.c.id)
                 .where(services.c.service_type == service_type)
             )
         )
         .mappings()
         .all()
     )
-    if not rows:
-        return []
-    loads = dict(
-        (
-            await session.execute(
-                select(referrals.c.service_id, func.count())
-                .where(
-                    referrals.c.service_id.in_([r["id"] for r in rows]),
-                    referrals.c.status.in_(ACTIVE_LOAD),
-                )
-                .group_by(referrals.c.service_id)
-            )
-        ).all()
-    )
     return [
         ServiceOption.from_row(
-            r, partner_active=r["partner_status"] == "active", load=loads.get(r["id"], 0)
+            r, partner_active=r["partner_status"] == "active", load=int(r["active_load"])
         )
         for r in rows
     ]
+
+
+_FOLD = text(
+    """
+    WITH folded AS (DELETE FROM referrals.service_load_changes RETURNING service_id, delta)
+    INSERT INTO referrals.service_loads AS loads (service_id, load)
+    SELECT service_id, sum(delta) FROM folded GROUP BY service_id
+    ON CONFLICT (service_id) DO UPDATE SET load = loads.load + EXCLUDED.load
+    """
+)
+
+
+async def fold_load_changes(session: AsyncSession) -> None:
+    """Fold the recorded load changes into the counters (the router alone does, once per
+    batch; changes committed meanwhile stay for the next fold)."""
+    await session.execute(_FOLD)
 
 
 def person_of(case: Mapping[str, Any]) -> Person:

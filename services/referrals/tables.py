@@ -172,3 +172,24 @@ referral_history = Table(
     Column("note", Text, nullable=False, server_default=""),
     Index("ix_referral_history_referral_id_id", "referral_id", "id"),
 )
+
+# --- Service loads -------------------------------------------------------------------------
+# A service's load (its referrals requested, accepted or in progress) is `service_loads.load`
+# plus the `delta`s of its `service_load_changes`. A trigger on `referrals` inserts the
+# changes; the router folds them into `service_loads`, which only it writes (migration 0006).
+
+service_loads = Table(
+    "service_loads",
+    metadata,
+    Column("service_id", UUID(as_uuid=True), primary_key=True),
+    Column("load", BigInteger, nullable=False),
+)
+
+service_load_changes = Table(
+    "service_load_changes",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("service_id", UUID(as_uuid=True), nullable=False),
+    Column("delta", Integer, nullable=False),
+    Index("ix_service_load_changes_service_id", "service_id"),
+)

@@ -4,9 +4,11 @@ minimised case and history its events carry, and the loads that spread a batch's
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from sqlalchemy import text
 
+from services.referrals import router
 from services.referrals.app import create_app as referrals_app
 from tests.conftest import running
 from tests.factories import bearer
@@ -115,3 +117,83 @@ async def test_a_batch_of_cases_is_spread_by_the_loads_it_creates(settings):
 
             counts = {r.p: r.n for r in await eventually(routed)}
         assert counts == {first["id"]: 3, second["id"]: 3}
+
+
+async def _loads(hub, service_type: str) -> tuple[dict, dict]:
+    """(the loads routing reads, the loads counted from the referrals themselves)."""
+    async with hub.sessionmaker() as session:
+        options = await router.service_options(session, service_type=service_type)
+        counted = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT service_id, count(*) FROM referrals.referrals "
+                        "WHERE status IN ('requested', 'accepted', 'in_progress') GROUP BY 1"
+                    )
+                )
+            ).all()
+        )
+    return {o.id: o.load for o in options if o.load}, counted
+
+
+async def test_service_loads_follow_every_transition_and_survive_folding(settings):
+    async with running_hub(settings) as hub:
+        owner = await hub.partner("ONG Sabou")
+        provider = await hub.partner("CFP Kayes")
+        spare = await hub.partner("CFP Spare")
+        one_step = [{"service_type": "economic.vocational_training", "depends_on": []}]
+        near = await hub.service(provider, "economic.vocational_training", ["ML-BKO-03"])
+        far = await hub.service(spare, "economic.vocational_training", ["ML"])
+        cases = []
+        for i in range(4):
+            response = await hub.registry.post(
+                "/cases",
+                json=case_body(external_id=f"L-{i}", beneficiary=distinct_person(i), plan=one_step),
+                headers=bearer(owner["key"]),
+            )
+            cases.append(response.json())
+
+        async def incoming(partner):
+            items = (
+                await hub.referrals.get(
+                    "/referrals", params={"role": "incoming"}, headers=bearer(partner["key"])
+                )
+            ).json()["items"]
+            return items if len(items) == 4 else None
+
+        first = await eventually(lambda: incoming(provider))
+        by_case = {r["case_id"]: r for r in first}
+        act = [by_case[c["id"]]["id"] for c in cases]
+        headers = bearer(provider["key"])
+        for path, body in (
+            (f"/referrals/{act[0]}/accept", None),
+            (f"/referrals/{act[1]}/accept", None),
+            (f"/referrals/{act[1]}/complete", {"outcome": "trained"}),
+            (f"/referrals/{act[2]}/reject", {"reason": "full"}),
+        ):
+            response = await hub.referrals.post(path, json=body, headers=headers)
+            assert response.status_code == 200, response.text
+        closed = await hub.registry.post(
+            f"/cases/{cases[3]['id']}/close",
+            json={"reason": "beneficiary_withdrew"},
+            headers=bearer(owner["key"]),
+        )
+        assert closed.status_code == 200, closed.text
+
+        # The rejected step goes to the spare provider; the closed case's referral ends.
+        expected = {UUID(near["id"]): 1, UUID(far["id"]): 1}
+
+        async def settled():
+            read, counted = await _loads(hub, "economic.vocational_training")
+            return (read, counted) if counted == expected else None
+
+        read, counted = await eventually(settled)
+        assert read == counted
+        async with hub.sessionmaker() as session, session.begin():
+            await router.fold_load_changes(session)
+        async with hub.sessionmaker() as session:
+            left = (
+                await session.execute(text("SELECT count(*) FROM referrals.service_load_changes"))
+            ).scalar()
+        assert left == 0
+        assert await _loads(hub, "economic.vocational_training") == (read, counted)
