@@ -4,6 +4,10 @@
   lease, then commits; nothing holds a transaction open while a webhook is sent. A
   dispatcher that dies leaves leases that expire, and its deliveries are sent again (with
   the same `webhook-id`): deliveries are at-least-once.
+- Results are recorded in batches: a finished send waits a few milliseconds for others, then
+  one statement writes their attempts, moves their deliveries on and keeps their endpoints'
+  health, as if they had been recorded one by one in the order they finished. A result only
+  moves its delivery on while the delivery still carries its claim (see `_RECORD`).
 - Claims are fair across endpoints: due deliveries are taken round-robin by endpoint, and
   no endpoint has more than `PER_ENDPOINT` deliveries in flight across all dispatchers, so
   a slow or dead endpoint never holds back the others.
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,7 +29,8 @@ from uuid import UUID
 
 import httpx
 import structlog
-from sqlalchemy import func, insert, text, update
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import store
@@ -32,7 +38,6 @@ from services.notifications.fanout import DELIVERIES_CHANNEL
 from services.notifications.retry import DISABLE_AFTER, next_delay, retry_after
 from services.notifications.signing import headers_for, valid_secrets
 from services.notifications.ssrf import TargetRefused, resolve
-from services.notifications.tables import attempts, deliveries, endpoints
 from shared.eventlog.consumer import wait_for_wake
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
@@ -44,6 +49,8 @@ log = structlog.get_logger("relais.notifications.dispatcher")
 PER_ENDPOINT = 10
 CLAIM_WINDOW = 2000  # due deliveries considered per claim, earliest first
 EXCERPT_BYTES = 2048
+RECORD_TRIES = 3  # a batch that met a deadlock is written again, at most this many times
+_TRY_AGAIN = {"40P01", "40001"}  # deadlock, serialization failure: rolled back, safe to retry
 
 _CLAIM = text(
     """
@@ -89,7 +96,73 @@ _CLAIM = text(
     SET lease_until = now() + make_interval(secs => :lease_seconds)
     FROM locked
     WHERE d.id = locked.id
-    RETURNING d.id, d.endpoint_id, d.event_id, d.event_seq, d.attempt_count
+    RETURNING d.id, d.endpoint_id, d.event_id, d.event_seq, d.attempt_count, d.lease_until
+    """
+)
+
+
+# Results are recorded in batches: one statement writes the attempts, moves the deliveries
+# on and keeps the endpoints' health. A result is applied to its delivery only while the
+# delivery still carries this claim: the lease it set, or no lease and the attempt count of
+# the claim (its endpoint was disabled meanwhile). A result that comes after the lease ran out
+# and another claim took the delivery leaves the delivery to that claim ("superseded"); its
+# attempt is recorded all the same.
+_RECORD_ARRAYS = (
+    "ids",
+    "leases",
+    "claimed_counts",
+    "attempted_at",
+    "status_codes",
+    "latencies",
+    "errors",
+    "excerpts",
+    "statuses",
+    "next_attempts",
+)
+_RECORD = text(
+    """
+    WITH r AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[]),
+            CAST(:claimed_counts AS integer[]), CAST(:attempted_at AS timestamptz[]),
+            CAST(:status_codes AS integer[]), CAST(:latencies AS integer[]),
+            CAST(:errors AS text[]), CAST(:excerpts AS text[]), CAST(:statuses AS text[]),
+            CAST(:next_attempts AS timestamptz[])
+        ) WITH ORDINALITY AS r(id, lease_until, claimed_count, attempted_at, status_code,
+                               latency_ms, error, excerpt, status, next_attempt_at, ord)
+    ),
+    attempted AS (
+        INSERT INTO notifications.attempts (delivery_id, attempted_at, status_code, latency_ms,
+                                            error, response_excerpt)
+        SELECT id, attempted_at, status_code, latency_ms, error, excerpt FROM r ORDER BY ord
+    ),
+    recorded AS (
+        UPDATE notifications.deliveries d
+        SET attempt_count = d.attempt_count + 1,
+            lease_until = NULL,
+            last_status_code = r.status_code,
+            last_error = r.error,
+            status = r.status,
+            next_attempt_at = r.next_attempt_at,
+            updated_at = now()
+        FROM r
+        WHERE d.id = r.id
+          AND (d.lease_until = r.lease_until
+               OR (d.lease_until IS NULL AND d.attempt_count = r.claimed_count))
+        RETURNING d.id
+    ),
+    health AS (
+        UPDATE notifications.endpoints e
+        SET failing_since = CASE WHEN h.reset THEN h.failed_at
+                                 ELSE COALESCE(e.failing_since, h.failed_at) END
+        FROM unnest(CAST(:endpoint_ids AS uuid[]), CAST(:resets AS boolean[]),
+                    CAST(:failed_at AS timestamptz[])) AS h(id, reset, failed_at)
+        WHERE e.id = h.id AND (h.failed_at IS NOT NULL OR e.failing_since IS NOT NULL)
+        RETURNING e.id, e.failing_since
+    )
+    SELECT 'endpoint' AS kind, id, failing_since FROM health
+    UNION ALL
+    SELECT 'superseded', r.id, NULL FROM r WHERE r.id NOT IN (SELECT id FROM recorded)
     """
 )
 
@@ -114,7 +187,13 @@ class Dispatcher:
     name: str = "notifications.dispatcher"
     max_in_flight: int = 256
     batch_size: int = 128
+    record_batch: int = 100  # results written by one statement at most
+    record_delay: float = 0.003  # seconds a result waits for others to share its batch
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _results: list[Result] = field(default_factory=list, init=False)
+    _results_ready: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _batch_full: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _closing: bool = field(default=False, init=False)
 
     @property
     def lease_seconds(self) -> float:
@@ -130,6 +209,8 @@ class Dispatcher:
         timeout = httpx.Timeout(self.settings.webhook_timeout_seconds)
         limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=64)
         failures = 0
+        self._closing = False
+        recorder = asyncio.create_task(self._record_loop(sessionmaker))
         async with httpx.AsyncClient(
             timeout=timeout, limits=limits, trust_env=False, follow_redirects=False
         ) as client:
@@ -150,7 +231,7 @@ class Dispatcher:
                             await wait_for_wake(stop, None, min(5.0, 0.2 * 2**failures))
                             continue
                         if claimed:
-                            await self._start(sessionmaker, client, claimed, wake)
+                            self._start(client, claimed, wake)
                     if claimed and len(claimed) == min(room, self.batch_size):
                         continue  # more may be due right now
                     if len(self._in_flight) >= self.max_in_flight:
@@ -159,10 +240,17 @@ class Dispatcher:
                     await wait_for_wake(stop, wake, min(1.0, self.settings.poll_interval_seconds))
             finally:
                 listener.unsubscribe(wake)
-                if self._in_flight:
-                    await asyncio.wait(
-                        self._in_flight, timeout=self.settings.webhook_timeout_seconds + 5
-                    )
+                try:
+                    if self._in_flight:
+                        await asyncio.wait(
+                            self._in_flight, timeout=self.settings.webhook_timeout_seconds + 5
+                        )
+                    self._closing = True  # write what is left, then stop
+                    self._results_ready.set()
+                    self._batch_full.set()
+                    await asyncio.wait([recorder], timeout=10)
+                finally:
+                    recorder.cancel()
 
     async def claim(self, sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> list[Any]:
         async with sessionmaker() as session, session.begin():
@@ -188,7 +276,7 @@ class Dispatcher:
                 (
                     await session.execute(
                         text(
-                            "SELECT id, url, secrets FROM notifications.endpoints "
+                            "SELECT id, url, secrets, failing_since FROM notifications.endpoints "
                             "WHERE id = ANY(:ids)"
                         ),
                         {"ids": list({r["endpoint_id"] for r in rows})},
@@ -222,20 +310,20 @@ class Dispatcher:
             for r in rows
         ]
 
-    async def _start(self, sessionmaker, client, claimed, wake: asyncio.Event) -> None:
+    def _start(self, client: httpx.AsyncClient, claimed, wake: asyncio.Event) -> None:
         def finished(task: asyncio.Task[None]) -> None:
             self._in_flight.discard(task)
             wake.set()  # a slot is free, and its endpoint may have more due
 
         for item in claimed:
-            task = asyncio.create_task(self._deliver(sessionmaker, client, item))
+            task = asyncio.create_task(self._deliver(client, item))
             self._in_flight.add(task)
             task.add_done_callback(finished)
 
-    async def _deliver(self, sessionmaker, client: httpx.AsyncClient, item: dict[str, Any]) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, item: dict[str, Any]) -> None:
         try:
             outcome = await self.send(client, item)
-            await self.record(sessionmaker, item, outcome)
+            await self._submit(item, outcome)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the lease expires and the delivery is claimed again
@@ -288,73 +376,184 @@ class Dispatcher:
                 latency_ms=int((time.perf_counter() - started) * 1000),
             )
 
-    async def record(self, sessionmaker, item: dict[str, Any], outcome: Outcome) -> None:
-        """The attempt, the delivery's next state and the endpoint's health, in one transaction."""
-        now = datetime.now(UTC)
-        attempts_made = item["attempt_count"] + 1
-        error = outcome.error
-        if outcome.status_code is not None and not outcome.succeeded:
-            error = f"HTTP {outcome.status_code}"
-        async with sessionmaker() as session, session.begin():
-            await session.execute(
-                insert(attempts).values(
-                    delivery_id=item["id"],
-                    attempted_at=now,
-                    status_code=outcome.status_code,
-                    latency_ms=outcome.latency_ms,
-                    error=error,
-                    response_excerpt=outcome.excerpt,
-                )
+    async def _submit(self, item: dict[str, Any], outcome: Outcome) -> None:
+        """Queue one result for the next batch; returns once that batch is committed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._results.append(Result(item, outcome, datetime.now(UTC), loop.time(), done))
+        self._results_ready.set()
+        if len(self._results) >= self.record_batch:
+            self._batch_full.set()
+        await done
+
+    async def _record_loop(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        """Write the results in batches: when `record_batch` are waiting, or when the oldest
+        has waited `record_delay`, or at once while closing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._results:
+                if self._closing:
+                    return
+                self._results_ready.clear()
+                await self._results_ready.wait()
+                continue
+            wait = self._results[0].queued_at + self.record_delay - loop.time()
+            if wait > 0 and len(self._results) < self.record_batch and not self._closing:
+                self._batch_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), wait)
+            batch = self._results[: self.record_batch]
+            del self._results[: len(batch)]
+            try:
+                await self.record(sessionmaker, batch)
+            except asyncio.CancelledError:
+                for result in batch:
+                    if result.done is not None and not result.done.done():
+                        result.done.cancel()
+                raise
+            except Exception as exc:  # the leases expire and the deliveries are claimed again
+                for result in batch:
+                    if result.done is not None and not result.done.done():
+                        result.done.set_exception(exc)
+            else:
+                for result in batch:
+                    if result.done is not None and not result.done.done():
+                        result.done.set_result(None)
+
+    async def record(self, sessionmaker, batch: list[Result]) -> None:
+        """The attempts, the deliveries' next states and the endpoints' health of a batch of
+        results, in one statement and one transaction (a deadlock with another writer is
+        tried again: it rolled everything back)."""
+        params, health = self._batch_params(batch)
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                async with sessionmaker() as session, session.begin():
+                    rows = (await session.execute(_RECORD, params)).all()
+                    superseded = [r.id for r in rows if r.kind == "superseded"]
+                    failing = {r.id: r.failing_since for r in rows if r.kind == "endpoint"}
+                    for endpoint_id, reason in self._to_disable(health, failing).items():
+                        await store.disable_endpoint(
+                            session, endpoint_id=endpoint_id, reason=reason
+                        )
+                break
+            except DBAPIError as exc:
+                if attempt == RECORD_TRIES or _sqlstate(exc) not in _TRY_AGAIN:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        if superseded:
+            # The lease ran out and another claim took the delivery: its state is that claim's
+            # to record; the attempt stays in the history.
+            log.warning("delivery_result_superseded", delivery_ids=[str(i) for i in superseded])
+        if self.metrics is not None:
+            succeeded = sum(1 for r in batch if r.outcome.succeeded)
+            if succeeded:
+                self.metrics.webhook_attempts.labels("success").inc(succeeded)
+            if len(batch) > succeeded:
+                self.metrics.webhook_attempts.labels("failure").inc(len(batch) - succeeded)
+            for r in batch:
+                self.metrics.webhook_latency.observe(r.outcome.latency_ms / 1000)
+
+    def _batch_params(self, batch: list[Result]) -> tuple[dict[str, Any], dict[UUID, _Health]]:
+        """The arrays of the record statement, and each endpoint's health after the batch,
+        as if its results had been recorded one by one in the order they finished."""
+        columns: dict[str, list[Any]] = {name: [] for name in _RECORD_ARRAYS}
+        health: dict[UUID, _Health] = {}
+        for result in batch:
+            item, outcome, now = result.item, result.outcome, result.at
+            error = outcome.error
+            if outcome.status_code is not None and not outcome.succeeded:
+                error = f"HTTP {outcome.status_code}"
+            endpoint = health.setdefault(
+                item["endpoint_id"],
+                _Health(was_failing=item["endpoint"]["failing_since"] is not None),
             )
-            values: dict[str, Any] = {
-                "attempt_count": deliveries.c.attempt_count + 1,
-                "lease_until": None,
-                "last_status_code": outcome.status_code,
-                "last_error": error,
-                "updated_at": func.now(),
-            }
-            endpoint_id: UUID = item["endpoint_id"]
-            disable: str | None = None
+            next_attempt_at: datetime | None = None
             if outcome.succeeded:
-                values.update(status="succeeded", next_attempt_at=None)
-                await session.execute(
-                    update(endpoints)
-                    .where(endpoints.c.id == endpoint_id, endpoints.c.failing_since.is_not(None))
-                    .values(failing_since=None)
-                )
+                status = "succeeded"
+                endpoint.reset, endpoint.failed_at = True, None
             elif outcome.status_code == 410:
-                values.update(status="failed", next_attempt_at=None)
-                disable = "the receiver answered 410 Gone"
+                status = "failed"
+                endpoint.gone = True
             else:
                 delay: timedelta | None = next_delay(
-                    self.settings.webhook_retry_schedule, attempts_made
+                    self.settings.webhook_retry_schedule, item["attempt_count"] + 1
                 )
                 if delay is not None and outcome.status_code in (429, 503):
                     delay = retry_after(outcome.retry_after, now) or delay
                 if delay is None:
-                    values.update(status="failed", next_attempt_at=None)
+                    status = "failed"
                 else:
-                    values.update(status="pending", next_attempt_at=now + delay)
-                failing_since = (
-                    await session.execute(
-                        update(endpoints)
-                        .where(endpoints.c.id == endpoint_id)
-                        .values(failing_since=func.coalesce(endpoints.c.failing_since, now))
-                        .returning(endpoints.c.failing_since)
-                    )
-                ).scalar()
-                if failing_since is not None and now - failing_since >= DISABLE_AFTER:
-                    disable = "every attempt failed for 5 days"
-            await session.execute(
-                update(deliveries).where(deliveries.c.id == item["id"]).values(**values)
-            )
-            if disable is not None:
-                await store.disable_endpoint(session, endpoint_id=endpoint_id, reason=disable)
-        if self.metrics is not None:
-            self.metrics.webhook_attempts.labels(
-                "success" if outcome.succeeded else "failure"
-            ).inc()
-            self.metrics.webhook_latency.observe(outcome.latency_ms / 1000)
+                    status, next_attempt_at = "pending", now + delay
+                if endpoint.failed_at is None:
+                    endpoint.failed_at = now
+                endpoint.last_failure = now
+            for name, value in (
+                ("ids", item["id"]),
+                ("leases", item["lease_until"]),
+                ("claimed_counts", item["attempt_count"]),
+                ("attempted_at", now),
+                ("status_codes", outcome.status_code),
+                ("latencies", outcome.latency_ms),
+                ("errors", error),
+                ("excerpts", outcome.excerpt),
+                ("statuses", status),
+                ("next_attempts", next_attempt_at),
+            ):
+                columns[name].append(value)
+        # The endpoints row is touched only after a failure, or after a success when the
+        # endpoint was failing at claim time.
+        touched = sorted(
+            (eid, h)
+            for eid, h in health.items()
+            if h.failed_at is not None or (h.reset and h.was_failing)
+        )
+        params: dict[str, Any] = dict(columns)
+        params["endpoint_ids"] = [eid for eid, _ in touched]
+        params["resets"] = [h.reset for _, h in touched]
+        params["failed_at"] = [h.failed_at for _, h in touched]
+        return params, health
+
+    @staticmethod
+    def _to_disable(
+        health: dict[UUID, _Health], failing_since: dict[UUID, datetime | None]
+    ) -> dict[UUID, str]:
+        disable: dict[UUID, str] = {}
+        for endpoint_id, h in sorted(health.items()):
+            since = failing_since.get(endpoint_id)
+            if h.gone:
+                disable[endpoint_id] = "the receiver answered 410 Gone"
+            elif (
+                h.failed_at is not None
+                and since is not None
+                and h.last_failure is not None
+                and h.last_failure - since >= DISABLE_AFTER
+            ):
+                disable[endpoint_id] = "every attempt failed for 5 days"
+        return disable
+
+
+@dataclass(slots=True)
+class Result:
+    """A finished attempt waiting to be recorded."""
+
+    item: dict[str, Any]  # as the claim returned it
+    outcome: Outcome
+    at: datetime  # when the answer was in: the attempt's time
+    queued_at: float = 0.0  # loop time
+    done: asyncio.Future[None] | None = None  # resolved when its batch is committed
+
+
+@dataclass(slots=True)
+class _Health:
+    was_failing: bool  # failing_since was set when the delivery was claimed
+    reset: bool = False  # a success in the batch: failing_since starts again from failed_at
+    failed_at: datetime | None = None  # the first failure after the batch's last success
+    last_failure: datetime | None = None
+    gone: bool = False  # a 410
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:
