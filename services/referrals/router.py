@@ -344,14 +344,13 @@ async def service_options(session: AsyncSession, *, service_type: str) -> list[S
     ]
 
 
-_FOLD = text(
-    """
+FOLD_LOAD_CHANGES = """
     WITH folded AS (DELETE FROM referrals.service_load_changes RETURNING service_id, delta)
     INSERT INTO referrals.service_loads AS loads (service_id, load)
     SELECT service_id, sum(delta) FROM folded GROUP BY service_id
     ON CONFLICT (service_id) DO UPDATE SET load = loads.load + EXCLUDED.load
-    """
-)
+"""
+_FOLD = text(FOLD_LOAD_CHANGES)
 
 
 async def fold_load_changes(session: AsyncSession) -> None:
