@@ -179,62 +179,65 @@ async def intake_http(config: dict[str, Any]) -> dict[str, Any]:
 
 _AUTH = (
     "SELECT hub.api_keys.id, hub.api_keys.role, hub.api_keys.partner_id, hub.api_keys.key_hash, "
-    "hub.api_keys.last_used_at FROM hub.api_keys WHERE hub.api_keys.key_hash = $1::BYTEA "
+    "hub.api_keys.last_used_at \nFROM hub.api_keys \nWHERE hub.api_keys.key_hash = $1::BYTEA "
     "AND hub.api_keys.revoked_at IS NULL AND hub.api_keys.partner_active IS true"
 )
-_AREA = "SELECT hub.areas.code FROM hub.areas WHERE hub.areas.code IN ($1::VARCHAR)"
-_TYPES = (
-    "SELECT hub.service_types.code FROM hub.service_types "
-    "WHERE hub.service_types.code IN ($1::VARCHAR, $2::VARCHAR, $3::VARCHAR)"
-)
-_EXTERNAL = (
-    "SELECT registry.cases.id FROM registry.cases WHERE registry.cases.owner_partner_id = "
-    "$1::UUID AND registry.cases.external_id = $2::VARCHAR"
-)
-_NEXTVAL = "SELECT nextval('registry.case_reference_seq') AS next_value_1"
-_INSERT_CASE = (
-    "INSERT INTO registry.cases (id, reference, owner_partner_id, external_id, beneficiary, "
-    "return_info, return_area_code, vulnerabilities, consent) VALUES ($1::UUID, $2::VARCHAR, "
-    "$3::UUID, $4::VARCHAR, $5::JSONB, $6::JSONB, $7::VARCHAR, $8::VARCHAR(64)[], $9::JSONB) "
-    "RETURNING id, reference, owner_partner_id, external_id, beneficiary, return_info, "
-    "return_area_code, vulnerabilities, consent, status, closure_reason, merged_into, version, "
-    "created_at, updated_at"
-)
-_INSERT_STEPS = (
-    "INSERT INTO registry.plan_steps (id, case_id, key, position, service_type, priority, "
-    "delivery, depends_on, notes, status, status_reason) VALUES ($1::UUID, $2::UUID, "
-    "$3::VARCHAR, $4::INTEGER, $5::VARCHAR, $6::VARCHAR, $7::VARCHAR, $8::VARCHAR(40)[], "
-    "$9::VARCHAR, $10::VARCHAR, $11::VARCHAR)"
-)
-_LOAD_STEPS = (
-    "SELECT id, case_id, key, position, service_type, priority, delivery, depends_on, notes, "
-    "owner_status, referral_id, referral_attempt, referral_version, referral_status, "
-    "referral_assignee_id, referral_service_id, status, status_reason, created_at, updated_at "
-    "FROM registry.plan_steps WHERE registry.plan_steps.case_id = $1::UUID "
-    "ORDER BY registry.plan_steps.position"
-)
-_UPDATE_STEP = (
-    "UPDATE registry.plan_steps SET status=$1::VARCHAR, status_reason=$2::VARCHAR, "
-    "updated_at=now() WHERE registry.plan_steps.id = $3::UUID"
-)
-_DELETE_KEYS = (
-    "DELETE FROM registry.duplicate_keys WHERE registry.duplicate_keys.case_id = $1::UUID"
-)
-_INSERT_KEY = "INSERT INTO registry.duplicate_keys (case_id, key) VALUES ($1::UUID, $2::VARCHAR)"
-_CANDIDATES = """
-    SELECT DISTINCT d.case_id
-    FROM unnest(CAST($1 AS text[])) AS k(key)
-    CROSS JOIN LATERAL (
-        SELECT case_id FROM registry.duplicate_keys
-        WHERE key = k.key AND case_id <> $2
-        ORDER BY case_id
-        LIMIT $3
-    ) AS d
-"""
-_CANDIDATE_ROWS = (
-    "SELECT id, beneficiary, return_area_code FROM registry.cases WHERE id = ANY($1::uuid[]) "
-    "AND coalesce(closure_reason, '') != 'merged'"
-)
+# services/registry/cases_store.py `_KNOWN`, `_INSERT_CASE`; duplicates_store.py `_INDEX`.
+_KNOWN = """
+    SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = $1::VARCHAR
+    UNION ALL
+    SELECT 'service_type', code FROM hub.service_types WHERE code = ANY($2::VARCHAR[])
+    UNION ALL
+    SELECT 'case', CAST(id AS text) FROM registry.cases
+    WHERE owner_partner_id = $3::UUID AND external_id = $4::VARCHAR
+    """
+_INSERT_CASE = """
+        WITH number AS MATERIALIZED (
+            SELECT CAST(nextval('registry.case_reference_seq') AS text) AS n
+        ),
+        new_case AS (
+            INSERT INTO registry.cases (id, reference, owner_partner_id, external_id,
+                beneficiary, return_info, return_area_code, vulnerabilities, consent)
+            SELECT $1::UUID, $2::VARCHAR || lpad(n, greatest(6, length(n)), '0'), $3::UUID,
+                $4::VARCHAR, $5::JSONB, $6::JSONB, $7::VARCHAR, $8::VARCHAR[], $9::JSONB
+            FROM number
+            RETURNING id, reference, owner_partner_id, external_id, beneficiary, return_info,
+                return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
+                version, created_at, updated_at
+        ),
+        new_steps AS (
+            INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
+                priority, delivery, depends_on, notes, status, status_reason)
+            SELECT s.id, new_case.id, s.key, s.position, s.service_type, s.priority,
+                s.delivery, s.depends_on, s.notes, s.status, s.status_reason
+            FROM new_case, jsonb_to_recordset($10::JSONB) AS s(id uuid, key text,
+                position integer, service_type text, priority text, delivery text,
+                depends_on text[], notes text, status text, status_reason text)
+        )
+        SELECT id, reference, owner_partner_id, external_id, beneficiary, return_info,
+            return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
+            version, created_at, updated_at
+        FROM new_case
+        """
+_INDEX = """
+        WITH added AS (
+            INSERT INTO registry.duplicate_keys (case_id, key)
+            SELECT $1::UUID, k.key FROM unnest(CAST($2::VARCHAR[] AS text[])) AS k(key)
+        ),
+        candidates AS (
+            SELECT DISTINCT d.case_id
+            FROM unnest(CAST($2::VARCHAR[] AS text[])) AS k(key)
+            CROSS JOIN LATERAL (
+                SELECT case_id FROM registry.duplicate_keys
+                WHERE key = k.key AND case_id <> $1::UUID
+                ORDER BY case_id
+                LIMIT $3::INTEGER
+            ) AS d
+        )
+        SELECT c.id, c.beneficiary, c.return_area_code
+        FROM registry.cases AS c JOIN candidates ON c.id = candidates.case_id
+        WHERE coalesce(c.closure_reason, '') <> 'merged'
+        """
 _UPSERT_DUPLICATE = (
     "INSERT INTO registry.duplicates (id, case_a_id, case_b_id, score, reasons) "
     "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_a_id, case_b_id) DO UPDATE "
@@ -244,8 +247,21 @@ _UPSERT_DUPLICATE = (
 _APPEND = (
     "INSERT INTO hub.events (id, type, source, subject, actor, audience, correlation_id, "
     "causation_id, data) VALUES ($1::UUID, $2::VARCHAR, $3::VARCHAR, $4::VARCHAR, $5::VARCHAR, "
-    "$6::UUID[], $7::VARCHAR, $8::UUID, $9::JSONB) RETURNING seq, id, tx, type, source, "
-    "subject, time, actor, audience, correlation_id, causation_id, data"
+    "$6::UUID[], $7::VARCHAR, $8::UUID, $9::JSONB) RETURNING hub.events.seq, hub.events.id, "
+    "hub.events.tx, hub.events.type, hub.events.source, hub.events.subject, hub.events.time, "
+    "hub.events.actor, hub.events.audience, hub.events.correlation_id, "
+    "hub.events.causation_id, hub.events.data"
+)
+_STEP_FIELDS = (
+    "id",
+    "key",
+    "service_type",
+    "priority",
+    "delivery",
+    "depends_on",
+    "notes",
+    "status",
+    "status_reason",
 )
 
 
@@ -260,8 +276,9 @@ def _json_default(value: object) -> object:
 
 
 async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
-    """The statements of one intake, in order, in one transaction per case (after the key's
-    look-up, which the service runs in a session of its own)."""
+    """The statements of one intake, in order: the key's look-up in a transaction of its own
+    (as the service looks it up on the request's session and commits before the handler
+    begins), then one transaction per case."""
     import asyncpg
 
     from services.registry import matching
@@ -302,13 +319,18 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
 
     async def one(conn: asyncpg.Connection, body: dict[str, Any]) -> None:
         nonlocal duplicates_found
-        key_row = await conn.fetchrow(_AUTH, digest)
+        async with conn.transaction():
+            key_row = await conn.fetchrow(_AUTH, digest)
         assert key_row is not None
         plan = body["plan"]
         async with conn.transaction():
             area = body["return"]["area_code"]
-            await conn.fetch(_AREA, area)
-            await conn.fetch(_TYPES, *[s["service_type"] for s in plan])
+            step_types = [s["service_type"] for s in plan]
+            known = await conn.fetch(
+                _KNOWN, area, sorted(set(step_types)), owner, body["external_id"]
+            )
+            assert {r["value"] for r in known if r["kind"] != "case"} == {area, *step_types}
+            assert not any(r["kind"] == "case" for r in known)
             settled = settle_steps(
                 [
                     StepDraft(
@@ -322,15 +344,30 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
                     for s in plan
                 ]
             )
-            await conn.fetchval(_EXTERNAL, owner, body["external_id"])
-            number = await conn.fetchval(_NEXTVAL)
+            steps = [
+                {
+                    "id": uuid.uuid4(),
+                    "position": n,
+                    "owner_status": None,
+                    "referral_status": None,
+                    **s,
+                }
+                for n, s in enumerate(settled, start=1)
+            ]
+            statuses = plan_statuses(
+                steps,
+                consent_granted=(body["consent"] or {}).get("referral") == "granted",
+                case_open=True,
+            )
+            for step, (status, reason) in zip(steps, statuses, strict=True):
+                step["status"], step["status_reason"] = status, reason
             case_id = uuid.uuid4()
-            reference = f"{area.split('-', 1)[0]}-{datetime.now(UTC).year}-{number:06d}"
+            prefix = f"{area.split('-', 1)[0].upper()}-{datetime.now(UTC).year}-"
             case = dict(
                 await conn.fetchrow(
                     _INSERT_CASE,
                     case_id,
-                    reference,
+                    prefix,
                     owner,
                     body["external_id"],
                     body["beneficiary"],
@@ -338,57 +375,29 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
                     area,
                     list(body.get("vulnerabilities") or []),
                     body["consent"],
+                    [
+                        {
+                            "id": str(s["id"]),
+                            "position": s["position"],
+                            **{k: s[k] for k in _STEP_FIELDS[1:]},
+                        }
+                        for s in steps
+                    ],
                 )
             )
-            await conn.executemany(
-                _INSERT_STEPS,
-                [
-                    (
-                        uuid.uuid4(),
-                        case_id,
-                        s["key"],
-                        n,
-                        s["service_type"],
-                        s["priority"],
-                        s["delivery"],
-                        s["depends_on"],
-                        s["notes"],
-                        "planned",
-                        None,
-                    )
-                    for n, s in enumerate(settled, start=1)
-                ],
-            )
-            steps = [dict(r) for r in await conn.fetch(_LOAD_STEPS, case_id)]
-            statuses = plan_statuses(
-                steps,
-                consent_granted=(case["consent"] or {}).get("referral") == "granted",
-                case_open=case["status"] == "open",
-            )
-            for step, (status, reason) in zip(steps, statuses, strict=True):
-                if (step["status"], step["status_reason"]) != (status, reason):
-                    await conn.execute(_UPDATE_STEP, status, reason, step["id"])
-                    step["status"], step["status_reason"] = status, reason
             facts = facts_of(case)
             keys = sorted(matching.blocking_keys(facts))
-            await conn.execute(_DELETE_KEYS, case_id)
             if keys:
-                await conn.executemany(_INSERT_KEY, [(case_id, k) for k in keys])
-                candidates = [
-                    r[0]
-                    for r in await conn.fetch(_CANDIDATES, keys, case_id, matching.MAX_CANDIDATES)
-                ]
-                if candidates:
-                    pairs = []
-                    for other in await conn.fetch(_CANDIDATE_ROWS, candidates):
-                        match = matching.score(facts, facts_of(other))
-                        if match is None:
-                            continue
-                        a, b = sorted((case_id, other["id"]), key=str)
-                        pairs.append((uuid.uuid4(), a, b, match.score, list(match.reasons)))
-                    if pairs:
-                        duplicates_found += len(pairs)
-                        await conn.executemany(_UPSERT_DUPLICATE, pairs)
+                pairs = []
+                for other in await conn.fetch(_INDEX, case_id, keys, matching.MAX_CANDIDATES):
+                    match = matching.score(facts, facts_of(other))
+                    if match is None:
+                        continue
+                    a, b = sorted((case_id, other["id"]), key=str)
+                    pairs.append((uuid.uuid4(), a, b, match.score, list(match.reasons)))
+                if pairs:
+                    duplicates_found += len(pairs)
+                    await conn.executemany(_UPSERT_DUPLICATE, pairs)
             snapshot = {
                 "id": case["id"],
                 "reference": case["reference"],
@@ -401,23 +410,7 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
                 "return": case["return_info"],
                 "vulnerabilities": list(case["vulnerabilities"]),
                 "consent": case["consent"],
-                "plan": [
-                    {
-                        k: s[k]
-                        for k in (
-                            "id",
-                            "key",
-                            "service_type",
-                            "priority",
-                            "delivery",
-                            "depends_on",
-                            "notes",
-                            "status",
-                            "status_reason",
-                        )
-                    }
-                    for s in steps
-                ],
+                "plan": [{k: s[k] for k in _STEP_FIELDS} for s in steps],
                 "version": case["version"],
                 "created_at": case["created_at"],
                 "updated_at": case["updated_at"],

@@ -13,14 +13,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, String, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import duplicates_store
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
 from services.registry.tables import (
     access_log,
-    case_reference_seq,
     cases,
     partners,
     plan_steps,
@@ -30,7 +31,7 @@ from shared.auth import Principal
 from shared.errors import Conflict, FieldError, NotFound, Unprocessable
 from shared.eventlog.append import append
 from shared.minimised import LIVE_STATUSES, minimise_case
-from shared.tables import areas, service_types
+from shared.tables import areas
 from shared.versioning import check_version
 
 SOURCE = "/registry"
@@ -118,13 +119,85 @@ async def emit_case_event(
 # --- Validation against the reference data -----------------------------------------------
 
 
-async def _unknown(session: AsyncSession, table: Any, codes: set[str]) -> set[str]:
-    if not codes:
-        return set()
-    found = set(
-        (await session.execute(select(table.c.code).where(table.c.code.in_(codes)))).scalars()
+# The codes a request names that exist, and the owner's case with the external id, if any:
+# one statement for what an intake checks before it writes.
+_KNOWN = text(
+    """
+    SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = :area
+    UNION ALL
+    SELECT 'service_type', code FROM hub.service_types WHERE code = ANY(:types)
+    UNION ALL
+    SELECT 'case', CAST(id AS text) FROM registry.cases
+    WHERE owner_partner_id = :owner AND external_id = :external_id
+    """
+).bindparams(
+    bindparam("area", type_=String),
+    bindparam("types", type_=ARRAY(String)),
+    bindparam("owner", type_=PG_UUID(as_uuid=True)),
+    bindparam("external_id", type_=String),
+)
+
+
+async def _known(
+    session: AsyncSession,
+    *,
+    area_code: str | None,
+    step_types: Sequence[str],
+    owner_id: UUID | None = None,
+    external_id: str | None = None,
+) -> tuple[bool, set[str], UUID | None]:
+    """(area known, known service types, the owner's case with this external id)."""
+    area_known, types, existing = area_code is None, set(), None
+    if area_code is None and not step_types and external_id is None:
+        return area_known, types, existing
+    rows = await session.execute(
+        _KNOWN,
+        {
+            "area": area_code,
+            "types": sorted(set(step_types)),
+            "owner": owner_id,
+            "external_id": external_id if owner_id is not None else None,
+        },
     )
-    return codes - found
+    for kind, value in rows:
+        if kind == "area":
+            area_known = True
+        elif kind == "service_type":
+            types.add(value)
+        else:
+            existing = UUID(value)
+    return area_known, types, existing
+
+
+def _code_errors(
+    *,
+    area_code: str | None,
+    area_known: bool,
+    step_types: Sequence[str],
+    known: set[str],
+    step_prefix: str,
+) -> None:
+    """422 naming each unknown area or service-type code."""
+    errors: list[FieldError] = []
+    if area_code is not None and not area_known:
+        errors.append(
+            FieldError(
+                field="body.return.area_code",
+                message=f"unknown area {area_code!r}",
+                type="unknown_code",
+            )
+        )
+    for index, code in enumerate(step_types):
+        if code not in known:
+            errors.append(
+                FieldError(
+                    field=f"{step_prefix}[{index}].service_type",
+                    message=f"unknown service type {code!r}",
+                    type="unknown_code",
+                )
+            )
+    if errors:
+        raise Unprocessable("Unknown codes.", errors=errors)
 
 
 async def check_case_refs(
@@ -135,27 +208,14 @@ async def check_case_refs(
     step_prefix: str = "body.plan",
 ) -> None:
     """422 naming each unknown area or service-type code."""
-    errors: list[FieldError] = []
-    if area_code is not None and await _unknown(session, areas, {area_code}):
-        errors.append(
-            FieldError(
-                field="body.return.area_code",
-                message=f"unknown area {area_code!r}",
-                type="unknown_code",
-            )
-        )
-    unknown = await _unknown(session, service_types, set(step_types))
-    for index, code in enumerate(step_types):
-        if code in unknown:
-            errors.append(
-                FieldError(
-                    field=f"{step_prefix}[{index}].service_type",
-                    message=f"unknown service type {code!r}",
-                    type="unknown_code",
-                )
-            )
-    if errors:
-        raise Unprocessable("Unknown codes.", errors=errors)
+    area_known, known, _ = await _known(session, area_code=area_code, step_types=step_types)
+    _code_errors(
+        area_code=area_code,
+        area_known=area_known,
+        step_types=step_types,
+        known=known,
+        step_prefix=step_prefix,
+    )
 
 
 def _plan_problem(exc: PlanError) -> Unprocessable:
@@ -230,10 +290,83 @@ async def _insert_steps(
 # --- Create, upsert, update ------------------------------------------------------------
 
 
-async def next_reference(session: AsyncSession, *, area_code: str) -> str:
-    number = (await session.execute(select(case_reference_seq.next_value()))).scalar()
-    country = area_code.split("-", 1)[0].upper()
-    return f"{country}-{datetime.now(UTC).year}-{number:06d}"
+def _reference_prefix(area_code: str) -> str:
+    """A case reference is `<country>-<year>-<number, at least 6 digits>`."""
+    return f"{area_code.split('-', 1)[0].upper()}-{datetime.now(UTC).year}-"
+
+
+_INSERT_CASE = (
+    text(
+        """
+        WITH number AS MATERIALIZED (
+            SELECT CAST(nextval('registry.case_reference_seq') AS text) AS n
+        ),
+        new_case AS (
+            INSERT INTO registry.cases (id, reference, owner_partner_id, external_id,
+                beneficiary, return_info, return_area_code, vulnerabilities, consent)
+            SELECT :id, :prefix || lpad(n, greatest(6, length(n)), '0'), :owner, :external_id,
+                :beneficiary, :return_info, :area, :vulnerabilities, :consent
+            FROM number
+            RETURNING id, reference, owner_partner_id, external_id, beneficiary, return_info,
+                return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
+                version, created_at, updated_at
+        ),
+        new_steps AS (
+            INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
+                priority, delivery, depends_on, notes, status, status_reason)
+            SELECT s.id, new_case.id, s.key, s.position, s.service_type, s.priority,
+                s.delivery, s.depends_on, s.notes, s.status, s.status_reason
+            FROM new_case, jsonb_to_recordset(:steps) AS s(id uuid, key text,
+                position integer, service_type text, priority text, delivery text,
+                depends_on text[], notes text, status text, status_reason text)
+        )
+        SELECT id, reference, owner_partner_id, external_id, beneficiary, return_info,
+            return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
+            version, created_at, updated_at
+        FROM new_case
+        """
+    )
+    .bindparams(
+        bindparam("id", type_=PG_UUID(as_uuid=True)),
+        bindparam("prefix", type_=String),
+        bindparam("owner", type_=PG_UUID(as_uuid=True)),
+        bindparam("external_id", type_=String),
+        bindparam("beneficiary", type_=JSONB),
+        bindparam("return_info", type_=JSONB),
+        bindparam("area", type_=String),
+        bindparam("vulnerabilities", type_=ARRAY(String)),
+        bindparam("consent", type_=JSONB),
+        bindparam("steps", type_=JSONB),
+    )
+    .columns(*cases.c)  # in the table's order, as listed above
+)
+
+
+def _new_steps(
+    settled: Sequence[Mapping[str, Any]], *, consent: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The rows of a new case's steps, with the statuses they start with."""
+    steps = [
+        {
+            "id": uuid.uuid4(),
+            "position": position,
+            "owner_status": None,
+            "referral_id": None,
+            "referral_attempt": None,
+            "referral_version": None,
+            "referral_status": None,
+            "referral_assignee_id": None,
+            "referral_service_id": None,
+            **step,
+        }
+        for position, step in enumerate(settled, start=1)
+    ]
+    statuses = plan_statuses(
+        steps, consent_granted=(consent or {}).get("referral") == "granted", case_open=True
+    )
+    for step, (status, reason) in zip(steps, statuses, strict=True):
+        step["status"], step["status_reason"] = status, reason
+    return steps
 
 
 async def create_case(
@@ -241,55 +374,79 @@ async def create_case(
 ) -> dict[str, Any]:
     """A new case with its plan; its duplicates are looked for in the same transaction."""
     plan = list(body.get("plan") or [])
-    await check_case_refs(
-        session, area_code=body["return"]["area_code"], step_types=[s["service_type"] for s in plan]
+    step_types = [s["service_type"] for s in plan]
+    area_code = body["return"]["area_code"]
+    external_id = body.get("external_id")
+    area_known, known, existing = await _known(
+        session,
+        area_code=area_code,
+        step_types=step_types,
+        owner_id=owner_id,
+        external_id=external_id,
+    )
+    _code_errors(
+        area_code=area_code,
+        area_known=area_known,
+        step_types=step_types,
+        known=known,
+        step_prefix="body.plan",
     )
     try:
         settled = settle_steps(_drafts(plan))
     except PlanError as exc:
         raise _plan_problem(exc) from exc
-    if body.get("external_id") is not None:
-        existing = (
-            await session.execute(
-                select(cases.c.id).where(
-                    cases.c.owner_partner_id == owner_id, cases.c.external_id == body["external_id"]
-                )
-            )
-        ).scalar()
-        if existing is not None:
-            raise Conflict(
-                f"A case with external_id {body['external_id']!r} exists: {existing}. "
-                "Use PUT /cases/by-external-id/{external_id} to update it.",
-                case_id=str(existing),
-            )
-    case_id = uuid.uuid4()
+    if existing is not None:
+        raise Conflict(
+            f"A case with external_id {external_id!r} exists: {existing}. "
+            "Use PUT /cases/by-external-id/{external_id} to update it.",
+            case_id=str(existing),
+        )
+    steps = _new_steps(settled, consent=body["consent"])
     row = (
         (
             await session.execute(
-                insert(cases)
-                .values(
-                    id=case_id,
-                    reference=await next_reference(session, area_code=body["return"]["area_code"]),
-                    owner_partner_id=owner_id,
-                    external_id=body.get("external_id"),
-                    beneficiary=body["beneficiary"],
-                    return_info=body["return"],
-                    return_area_code=body["return"]["area_code"],
-                    vulnerabilities=list(body.get("vulnerabilities") or []),
-                    consent=body["consent"],
-                )
-                .returning(*cases.c)
+                _INSERT_CASE,
+                {
+                    "id": uuid.uuid4(),
+                    "prefix": _reference_prefix(area_code),
+                    "owner": owner_id,
+                    "external_id": external_id,
+                    "beneficiary": body["beneficiary"],
+                    "return_info": body["return"],
+                    "area": area_code,
+                    "vulnerabilities": list(body.get("vulnerabilities") or []),
+                    "consent": body["consent"],
+                    "steps": [
+                        {
+                            "id": str(step["id"]),
+                            **{
+                                name: step[name]
+                                for name in (
+                                    "key",
+                                    "position",
+                                    "service_type",
+                                    "priority",
+                                    "delivery",
+                                    "depends_on",
+                                    "notes",
+                                    "status",
+                                    "status_reason",
+                                )
+                            },
+                        }
+                        for step in steps
+                    ],
+                },
             )
         )
         .mappings()
         .one()
     )
     case = dict(row)
-    await _insert_steps(session, case_id=case_id, settled=settled, first_position=1)
-    steps = await refresh_statuses(
-        session, case=case, steps=await load_steps(session, case_id=case_id)
-    )
-    await duplicates_store.index_case(session, case=case)
+    for step in steps:
+        step["case_id"] = case["id"]
+        step["created_at"] = step["updated_at"] = case["created_at"]
+    await duplicates_store.index_case(session, case=case, new=True)
     return await emit_case_event(
         session, type="case.created", case=case, steps=steps, caller=caller
     )

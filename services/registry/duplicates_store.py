@@ -14,25 +14,47 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Integer, Select, String, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import matching
 from services.registry.tables import cases, duplicate_keys, duplicates
 
-_CANDIDATES = text(
-    """
-    SELECT DISTINCT d.case_id
-    FROM unnest(CAST(:keys AS text[])) AS k(key)
-    CROSS JOIN LATERAL (
-        SELECT case_id FROM registry.duplicate_keys
-        WHERE key = k.key AND case_id <> :case_id
-        ORDER BY case_id
-        LIMIT :cap
-    ) AS d
-    """
-).bindparams(bindparam("case_id"), bindparam("cap"))
+# The case's blocking keys are added and the cases sharing one of them read, at most `cap`
+# per key, in one statement. Its parts see the same snapshot: the keys just added are not
+# among those searched, which excludes the case itself anyway.
+_INDEX = (
+    text(
+        """
+        WITH added AS (
+            INSERT INTO registry.duplicate_keys (case_id, key)
+            SELECT :case_id, k.key FROM unnest(CAST(:keys AS text[])) AS k(key)
+        ),
+        candidates AS (
+            SELECT DISTINCT d.case_id
+            FROM unnest(CAST(:keys AS text[])) AS k(key)
+            CROSS JOIN LATERAL (
+                SELECT case_id FROM registry.duplicate_keys
+                WHERE key = k.key AND case_id <> :case_id
+                ORDER BY case_id
+                LIMIT :cap
+            ) AS d
+        )
+        SELECT c.id, c.beneficiary, c.return_area_code
+        FROM registry.cases AS c JOIN candidates ON c.id = candidates.case_id
+        WHERE coalesce(c.closure_reason, '') <> 'merged'
+        """
+    )
+    .bindparams(
+        bindparam("case_id", type_=PG_UUID(as_uuid=True)),
+        bindparam("keys", type_=ARRAY(String)),
+        bindparam("cap", type_=Integer),
+    )
+    .columns(cases.c.id, cases.c.beneficiary, cases.c.return_area_code)
+)
 
 
 def facts_of(case: Mapping[str, Any]) -> matching.BeneficiaryFacts:
@@ -49,32 +71,19 @@ def facts_of(case: Mapping[str, Any]) -> matching.BeneficiaryFacts:
     )
 
 
-async def index_case(session: AsyncSession, *, case: Mapping[str, Any]) -> int:
-    """(Re)index a case under its blocking keys and record its probable duplicates.
+async def index_case(session: AsyncSession, *, case: Mapping[str, Any], new: bool = False) -> int:
+    """(Re)index a case under its blocking keys and record its probable duplicates; a `new`
+    case, created in this transaction, has no keys to remove first.
 
     Returns how many candidate pairs were recorded or refreshed."""
     facts = facts_of(case)
     keys = sorted(matching.blocking_keys(facts))
-    await session.execute(delete(duplicate_keys).where(duplicate_keys.c.case_id == case["id"]))
+    if not new:
+        await session.execute(delete(duplicate_keys).where(duplicate_keys.c.case_id == case["id"]))
     if not keys:
         return 0
-    await session.execute(
-        insert(duplicate_keys), [{"case_id": case["id"], "key": key} for key in keys]
-    )
-    candidate_ids = list(
-        (
-            await session.execute(
-                _CANDIDATES, {"keys": keys, "case_id": case["id"], "cap": matching.MAX_CANDIDATES}
-            )
-        ).scalars()
-    )
-    if not candidate_ids:
-        return 0
     rows = await session.execute(
-        select(cases.c.id, cases.c.beneficiary, cases.c.return_area_code).where(
-            cases.c.id.in_(candidate_ids),
-            func.coalesce(cases.c.closure_reason, "") != "merged",
-        )
+        _INDEX, {"keys": keys, "case_id": case["id"], "cap": matching.MAX_CANDIDATES}
     )
     pairs = []
     for other in rows.mappings():
