@@ -47,42 +47,47 @@ from shared.settings import Settings
 log = structlog.get_logger("relais.notifications.dispatcher")
 
 PER_ENDPOINT = 10
-CLAIM_WINDOW = 2000  # due deliveries considered per claim, earliest first
 EXCERPT_BYTES = 2048
 RECORD_TRIES = 3  # a batch that met a deadlock is written again, at most this many times
 _TRY_AGAIN = {"40P01", "40001"}  # deadlock, serialization failure: rolled back, safe to retry
 
+# Fair claims: per active endpoint (an index scan of ix_deliveries_due_by_endpoint each, so
+# the cost follows the endpoints, not the backlog) its earliest due deliveries no live lease
+# holds, as many as its in-flight room (live leases, counted on
+# ix_deliveries_leased_by_endpoint); then round-robin across endpoints. The one statement also
+# returns what each send needs: the endpoint (URL, secrets, health) and the event.
 _CLAIM = text(
     """
-    WITH inflight AS (
-        SELECT endpoint_id, count(*) AS n
-        FROM notifications.deliveries
-        WHERE status = 'pending' AND lease_until > now()
-        GROUP BY endpoint_id
+    WITH due AS (
+        SELECT d.id, d.endpoint_id, d.next_attempt_at,
+               row_number() OVER (PARTITION BY d.endpoint_id
+                                  ORDER BY d.next_attempt_at, d.id) AS rn
+        FROM notifications.endpoints e
+        CROSS JOIN LATERAL (
+            SELECT x.id, x.endpoint_id, x.next_attempt_at
+            FROM notifications.deliveries x
+            WHERE x.endpoint_id = e.id
+              AND x.status = 'pending'
+              AND x.next_attempt_at <= now()
+              AND (x.lease_until IS NULL OR x.lease_until <= now())
+            ORDER BY x.next_attempt_at, x.id
+            LIMIT :per_endpoint
+        ) d
+        WHERE e.status = 'active' AND e.partner_active
     ),
-    due AS (
-        -- The earliest due deliveries only: ranking the whole backlog would cost more with
-        -- every pending delivery.
-        SELECT d.id, d.endpoint_id, d.next_attempt_at
-        FROM notifications.deliveries d
-        JOIN notifications.endpoints e ON e.id = d.endpoint_id
-        WHERE d.status = 'pending'
-          AND d.next_attempt_at <= now()
-          AND (d.lease_until IS NULL OR d.lease_until <= now())
-          AND e.status = 'active' AND e.partner_active
-        ORDER BY d.next_attempt_at
-        LIMIT :window
-    ),
-    ranked AS (
-        SELECT id, endpoint_id, next_attempt_at,
-               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS rn
-        FROM due
+    inflight AS (
+        SELECT f.endpoint_id, count(*) AS n
+        FROM notifications.deliveries f
+        WHERE f.endpoint_id IN (SELECT DISTINCT endpoint_id FROM due)
+          AND f.status = 'pending'
+          AND f.lease_until > now()
+        GROUP BY f.endpoint_id
     ),
     picked AS (
-        SELECT r.id
-        FROM ranked r LEFT JOIN inflight i ON i.endpoint_id = r.endpoint_id
-        WHERE r.rn <= :per_endpoint - COALESCE(i.n, 0)
-        ORDER BY r.rn, r.next_attempt_at, r.id
+        SELECT due.id
+        FROM due LEFT JOIN inflight i ON i.endpoint_id = due.endpoint_id
+        WHERE due.rn <= :per_endpoint - COALESCE(i.n, 0)
+        ORDER BY due.rn, due.next_attempt_at, due.id
         LIMIT :limit
     ),
     locked AS (
@@ -91,12 +96,21 @@ _CLAIM = text(
           AND d.status = 'pending'
           AND (d.lease_until IS NULL OR d.lease_until <= now())
         FOR UPDATE SKIP LOCKED
+    ),
+    claimed AS (
+        UPDATE notifications.deliveries d
+        SET lease_until = now() + make_interval(secs => :lease_seconds)
+        FROM locked
+        WHERE d.id = locked.id
+        RETURNING d.id, d.endpoint_id, d.event_seq, d.attempt_count, d.lease_until
     )
-    UPDATE notifications.deliveries d
-    SET lease_until = now() + make_interval(secs => :lease_seconds)
-    FROM locked
-    WHERE d.id = locked.id
-    RETURNING d.id, d.endpoint_id, d.event_id, d.event_seq, d.attempt_count, d.lease_until
+    SELECT c.id, c.endpoint_id, c.attempt_count, c.lease_until,
+           e.url, e.secrets, e.failing_since,
+           ev.seq, ev.id AS event_id, ev.tx, ev.type, ev.source, ev.subject, ev.time, ev.actor,
+           ev.audience, ev.correlation_id, ev.causation_id, ev.data
+    FROM claimed c
+    JOIN notifications.endpoints e ON e.id = c.endpoint_id
+    JOIN hub.events ev ON ev.seq = c.event_seq
     """
 )
 
@@ -261,7 +275,6 @@ class Dispatcher:
                         {
                             "per_endpoint": PER_ENDPOINT,
                             "limit": limit,
-                            "window": CLAIM_WINDOW,
                             "lease_seconds": self.lease_seconds,
                         },
                     )
@@ -269,46 +282,28 @@ class Dispatcher:
                 .mappings()
                 .all()
             )
-            if not rows:
-                return []
-            # What each send needs: the endpoint (URL, secrets) and the event itself.
-            endpoint_rows = (
-                (
-                    await session.execute(
-                        text(
-                            "SELECT id, url, secrets, failing_since FROM notifications.endpoints "
-                            "WHERE id = ANY(:ids)"
-                        ),
-                        {"ids": list({r["endpoint_id"] for r in rows})},
-                    )
-                )
-                .mappings()
-                .all()
+        endpoints_by_id: dict[UUID, dict[str, Any]] = {}
+        claimed = []
+        for r in rows:
+            endpoint = endpoints_by_id.get(r["endpoint_id"])
+            if endpoint is None:
+                endpoint = endpoints_by_id[r["endpoint_id"]] = {
+                    "id": r["endpoint_id"],
+                    "url": r["url"],
+                    "secrets": r["secrets"],
+                    "failing_since": r["failing_since"],
+                }
+            claimed.append(
+                {
+                    "id": r["id"],
+                    "endpoint_id": r["endpoint_id"],
+                    "attempt_count": r["attempt_count"],
+                    "lease_until": r["lease_until"],
+                    "endpoint": endpoint,
+                    "event": Event.from_row({**r, "id": r["event_id"]}),
+                }
             )
-            event_rows = (
-                (
-                    await session.execute(
-                        text(
-                            "SELECT seq, id, tx, type, source, subject, time, actor, audience, "
-                            "correlation_id, causation_id, data FROM hub.events "
-                            "WHERE seq = ANY(:seqs)"
-                        ),
-                        {"seqs": list({r["event_seq"] for r in rows})},
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        endpoints_by_id = {e["id"]: dict(e) for e in endpoint_rows}
-        events_by_seq = {e["seq"]: Event.from_row(e) for e in event_rows}
-        return [
-            {
-                **dict(r),
-                "endpoint": endpoints_by_id[r["endpoint_id"]],
-                "event": events_by_seq[r["event_seq"]],
-            }
-            for r in rows
-        ]
+        return claimed
 
     def _start(self, client: httpx.AsyncClient, claimed, wake: asyncio.Event) -> None:
         def finished(task: asyncio.Task[None]) -> None:

@@ -73,7 +73,20 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
     UniqueConstraint("endpoint_id", "event_id"),
-    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    # The dispatcher's claim, per endpoint: its due deliveries in order, and its live leases.
+    Index(
+        "ix_deliveries_due_by_endpoint",
+        "endpoint_id",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "ix_deliveries_leased_by_endpoint",
+        "endpoint_id",
+        "lease_until",
+        postgresql_where=text("status = 'pending' AND lease_until IS NOT NULL"),
+    ),
     Index("ix_deliveries_endpoint_id_created_at_id", "endpoint_id", "created_at", "id"),
     Index("ix_deliveries_partner_id_created_at_id", "partner_id", "created_at", "id"),
     Index("ix_deliveries_created_at_id", "created_at", "id"),
