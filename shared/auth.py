@@ -129,7 +129,8 @@ _TOUCH = (
 )
 
 
-def _plausible(presented: str) -> bool:
+def plausible(presented: str) -> bool:
+    """Whether a presented key could be one: worth a look-up."""
     return presented.startswith(KEY_PREFIX) and len(presented) <= 200
 
 
@@ -140,7 +141,7 @@ async def look_up(session: AsyncSession, presented: str) -> Principal | None:
     caller commits it, which also writes `last_used_at` when it was due (at most once a
     minute per key).
     """
-    if not _plausible(presented):
+    if not plausible(presented):
         return None
     digest = hash_key(presented)
     row = (await session.execute(_LOOK_UP, {"digest": digest})).one_or_none()
@@ -160,7 +161,7 @@ async def authenticate(
 ) -> Principal | None:
     """`look_up` in a session of its own, committed at once (for callers outside a request's
     dependencies, such as the idempotency middleware)."""
-    if not _plausible(presented):
+    if not plausible(presented):
         return None
     async with sessionmaker() as session:
         principal = await look_up(session, presented)

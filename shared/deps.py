@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.auth import Principal, look_up
+from shared.auth import Principal, look_up, plausible
 from shared.errors import Forbidden, Unauthorized
 
 bearer_scheme = HTTPBearer(
@@ -37,13 +37,16 @@ async def get_caller(
     """The authenticated caller; 401 without a valid, unrevoked key of an active partner.
 
     The key is looked up on the request's own session (FastAPI gives the handler the same
-    one), in a short transaction committed here, so that the handler opens its own with
-    `session.begin()`; the session's connection goes back to the pool in between.
+    one), on its connection in autocommit mode: one round trip, no transaction left open, so
+    that the handler begins its own with `session.begin()` (the connection goes back to the
+    pool in between, its isolation level reset).
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
-    principal = await look_up(session, credentials.credentials)
-    if session.in_transaction():
+    principal = None
+    if plausible(credentials.credentials):
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        principal = await look_up(session, credentials.credentials)
         await session.commit()  # on an error, closing the session rolls it back
     if principal is None:
         raise Unauthorized("The API key is unknown, revoked, or its partner is inactive.")
