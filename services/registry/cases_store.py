@@ -13,15 +13,25 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, String, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import (
+    Select,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import duplicates_store
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
 from services.registry.tables import (
-    access_log,
     cases,
     partners,
     plan_steps,
@@ -732,6 +742,23 @@ async def minimised_for(
     )
 
 
+# One row per case read, in the order given, in one statement whatever their number.
+_RECORD_ACCESS = text(
+    """
+    INSERT INTO registry.access_log (case_id, partner_id, key_id, view, route)
+    SELECT read.case_id, :partner_id, :key_id, :view, :route
+    FROM unnest(:case_ids) WITH ORDINALITY AS read(case_id, n)
+    ORDER BY read.n
+    """
+).bindparams(
+    bindparam("case_ids", type_=ARRAY(PG_UUID(as_uuid=True))),
+    bindparam("partner_id", type_=PG_UUID(as_uuid=True)),
+    bindparam("key_id", type_=PG_UUID(as_uuid=True)),
+    bindparam("view", type_=String),
+    bindparam("route", type_=String),
+)
+
+
 async def record_access(
     session: AsyncSession,
     *,
@@ -740,21 +767,45 @@ async def record_access(
     view: str,
     route: str,
 ) -> None:
+    """Record in the access log (SPEC 9) that the caller's key read these cases."""
     if not case_ids:
         return
     await session.execute(
-        insert(access_log),
-        [
-            {
-                "case_id": case_id,
-                "partner_id": caller.partner_id,
-                "key_id": caller.key_id,
-                "view": view,
-                "route": route,
-            }
-            for case_id in case_ids
-        ],
+        _RECORD_ACCESS,
+        {
+            "case_ids": list(case_ids),
+            "partner_id": caller.partner_id,
+            "key_id": caller.key_id,
+            "view": view,
+            "route": route,
+        },
     )
+
+
+# Each case's plan as a JSON array (the steps' `STEP_FIELDS`, in plan order), read with the
+# case: no second query, no step rows to convert one by one.
+_PLAN = type_coerce(
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        *(
+                            part
+                            for name in STEP_FIELDS
+                            for part in (literal_column(f"'{name}'"), plan_steps.c[name])
+                        )
+                    ),
+                    plan_steps.c.position,
+                )
+            ),
+            literal_column("'[]'::json"),
+        )
+    )
+    .where(plan_steps.c.case_id == cases.c.id)
+    .scalar_subquery(),
+    JSON,
+).label("plan")
 
 
 def cases_query(
@@ -765,7 +816,8 @@ def cases_query(
     updated_since: datetime | None,
     commit_margin: timedelta,
 ) -> Select:
-    query = select(cases)
+    """The cases a caller may list, each with its plan (`plan`, as JSON)."""
+    query = select(cases, _PLAN)
     if not caller.is_admin:
         query = query.where(cases.c.owner_partner_id == caller.partner_id)
     if status is not None:
@@ -778,22 +830,6 @@ def cases_query(
         # after `updated_since` may carry an earlier time, up to a transaction's length.
         query = query.where(cases.c.updated_at >= updated_since - commit_margin)
     return query
-
-
-async def steps_by_case(
-    session: AsyncSession, *, case_ids: Sequence[UUID]
-) -> dict[UUID, list[dict]]:
-    result: dict[UUID, list[dict]] = {case_id: [] for case_id in case_ids}
-    if not case_ids:
-        return result
-    rows = await session.execute(
-        select(plan_steps)
-        .where(plan_steps.c.case_id.in_(case_ids))
-        .order_by(plan_steps.c.case_id, plan_steps.c.position)
-    )
-    for row in rows.mappings():
-        result[row["case_id"]].append(dict(row))
-    return result
 
 
 def expect(case: Mapping[str, Any], expected_version: int | None) -> None:
