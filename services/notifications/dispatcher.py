@@ -27,10 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import httpx
 import structlog
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import TextClause, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import store
@@ -202,11 +203,12 @@ class Dispatcher:
     max_in_flight: int = 256
     batch_size: int = 128
     record_batch: int = 100  # results written by one statement at most
-    record_delay: float = 0.003  # seconds a result waits for others to share its batch
+    record_delay: float = 0.005  # seconds a result may wait for others to share its batch
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _results: list[Result] = field(default_factory=list, init=False)
     _results_ready: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _batch_full: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _flush: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _sending: int = field(default=0, init=False)  # deliveries claimed and not yet answered
     _closing: bool = field(default=False, init=False)
 
     @property
@@ -261,27 +263,19 @@ class Dispatcher:
                         )
                     self._closing = True  # write what is left, then stop
                     self._results_ready.set()
-                    self._batch_full.set()
+                    self._flush.set()
                     await asyncio.wait([recorder], timeout=10)
                 finally:
                     recorder.cancel()
 
     async def claim(self, sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> list[Any]:
-        async with sessionmaker() as session, session.begin():
-            rows = (
-                (
-                    await session.execute(
-                        _CLAIM,
-                        {
-                            "per_endpoint": PER_ENDPOINT,
-                            "limit": limit,
-                            "lease_seconds": self.lease_seconds,
-                        },
-                    )
-                )
-                .mappings()
-                .all()
-            )
+        rows = await _fetch(
+            sessionmaker,
+            _CLAIM,
+            per_endpoint=PER_ENDPOINT,
+            limit=limit,
+            lease_seconds=self.lease_seconds,
+        )
         endpoints_by_id: dict[UUID, dict[str, Any]] = {}
         claimed = []
         for r in rows:
@@ -311,13 +305,17 @@ class Dispatcher:
             wake.set()  # a slot is free, and its endpoint may have more due
 
         for item in claimed:
+            self._sending += 1
             task = asyncio.create_task(self._deliver(client, item))
             self._in_flight.add(task)
             task.add_done_callback(finished)
 
     async def _deliver(self, client: httpx.AsyncClient, item: dict[str, Any]) -> None:
         try:
-            outcome = await self.send(client, item)
+            try:
+                outcome = await self.send(client, item)
+            finally:
+                self._sending -= 1
             await self._submit(item, outcome)
         except asyncio.CancelledError:
             raise
@@ -377,13 +375,13 @@ class Dispatcher:
         done: asyncio.Future[None] = loop.create_future()
         self._results.append(Result(item, outcome, datetime.now(UTC), loop.time(), done))
         self._results_ready.set()
-        if len(self._results) >= self.record_batch:
-            self._batch_full.set()
+        if len(self._results) >= self.record_batch or self._sending == 0:
+            self._flush.set()  # full, or no other answer is on its way
         await done
 
     async def _record_loop(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        """Write the results in batches: when `record_batch` are waiting, or when the oldest
-        has waited `record_delay`, or at once while closing."""
+        """Write the results in batches: when `record_batch` are waiting, when no other send
+        is under way, when the oldest has waited `record_delay`, or at once while closing."""
         loop = asyncio.get_running_loop()
         while True:
             if not self._results:
@@ -393,10 +391,15 @@ class Dispatcher:
                 await self._results_ready.wait()
                 continue
             wait = self._results[0].queued_at + self.record_delay - loop.time()
-            if wait > 0 and len(self._results) < self.record_batch and not self._closing:
-                self._batch_full.clear()
+            if (
+                wait > 0
+                and len(self._results) < self.record_batch
+                and self._sending > 0
+                and not self._closing
+            ):
+                self._flush.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), wait)
+                    await asyncio.wait_for(self._flush.wait(), wait)
             batch = self._results[: self.record_batch]
             del self._results[: len(batch)]
             try:
@@ -417,24 +420,31 @@ class Dispatcher:
 
     async def record(self, sessionmaker, batch: list[Result]) -> None:
         """The attempts, the deliveries' next states and the endpoints' health of a batch of
-        results, in one statement and one transaction (a deadlock with another writer is
-        tried again: it rolled everything back)."""
+        results, in one statement. When the batch may disable an endpoint (a 410, or a failure
+        of an endpoint that was failing at claim time) the disabling shares its transaction.
+        A deadlock with another writer rolled everything back: the batch is written again."""
         params, health = self._batch_params(batch)
+        may_disable = any(h.gone or (h.was_failing and h.failed_at) for h in health.values())
         for attempt in range(1, RECORD_TRIES + 1):
             try:
-                async with sessionmaker() as session, session.begin():
-                    rows = (await session.execute(_RECORD, params)).all()
-                    superseded = [r.id for r in rows if r.kind == "superseded"]
-                    failing = {r.id: r.failing_since for r in rows if r.kind == "endpoint"}
-                    for endpoint_id, reason in self._to_disable(health, failing).items():
-                        await store.disable_endpoint(
-                            session, endpoint_id=endpoint_id, reason=reason
-                        )
+                if may_disable:
+                    async with sessionmaker() as session, session.begin():
+                        rows = (await session.execute(_RECORD, params)).mappings().all()
+                        failing = {
+                            r["id"]: r["failing_since"] for r in rows if r["kind"] == "endpoint"
+                        }
+                        for endpoint_id, reason in self._to_disable(health, failing).items():
+                            await store.disable_endpoint(
+                                session, endpoint_id=endpoint_id, reason=reason
+                            )
+                else:
+                    rows = await _fetch(sessionmaker, _RECORD, **params)
                 break
-            except DBAPIError as exc:
+            except Exception as exc:
                 if attempt == RECORD_TRIES or _sqlstate(exc) not in _TRY_AGAIN:
                     raise
                 await asyncio.sleep(0.05 * attempt)
+        superseded = [r["id"] for r in rows if r["kind"] == "superseded"]
         if superseded:
             # The lease ran out and another claim took the delivery: its state is that claim's
             # to record; the attempt stays in the history.
@@ -458,10 +468,9 @@ class Dispatcher:
             error = outcome.error
             if outcome.status_code is not None and not outcome.succeeded:
                 error = f"HTTP {outcome.status_code}"
-            endpoint = health.setdefault(
-                item["endpoint_id"],
-                _Health(was_failing=item["endpoint"]["failing_since"] is not None),
-            )
+            endpoint = health.setdefault(item["endpoint_id"], _Health())
+            if item["endpoint"]["failing_since"] is not None:
+                endpoint.was_failing = True
             next_attempt_at: datetime | None = None
             if outcome.succeeded:
                 status = "succeeded"
@@ -540,15 +549,43 @@ class Result:
 
 @dataclass(slots=True)
 class _Health:
-    was_failing: bool  # failing_since was set when the delivery was claimed
+    was_failing: bool = False  # failing_since was set when one of its deliveries was claimed
     reset: bool = False  # a success in the batch: failing_since starts again from failed_at
     failed_at: datetime | None = None  # the first failure after the batch's last success
     last_failure: datetime | None = None
     gone: bool = False  # a 410
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    return getattr(exc.orig, "sqlstate", None)
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of an asyncpg error, raw or wrapped by SQLAlchemy."""
+    return getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+_ASYNCPG = asyncpg_dialect()
+_POSITIONAL: dict[TextClause, tuple[str, tuple[str, ...]]] = {}
+
+
+async def _fetch(
+    sessionmaker: async_sessionmaker[AsyncSession], statement: TextClause, **params: Any
+) -> list[Any]:
+    """Run one statement on its own (it commits alone: atomic, one round trip) straight on a
+    pooled asyncpg connection, without a session, a BEGIN or a COMMIT. The hot paths of the
+    dispatcher (claims and most records) are single statements."""
+    if statement not in _POSITIONAL:
+        compiled = statement.compile(dialect=_ASYNCPG)
+        _POSITIONAL[statement] = (compiled.string, tuple(compiled.positiontup or ()))
+    sql, names = _POSITIONAL[statement]
+    engine = sessionmaker.kw["bind"]
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        try:
+            return await driver.fetch(sql, *(params[name] for name in names))
+        except Exception as exc:
+            # A connection that failed other than by an error of PostgreSQL's goes out of the
+            # pool, as SQLAlchemy does for the statements it runs itself.
+            if driver.is_closed() or not isinstance(exc, asyncpg.PostgresError):
+                await connection.invalidate()
+            raise
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:

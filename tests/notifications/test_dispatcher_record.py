@@ -234,3 +234,76 @@ async def test_a_success_leaves_a_healthy_endpoint_untouched(settings):
         assert after[0]["failing_since"] is None
     finally:
         await engine.dispose()
+
+
+async def test_a_batch_that_disables_nothing_is_one_statement_and_lands_the_same(settings):
+    settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    now = datetime.now(UTC)
+    try:
+        async with sessionmaker() as session, session.begin():
+            healthy = await _endpoint(session)
+            recovering = await _endpoint(session, failing_since=now - timedelta(days=1))
+            taken = await _endpoint(session)
+            d = {
+                "ok": await _delivery(session, healthy),
+                "500": await _delivery(session, healthy),
+                "503": await _delivery(session, recovering),
+                "ok_after": await _delivery(session, recovering),
+                "late": await _delivery(session, taken),
+            }
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
+                    "WHERE id = :id"
+                ),
+                {"id": d["late"]},
+            )
+        at = datetime.now(UTC)
+        outcomes = {
+            "ok": Outcome(status_code=200, excerpt="fine", latency_ms=3),
+            "500": Outcome(status_code=500, excerpt="answered 500", latency_ms=4),
+            "503": Outcome(status_code=503, latency_ms=6, retry_after="120"),
+            "ok_after": Outcome(status_code=204, excerpt="", latency_ms=7),
+            "late": Outcome(status_code=200, excerpt="late", latency_ms=9),
+        }
+        batch = [
+            Result(claimed[d[name]], outcome, at + timedelta(milliseconds=i))
+            for i, (name, outcome) in enumerate(outcomes.items())
+        ]
+        await dispatcher.record(sessionmaker, batch)
+
+        async with sessionmaker() as session:
+            rows = await _rows(session, "SELECT * FROM notifications.deliveries")
+            deliveries = {r["id"]: r for r in rows}
+            endpoints = {
+                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.endpoints")
+            }
+            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+
+        def state(name: str) -> tuple:
+            row = deliveries[d[name]]
+            return row["status"], row["attempt_count"], row["last_status_code"], row["last_error"]
+
+        assert state("ok") == ("succeeded", 1, 200, None)
+        assert state("500") == ("pending", 1, 500, "HTTP 500")
+        retry_in = deliveries[d["500"]]["next_attempt_at"] - batch[1].at
+        assert timedelta(seconds=48) <= retry_in <= timedelta(seconds=72)
+        assert state("503") == ("pending", 1, 503, "HTTP 503")
+        assert deliveries[d["503"]]["next_attempt_at"] - batch[2].at == timedelta(seconds=120)
+        assert state("ok_after") == ("succeeded", 1, 204, None)
+        assert state("late") == ("pending", 0, None, None)
+        assert all(
+            deliveries[d[name]]["lease_until"] is None for name in ("ok", "500", "503", "ok_after")
+        )
+        assert endpoints[healthy]["failing_since"] == batch[1].at
+        assert endpoints[recovering]["failing_since"] is None
+        assert all(e["status"] == "active" for e in endpoints.values())
+        assert [a["delivery_id"] for a in attempts] == [r.item["id"] for r in batch]
+        assert attempts[1]["response_excerpt"] == "answered 500"
+    finally:
+        await engine.dispose()
