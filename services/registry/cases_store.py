@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.registry import duplicates_store
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
 from services.registry.tables import (
+    access_log,
     cases,
     partners,
     plan_steps,
@@ -780,6 +781,43 @@ async def record_access(
             "route": route,
         },
     )
+
+
+_ACCESS_COLUMNS = ["case_id", "partner_id", "key_id", "view", "route"]
+
+
+async def read_page_and_record(
+    session: AsyncSession,
+    *,
+    query: Select,
+    limit: int,
+    caller: Principal,
+    route: str,
+) -> Sequence[Any]:
+    """The rows of a keyset page of cases (`query` orders them by `updated_at, id` and fetches
+    `limit` + 1), the first `limit` of them recorded in the access log as listed by the caller
+    (SPEC 9), in one statement: the read and its record succeed or fail together, in one round
+    trip, and need no transaction around them."""
+    page = query.cte("page")
+    logged = (
+        insert(access_log)
+        .from_select(
+            _ACCESS_COLUMNS,
+            select(
+                page.c.id,
+                bindparam("log_partner_id", caller.partner_id, type_=PG_UUID(as_uuid=True)),
+                bindparam("log_key_id", caller.key_id, type_=PG_UUID(as_uuid=True)),
+                bindparam("log_view", "list", type_=String),
+                bindparam("log_route", route, type_=String),
+            )
+            .order_by(page.c.updated_at, page.c.id)
+            .limit(limit),
+        )
+        .cte("logged")
+    )
+    statement = select(page).add_cte(logged).order_by(page.c.updated_at, page.c.id)
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return (await session.execute(statement)).mappings().all()
 
 
 # Each case's plan as a JSON array (the steps' `STEP_FIELDS`, in plan order), read with the

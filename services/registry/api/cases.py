@@ -302,13 +302,12 @@ async def list_cases(
         parse=[parse_time, UUID],
     )
     async with session.begin():
-        rows = (await session.execute(query)).mappings().all()
-        items, next_cursor = page_of(
-            rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
+        rows = await store.read_page_and_record(
+            session, query=query, limit=limit, caller=caller, route="/cases"
         )
-        await store.record_access(
-            session, case_ids=[r["id"] for r in items], caller=caller, view="list", route="/cases"
-        )
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
+    )
     # Validated once against the documented model and serialised once: returned as a
     # Response, the page is not validated again against `response_model`.
     page = CASE_PAGE.validate_python(
