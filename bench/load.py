@@ -276,9 +276,9 @@ def _json_default(value: object) -> object:
 
 
 async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
-    """The statements of one intake, in order: the key's look-up in a transaction of its own
-    (as the service looks it up on the request's session and commits before the handler
-    begins), then one transaction per case."""
+    """The statements of one intake, in order: the key's look-up outside a transaction (the
+    service runs it on the request's connection in autocommit mode), then one transaction per
+    case."""
     import asyncpg
 
     from services.registry import matching
@@ -319,8 +319,7 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
 
     async def one(conn: asyncpg.Connection, body: dict[str, Any]) -> None:
         nonlocal duplicates_found
-        async with conn.transaction():
-            key_row = await conn.fetchrow(_AUTH, digest)
+        key_row = await conn.fetchrow(_AUTH, digest)
         assert key_row is not None
         plan = body["plan"]
         async with conn.transaction():
