@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.tables import api_keys
 
 KEY_PREFIX = "rk_"
+# A look-up is one statement (two, once a minute per key): no transaction around it.
+AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 Role = Literal["admin", "partner"]
@@ -137,9 +139,9 @@ def plausible(presented: str) -> bool:
 async def look_up(session: AsyncSession, presented: str) -> Principal | None:
     """The principal of a presented key, or None for an unknown, revoked or disabled one.
 
-    Runs in the session's transaction (autobegun when there is none) and leaves it open: the
-    caller commits it, which also writes `last_used_at` when it was due (at most once a
-    minute per key).
+    Runs on the session's connection and leaves the session's transaction to the caller to
+    end; `last_used_at` is written when it was due (at most once a minute per key), at once
+    on a connection in autocommit mode (`AUTOCOMMIT`), else when the caller commits.
     """
     if not plausible(presented):
         return None
@@ -159,12 +161,12 @@ async def look_up(session: AsyncSession, presented: str) -> Principal | None:
 async def authenticate(
     sessionmaker: async_sessionmaker[AsyncSession], presented: str
 ) -> Principal | None:
-    """`look_up` in a session of its own, committed at once (for callers outside a request's
+    """`look_up` in a session of its own, in autocommit mode (for callers outside a request's
     dependencies, such as the idempotency middleware)."""
     if not plausible(presented):
         return None
     async with sessionmaker() as session:
+        await session.connection(execution_options=AUTOCOMMIT)
         principal = await look_up(session, presented)
-        if principal is not None:
-            await session.commit()
+        await session.commit()
     return principal

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.auth import Principal, look_up, plausible
+from shared.auth import AUTOCOMMIT, Principal, look_up, plausible
 from shared.errors import Forbidden, Unauthorized
 
 bearer_scheme = HTTPBearer(
@@ -45,7 +45,7 @@ async def get_caller(
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
     principal = None
     if plausible(credentials.credentials):
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        await session.connection(execution_options=AUTOCOMMIT)
         principal = await look_up(session, credentials.credentials)
         await session.commit()  # on an error, closing the session rolls it back
     if principal is None:

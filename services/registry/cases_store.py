@@ -38,7 +38,7 @@ from services.registry.tables import (
     plan_steps,
     services,
 )
-from shared.auth import Principal
+from shared.auth import AUTOCOMMIT, Principal
 from shared.errors import Conflict, FieldError, NotFound, Unprocessable
 from shared.eventlog.append import append
 from shared.minimised import LIVE_STATUSES, minimise_case
@@ -816,7 +816,7 @@ async def read_page_and_record(
         .cte("logged")
     )
     statement = select(page).add_cte(logged).order_by(page.c.updated_at, page.c.id)
-    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    await session.connection(execution_options=AUTOCOMMIT)
     return (await session.execute(statement)).mappings().all()
 
 
