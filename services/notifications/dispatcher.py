@@ -1,7 +1,7 @@
 """The dispatcher: claims due deliveries, sends them, records every attempt (SPEC 8).
 
-- Claims are short transactions: `FOR UPDATE SKIP LOCKED` picks due deliveries and sets a
-  lease, then commits; nothing holds a transaction open while a webhook is sent. A
+- A claim is one statement: `FOR UPDATE SKIP LOCKED` picks due deliveries and sets a
+  lease, and it commits at once; nothing holds a transaction open while a webhook is sent. A
   dispatcher that dies leaves leases that expire, and its deliveries are sent again (with
   the same `webhook-id`): deliveries are at-least-once.
 - Results are recorded in batches: a finished send waits a few milliseconds for others, then
