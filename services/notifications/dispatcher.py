@@ -24,6 +24,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from uuid import UUID
 
@@ -182,6 +183,12 @@ _RECORD = text(
 )
 
 
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: a receiver's `Set-Cookie` is never sent back, to it
+    or to anyone (webhooks carry no session state)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 @dataclass
 class Outcome:
     status_code: int | None = None
@@ -228,7 +235,11 @@ class Dispatcher:
         self._closing = False
         recorder = asyncio.create_task(self._record_loop(sessionmaker))
         async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, trust_env=False, follow_redirects=False
+            timeout=timeout,
+            limits=limits,
+            trust_env=False,
+            follow_redirects=False,
+            cookies=no_cookies(),
         ) as client:
             try:
                 while not stop.is_set():

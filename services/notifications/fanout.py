@@ -1,7 +1,10 @@
 """Fan-out: each event becomes one delivery per endpoint that may and wants to receive it.
 
 An endpoint receives an event when its partner is in the event's audience (an admin's
-endpoint: every event) and one of its `event_types` patterns matches (`*` wildcards).
+endpoint: every event), one of its `event_types` patterns matches (`*` wildcards), and the
+event happened after the endpoint was registered (its `time` is not before the endpoint's
+`created_at`): a fan-out catching up after a pause does not send a new endpoint what came
+before it; the feed has those.
 `endpoint.test` goes only to the endpoint it names. A disabled endpoint gets its deliveries
 recorded as failed ("endpoint disabled"), so that `recover` can send them later: nothing is
 dropped silently. A paused endpoint (inactive partner) gets pending deliveries that wait.
@@ -40,6 +43,8 @@ def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str
     for endpoint in candidates:
         if endpoint["partner_id"] is not None and endpoint["partner_id"] not in audience:
             continue
+        if event.time < endpoint["created_at"]:
+            continue
         if event.type.startswith("endpoint.") and str(endpoint["id"]) == str(event.data.get("id")):
             continue  # an endpoint is not told of its own disabling: its partner's others are
         if wants(endpoint["event_types"], event.type):
@@ -65,6 +70,7 @@ async def fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
                     endpoints.c.partner_id,
                     endpoints.c.event_types,
                     endpoints.c.status,
+                    endpoints.c.created_at,
                 ).where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(partners)))
             )
         )

@@ -325,3 +325,57 @@ async def test_the_feed_holds_a_partners_own_events_and_long_polls(settings):
             "/feed", params={"after": "nope"}, headers=bearer(owner["key"])
         )
         assert bad.status_code == 422
+
+
+async def test_a_receivers_cookie_is_never_sent_back(settings):
+    receiver = Receiver(respond=lambda _got: (200, {"set-cookie": "session=abc; Path=/"}))
+    await receiver.start()
+    try:
+        async with running_hub(settings) as hub:
+            partner = await hub.partner("ONG Sabou")
+            endpoint = await _endpoint(hub.notifications, partner["key"], receiver.url)
+            for _ in range(2):
+                response = await hub.notifications.post(
+                    f"/endpoints/{endpoint['id']}/test", headers=bearer(partner["key"])
+                )
+                assert response.status_code in (200, 202), response.text
+            await eventually(lambda: asyncio.sleep(0, len(receiver.requests) >= 2))
+            assert all("cookie" not in r.headers for r in receiver.requests)
+    finally:
+        await receiver.stop()
+
+
+async def test_an_endpoint_gets_what_happens_after_its_registration_even_when_fan_out_lags(
+    settings,
+):
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        # The fan-out is not running while the partner is created and the endpoint registered.
+        async with running_hub(settings, run_workers=False) as hub:
+            partner = await hub.partner("ONG Sabou")
+            endpoint = await _endpoint(hub.notifications, partner["key"], receiver.url)
+            renamed = await hub.registry.patch(
+                f"/partners/{partner['id']}",
+                json={"name": "ONG Sabou Mali"},
+                headers=bearer(hub.admin),
+            )
+            assert renamed.status_code == 200, renamed.text
+            workers = settings.model_copy(
+                update={"run_workers": True, "poll_interval_seconds": 0.2}
+            )
+            async with running(notifications_app(workers)):
+                await eventually(lambda: asyncio.sleep(0, len(receiver.requests) >= 1))
+                await asyncio.sleep(1.0)  # time for anything else to arrive
+            types = [json.loads(r.body)["type"] for r in receiver.requests]
+            assert types == ["partner.updated"]
+            page = (
+                await hub.notifications.get(
+                    "/deliveries",
+                    params={"endpoint_id": endpoint["id"]},
+                    headers=bearer(partner["key"]),
+                )
+            ).json()
+            assert [d["event_type"] for d in page["items"]] == ["partner.updated"]
+    finally:
+        await receiver.stop()
