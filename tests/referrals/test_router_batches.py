@@ -4,12 +4,13 @@ minimised case and history its events carry, and the loads that spread a batch's
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import text
 
-from services.referrals import router
+from services.referrals import projections, router
 from services.referrals.app import create_app as referrals_app
+from shared.db import create_engine, create_sessionmaker
 from tests.conftest import running
 from tests.factories import bearer
 from tests.hub import eventually, running_hub
@@ -197,3 +198,66 @@ async def test_service_loads_follow_every_transition_and_survive_folding(setting
             ).scalar()
         assert left == 0
         assert await _loads(hub, "economic.vocational_training") == (read, counted)
+
+
+def _snapshot(case_id, step_ids, version: int, resolved: dict | None = None, **fields) -> dict:
+    resolved = resolved or {}
+    return {
+        "id": str(case_id),
+        "reference": "CNRM-2026-000001",
+        "owner_partner_id": str(uuid4()) if "owner" not in fields else fields["owner"],
+        "status": fields.get("status", "open"),
+        "consent": {"referral": "granted"},
+        "beneficiary": {"given_name": "Aminata", "sex": "female"},
+        "return": {"area_code": "ML-BKO-03"},
+        "vulnerabilities": [],
+        "version": version,
+        "plan": [
+            {
+                "id": str(step_id),
+                "key": str(n),
+                "service_type": "economic.vocational_training",
+                "priority": "normal",
+                "delivery": "referral",
+                "depends_on": [],
+                "status": resolved.get(step_id, "pending"),
+            }
+            for n, step_id in enumerate(step_ids, start=1)
+        ],
+    }
+
+
+async def test_a_batch_of_snapshots_applies_as_if_one_by_one(settings):
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    case_id, first, second = uuid4(), uuid4(), uuid4()
+    owner = str(uuid4())
+    v1 = _snapshot(case_id, [first, second], 1, owner=owner)
+    v2 = _snapshot(case_id, [first, second], 2, {first: "completed"}, owner=owner)
+    # A later snapshot that no longer says the first step is completed never undoes it.
+    v3 = _snapshot(case_id, [first, second], 3, {second: "cancelled"}, owner=owner)
+    try:
+        async with sessionmaker() as session, session.begin():
+            assert await projections.apply_cases(session, [v1, v3, v2]) == {case_id}
+        async with sessionmaker() as session, session.begin():
+            # Replayed news changes nothing.
+            assert await projections.apply_cases(session, [v2, v1]) == set()
+
+        async with sessionmaker() as session:
+            version = (
+                await session.execute(
+                    text("SELECT version FROM referrals.cases WHERE id = :id"), {"id": case_id}
+                )
+            ).scalar()
+            steps = dict(
+                (
+                    await session.execute(
+                        text("SELECT id, resolution FROM referrals.steps WHERE case_id = :id"),
+                        {"id": case_id},
+                    )
+                ).all()
+            )
+        assert version == 3
+        assert steps == {first: "completed", second: "cancelled"}
+    finally:
+        await engine.dispose()
