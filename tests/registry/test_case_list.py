@@ -3,10 +3,11 @@ cursor, and every listed case is one access-log row (SPEC 9)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from services.registry.app import create_app
 from services.registry.tables import access_log
@@ -57,6 +58,15 @@ async def _cases(client, key: str, count: int) -> list[dict]:
 async def test_items_are_the_full_cases_without_identity_documents(hub):
     client, key = hub["client"], hub["key"]
     made = await _cases(client, key, 5)
+    # Times with no fraction of a second, or a short one, are written alike in both reads.
+    async with hub["app"].state.sessionmaker() as session, session.begin():
+        for case, at in zip(
+            made, ("2026-01-02 03:04:05+00", "2026-01-02 03:04:05.5+00"), strict=False
+        ):
+            await session.execute(
+                text("UPDATE registry.cases SET created_at = :at, updated_at = :at WHERE id = :id"),
+                {"at": datetime.fromisoformat(at), "id": UUID(case["id"])},
+            )
     listed = await client.get("/cases", params={"limit": 10}, headers=bearer(key))
     assert listed.status_code == 200
     assert listed.headers["content-type"] == "application/json"
@@ -67,6 +77,10 @@ async def test_items_are_the_full_cases_without_identity_documents(hub):
         full = (await client.get(f"/cases/{item['id']}", headers=bearer(key))).json()
         assert full["beneficiary"].pop("id_documents")
         assert item == full
+    assert [i["updated_at"] for i in page["items"][:2]] == [
+        "2026-01-02T03:04:05Z",
+        "2026-01-02T03:04:05.500000Z",
+    ]
 
 
 async def test_each_page_writes_one_access_log_row_per_item_in_page_order(hub):
