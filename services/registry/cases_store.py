@@ -798,7 +798,8 @@ async def read_page_and_record(
     """The rows of a keyset page of cases (`query` orders them by `updated_at, id` and fetches
     `limit` + 1), the first `limit` of them recorded in the access log as listed by the caller
     (SPEC 9), in one statement: the read and its record succeed or fail together, in one round
-    trip, and need no transaction around them."""
+    trip, so the statement runs in autocommit mode (no BEGIN, no COMMIT). Call it first in the
+    session's transaction: the isolation level is set when the connection is taken."""
     page = query.cte("page")
     logged = (
         insert(access_log)
