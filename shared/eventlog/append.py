@@ -15,7 +15,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import insert
+from sqlalchemy import BigInteger, DateTime, Text, bindparam, insert, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.eventlog.model import SOURCES, Event
@@ -48,13 +50,13 @@ def _row(
     type: str,
     source: str,
     subject: str,
-    data: Mapping[str, Any],
     actor: str,
     audience: Iterable[UUID] = (),
     correlation_id: str | None = None,
     causation_id: UUID | None = None,
     event_id: UUID | None = None,
 ) -> dict[str, Any]:
+    """An event's columns but its data (which each caller encodes its own way)."""
     if source not in SOURCES:
         raise ValueError(f"unknown event source {source!r}")
     return {
@@ -66,7 +68,6 @@ def _row(
         "audience": sorted(set(audience), key=str),
         "correlation_id": correlation_id,
         "causation_id": causation_id,
-        "data": to_json_data(data),
     }
 
 
@@ -91,15 +92,48 @@ async def append(
         type=type,
         source=source,
         subject=subject,
-        data=data,
         actor=actor,
         audience=audience,
         correlation_id=correlation_id,
         causation_id=causation_id,
         event_id=event_id,
     )
-    stored = (await session.execute(insert(events).values(row).returning(*events.c))).mappings()
-    return Event.from_row(stored.one())
+    encoded = json.dumps(data, default=_json_default)
+    stored = (await session.execute(_INSERT_ONE, {**row, "data": encoded})).one()
+    return Event(
+        seq=stored.seq,
+        id=row["id"],
+        tx=int(stored.tx),
+        type=type,
+        source=source,
+        subject=subject,
+        time=stored.time,
+        actor=actor,
+        audience=tuple(row["audience"]),
+        data=json.loads(encoded),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+
+
+# One event, built once: the data goes as JSON text (encoded once, not re-encoded by the
+# driver) and only what the database assigns comes back.
+_INSERT_ONE = (
+    text(
+        "INSERT INTO hub.events "
+        "(id, type, source, subject, actor, audience, correlation_id, causation_id, data) "
+        "VALUES (:id, :type, :source, :subject, :actor, :audience, :correlation_id, "
+        ":causation_id, CAST(CAST(:data AS text) AS jsonb)) "
+        "RETURNING seq, tx, time"
+    )
+    .bindparams(
+        bindparam("id", type_=PG_UUID(as_uuid=True)),
+        bindparam("audience", type_=ARRAY(PG_UUID(as_uuid=True))),
+        bindparam("causation_id", type_=PG_UUID(as_uuid=True)),
+        bindparam("data", type_=Text()),
+    )
+    .columns(seq=BigInteger(), tx=events.c.tx.type, time=DateTime(timezone=True))
+)
 
 
 async def append_many(session: AsyncSession, drafts: Sequence[Mapping[str, Any]]) -> list[Event]:
@@ -108,7 +142,13 @@ async def append_many(session: AsyncSession, drafts: Sequence[Mapping[str, Any]]
     Each draft holds the keyword arguments of `append`."""
     if not drafts:
         return []
-    rows = [_row(**draft) for draft in drafts]
+    rows = [
+        {
+            **_row(**{k: v for k, v in draft.items() if k != "data"}),
+            "data": to_json_data(draft["data"]),
+        }
+        for draft in drafts
+    ]
     stored = await session.execute(
         insert(events).returning(*events.c, sort_by_parameter_order=True), rows
     )
