@@ -13,12 +13,12 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry import cases_store
-from services.registry.tables import plan_steps
+from services.registry.tables import cases, plan_steps
 from shared.eventlog.model import Event
+from shared.pathway import plan_statuses
 
 log = structlog.get_logger("relais.registry.projector")
 
@@ -38,8 +38,33 @@ def is_newer(data: Mapping[str, Any], step: Mapping[str, Any]) -> bool:
     return theirs > ours
 
 
+REFERRAL_FIELDS = (
+    "referral_id",
+    "referral_attempt",
+    "referral_version",
+    "referral_status",
+    "referral_assignee_id",
+    "referral_service_id",
+    "owner_status",
+)
+_WRITE_STEP = (
+    update(plan_steps)
+    .where(plan_steps.c.id == bindparam("step_id"))
+    .values(
+        **{name: bindparam(name) for name in REFERRAL_FIELDS},
+        status=bindparam("new_status"),
+        status_reason=bindparam("new_status_reason"),
+        # Like an owner's change, a change of status dates the step; referral news alone not.
+        updated_at=case((bindparam("touch"), func.now()), else_=plan_steps.c.updated_at),
+    )
+)
+
+
 async def project(session: AsyncSession, events: Sequence[Event]) -> None:
-    """Apply a batch of events; non-referral events are passed over."""
+    """Apply a batch of events; non-referral events are passed over. The touched cases are
+    locked together (in id order, as the API's actions lock one), their steps read in one
+    statement, the events applied in order in memory, and the steps that changed written
+    in one statement."""
     updates: list[tuple[Event, UUID]] = []
     for event in events:
         if not event.type.startswith("referral."):
@@ -59,44 +84,74 @@ async def project(session: AsyncSession, events: Sequence[Event]) -> None:
             )
         ).all()
     )
-    # Lock the cases first, in one order, as the API's actions do: no deadlock with them.
-    case_ids = sorted(set(case_of.values()), key=str)
-    cases = {}
-    for case_id in case_ids:
-        cases[case_id] = await cases_store.load_case(session, case_id=case_id, for_update=True)
+    case_ids = sorted(set(case_of.values()))
+    if not case_ids:
+        for event, _ in updates:
+            log.warning("referral_event_for_unknown_step", event_id=str(event.id))
+        return
+    found = await session.execute(
+        select(cases).where(cases.c.id.in_(case_ids)).order_by(cases.c.id).with_for_update()
+    )
+    locked = {row["id"]: dict(row) for row in found.mappings()}
+    plans: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in locked}
+    for row in (
+        await session.execute(
+            select(plan_steps)
+            .where(plan_steps.c.case_id.in_(list(locked)))
+            .order_by(plan_steps.c.case_id, plan_steps.c.position)
+        )
+    ).mappings():
+        plans[row["case_id"]].append(dict(row))
+    by_id = {step["id"]: step for plan in plans.values() for step in plan}
+    before = {
+        step_id: tuple(step[name] for name in (*REFERRAL_FIELDS, "status", "status_reason"))
+        for step_id, step in by_id.items()
+    }
+
     for event, step_id in updates:
-        if step_id not in case_of:
+        step = by_id.get(step_id)
+        if step is None:
             log.warning("referral_event_for_unknown_step", event_id=str(event.id))
             continue
-        step = (
-            (await session.execute(select(plan_steps).where(plan_steps.c.id == step_id)))
-            .mappings()
-            .one()
-        )
         data = event.data
         if not is_newer(data, step):
             continue
-        values: dict[str, Any] = {
-            "referral_id": UUID(str(data["id"])),
-            "referral_attempt": int(data.get("attempt") or 0),
-            "referral_version": int(data.get("version") or 0),
-            "referral_status": data.get("status"),
-            "referral_assignee_id": _uuid(data.get("assignee_partner_id")),
-            "referral_service_id": _uuid(data.get("service_id")),
-        }
+        step.update(
+            referral_id=UUID(str(data["id"])),
+            referral_attempt=int(data.get("attempt") or 0),
+            referral_version=int(data.get("version") or 0),
+            referral_status=data.get("status"),
+            referral_assignee_id=_uuid(data.get("assignee_partner_id")),
+            referral_service_id=_uuid(data.get("service_id")),
+        )
         if (
             data.get("status") == "cancelled"
             and data.get("status_reason") not in SYSTEM_CANCEL_REASONS
         ):
             # The owner (or an admin) cancelled the referral: the step goes with it.
-            values["owner_status"] = "cancelled"
-        await session.execute(update(plan_steps).where(plan_steps.c.id == step_id).values(**values))
-    for case_id in case_ids:
-        case = cases[case_id]
-        if case is not None:
-            await cases_store.refresh_statuses(
-                session, case=case, steps=await cases_store.load_steps(session, case_id=case_id)
-            )
+            step["owner_status"] = "cancelled"
+
+    writes = []
+    for case_id, plan in plans.items():
+        statuses = plan_statuses(
+            plan,
+            consent_granted=(locked[case_id]["consent"] or {}).get("referral") == "granted",
+            case_open=locked[case_id]["status"] == "open",
+        )
+        for step, (status, reason) in zip(plan, statuses, strict=True):
+            now = (*(step[name] for name in REFERRAL_FIELDS), status, reason)
+            if now != before[step["id"]]:
+                writes.append(
+                    {
+                        "step_id": step["id"],
+                        **{name: step[name] for name in REFERRAL_FIELDS},
+                        "new_status": status,
+                        "new_status_reason": reason,
+                        "touch": (status, reason) != before[step["id"]][-2:],
+                    }
+                )
+    if writes:
+        await session.execute(_WRITE_STEP, writes)
 
 
 def _uuid(value: object) -> UUID | None:
