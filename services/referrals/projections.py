@@ -19,6 +19,8 @@ from services.referrals.tables import cases, partners, services, steps
 from shared.eventlog.consumer import read_after
 from shared.eventlog.model import Event
 
+ROWS_PER_STATEMENT = 1000  # of about ten columns: well under a statement's 32,767 parameters
+
 BENEFICIARY_FIELDS = (
     "given_name",
     "family_name",
@@ -101,18 +103,16 @@ async def apply_cases(session: AsyncSession, snapshots: Sequence[Mapping[str, An
     if not latest:
         return set()
     rows = [_case_row(case_id, data) for case_id, data in latest.items()]
-    statement = insert(cases).values(rows)
-    changed = set(
-        (
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["id"],
-                    set_={name: statement.excluded[name] for name in rows[0] if name != "id"},
-                    where=cases.c.version < statement.excluded.version,
-                ).returning(cases.c.id)
-            )
-        ).scalars()
-    )
+    changed: set[UUID] = set()
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        statement = insert(cases).values(chunk)
+        upsert = statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: statement.excluded[name] for name in chunk[0] if name != "id"},
+            where=cases.c.version < statement.excluded.version,
+        )
+        changed.update((await session.execute(upsert.returning(cases.c.id))).scalars())
     plan_rows = [
         {
             "id": UUID(str(step["id"])),
@@ -129,12 +129,12 @@ async def apply_cases(session: AsyncSession, snapshots: Sequence[Mapping[str, An
         for case_id in sorted(changed, key=str)
         for position, step in enumerate(latest[case_id].get("plan") or [], start=1)
     ]
-    if plan_rows:
-        statement = insert(steps).values(plan_rows)
+    # In chunks: a statement takes at most 32,767 parameters, and a plan has no fixed size.
+    for start in range(0, len(plan_rows), ROWS_PER_STATEMENT):
+        chunk = plan_rows[start : start + ROWS_PER_STATEMENT]
+        statement = insert(steps).values(chunk)
         updates: dict[str, Any] = {
-            name: statement.excluded[name]
-            for name in plan_rows[0]
-            if name not in ("id", "resolution")
+            name: statement.excluded[name] for name in chunk[0] if name not in ("id", "resolution")
         }
         updates["resolution"] = func.coalesce(steps.c.resolution, statement.excluded.resolution)
         await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))

@@ -173,14 +173,14 @@ async def reconcile(session: AsyncSession, touched: Mapping[UUID, Event]) -> Non
     plans: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in by_id}
     for row in (
         await session.execute(
-            select(steps).where(steps.c.case_id.in_(ids)).order_by(steps.c.position)
+            select(steps).where(steps.c.case_id.in_(list(by_id))).order_by(steps.c.position)
         )
     ).mappings():
         plans[row["case_id"]].append(dict(row))
     # Every referral of those cases, locked: the live ones may change here, the others are
     # the steps' histories (who was excluded, how many attempts).
     every: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in by_id}
-    for row in await store.referrals_of_cases(session, case_ids=ids):
+    for row in await store.referrals_of_cases(session, case_ids=list(by_id)):
         every[row["case_id"]].append(row)
 
     view = BatchView(session)

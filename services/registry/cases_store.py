@@ -307,9 +307,11 @@ def _reference_prefix(area_code: str) -> str:
     return f"{area_code.split('-', 1)[0].upper()}-{datetime.now(UTC).year}-"
 
 
+# The table's columns, in its order: the result's columns are matched to them by position.
+_CASE_COLUMNS = ", ".join(column.name for column in cases.c)
 _INSERT_CASE = (
     text(
-        """
+        f"""
         WITH number AS MATERIALIZED (
             SELECT CAST(nextval('registry.case_reference_seq') AS text) AS n
         ),
@@ -319,9 +321,7 @@ _INSERT_CASE = (
             SELECT :id, :prefix || lpad(n, greatest(6, length(n)), '0'), :owner, :external_id,
                 :beneficiary, :return_info, :area, :vulnerabilities, :consent
             FROM number
-            RETURNING id, reference, owner_partner_id, external_id, beneficiary, return_info,
-                return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
-                version, created_at, updated_at
+            RETURNING *
         ),
         new_steps AS (
             INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
@@ -332,11 +332,9 @@ _INSERT_CASE = (
                 position integer, service_type text, priority text, delivery text,
                 depends_on text[], notes text, status text, status_reason text)
         )
-        SELECT id, reference, owner_partner_id, external_id, beneficiary, return_info,
-            return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
-            version, created_at, updated_at
+        SELECT {_CASE_COLUMNS}
         FROM new_case
-        """
+        """  # noqa: S608 - the names are the table's own columns
     )
     .bindparams(
         bindparam("id", type_=PG_UUID(as_uuid=True)),
@@ -350,7 +348,7 @@ _INSERT_CASE = (
         bindparam("consent", type_=JSONB),
         bindparam("steps", type_=JSONB),
     )
-    .columns(*cases.c)  # in the table's order, as listed above
+    .columns(*cases.c)
 )
 
 

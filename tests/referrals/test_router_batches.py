@@ -261,3 +261,18 @@ async def test_a_batch_of_snapshots_applies_as_if_one_by_one(settings):
         assert steps == {first: "completed", second: "cancelled"}
     finally:
         await engine.dispose()
+
+
+async def test_snapshots_with_thousands_of_steps_apply(settings):
+    """A statement takes at most 32,767 parameters; plans have no fixed size."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    snapshots = [_snapshot(uuid4(), [uuid4() for _ in range(1700)], 1) for _ in range(2)]
+    try:
+        async with sessionmaker() as session, session.begin():
+            assert len(await projections.apply_cases(session, snapshots)) == 2
+        async with sessionmaker() as session:
+            count = (await session.execute(text("SELECT count(*) FROM referrals.steps"))).scalar()
+        assert count == 3400
+    finally:
+        await engine.dispose()
