@@ -94,8 +94,8 @@ async def _endpoint(
     summary="Register a webhook endpoint; the signing secret is returned once",
     description="In production the URL must be https and resolve only to public addresses. "
     "`event_types` take `*` wildcards (`referral.*`). Deliveries are signed with Standard "
-    "Webhooks headers and carry CloudEvents bodies. An endpoint receives the events that "
-    "happen from its registration on; earlier ones are in the feed (`GET /feed`).",
+    "Webhooks headers and carry CloudEvents bodies. An endpoint receives the events "
+    "committed after its registration; earlier ones are in the feed (`GET /feed`).",
 )
 async def create_endpoint(
     body: EndpointCreate, caller: Caller, session: SessionDep, request: Request

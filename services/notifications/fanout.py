@@ -2,9 +2,10 @@
 
 An endpoint receives an event when its partner is in the event's audience (an admin's
 endpoint: every event), one of its `event_types` patterns matches (`*` wildcards), and the
-event happened after the endpoint was registered (its `time` is not before the endpoint's
-`created_at`): a fan-out catching up after a pause does not send a new endpoint what came
-before it; the feed has those.
+event was committed after the endpoint was registered: its transaction is not older than
+the oldest one running at the registration (`since_tx`). Never fewer: an event committed
+just before, by a transaction running then, may be sent too. A fan-out catching up after a
+pause does not send a new endpoint what came before it; the feed has those.
 `endpoint.test` goes only to the endpoint it names. A disabled endpoint gets its deliveries
 recorded as failed ("endpoint disabled"), so that `recover` can send them later: nothing is
 dropped silently. A paused endpoint (inactive partner) gets pending deliveries that wait.
@@ -43,7 +44,7 @@ def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str
     for endpoint in candidates:
         if endpoint["partner_id"] is not None and endpoint["partner_id"] not in audience:
             continue
-        if event.time < endpoint["created_at"]:
+        if event.tx < int(endpoint["since_tx"]):
             continue
         if event.type.startswith("endpoint.") and str(endpoint["id"]) == str(event.data.get("id")):
             continue  # an endpoint is not told of its own disabling: its partner's others are
@@ -70,7 +71,7 @@ async def fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
                     endpoints.c.partner_id,
                     endpoints.c.event_types,
                     endpoints.c.status,
-                    endpoints.c.created_at,
+                    endpoints.c.since_tx,
                 ).where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(partners)))
             )
         )

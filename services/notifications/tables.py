@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from shared.db import schema_metadata
+from shared.tables import Xid8
 
 metadata = schema_metadata("notifications")
 
@@ -41,6 +42,14 @@ endpoints = Table(
     # Signing secrets: [{"secret": "whsec_...", "created_at": ..., "expires_at": null|...}]
     Column("secrets", JSONB, nullable=False),
     Column("failing_since", DateTime(timezone=True)),
+    # Where its subscription starts: the oldest transaction running when it was registered.
+    # It receives the events of that transaction and later ones (migration 0008).
+    Column(
+        "since_tx",
+        Xid8(),
+        nullable=False,
+        server_default=text("pg_snapshot_xmin(pg_current_snapshot())"),
+    ),
     Column("version", Integer, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from uuid import UUID
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from services.notifications.app import create_app as notifications_app
+from shared.eventlog.append import append
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key
 from tests.hub import eventually, running_hub
@@ -377,5 +379,38 @@ async def test_an_endpoint_gets_what_happens_after_its_registration_even_when_fa
                 )
             ).json()
             assert [d["event_type"] for d in page["items"]] == ["partner.updated"]
+    finally:
+        await receiver.stop()
+
+
+async def test_an_event_committed_after_the_registration_is_delivered_though_it_began_before(
+    settings,
+):
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with running_hub(settings, run_workers=False) as hub:
+            partner = await hub.partner("ONG Sabou")
+            # A transaction appends an event for the partner, and is still open when the
+            # endpoint is registered: its event's time is earlier, its commit later.
+            async with hub.sessionmaker() as session, session.begin():
+                await append(
+                    session,
+                    type="partner.updated",
+                    source="/registry",
+                    subject=f"partners/{partner['id']}",
+                    data={"id": partner["id"], "name": "ONG Sabou", "status": "active"},
+                    actor="admin",
+                    audience=[UUID(partner["id"])],
+                )
+                endpoint = await _endpoint(hub.notifications, partner["key"], receiver.url)
+            workers = settings.model_copy(
+                update={"run_workers": True, "poll_interval_seconds": 0.2}
+            )
+            async with running(notifications_app(workers)):
+                await eventually(lambda: asyncio.sleep(0, len(receiver.requests) >= 1))
+                await asyncio.sleep(0.5)
+            assert [json.loads(r.body)["type"] for r in receiver.requests] == ["partner.updated"]
+            assert endpoint["id"]
     finally:
         await receiver.stop()
