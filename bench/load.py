@@ -36,10 +36,15 @@ class HttpError(RuntimeError):
 
 
 class Connection:
+    # Servers close idle keep-alive connections (uvicorn after 5 s): one idle longer than
+    # this is opened anew rather than written to as the server closes it.
+    IDLE_SECONDS = 4.0
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -54,6 +59,8 @@ class Connection:
     async def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes = b""
     ) -> tuple[int, bytes]:
+        if self.writer is not None and time.monotonic() - self.last_used > self.IDLE_SECONDS:
+            await self.close()
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
@@ -92,6 +99,7 @@ class Connection:
         else:
             data = await self.reader.read()
             closing = True
+        self.last_used = time.monotonic()
         if closing:
             await self.close()
         return status, data
