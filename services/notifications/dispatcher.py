@@ -7,7 +7,11 @@
 - Results are recorded in batches: a finished send waits a few milliseconds for others, then
   one statement writes their attempts, moves their deliveries on and keeps their endpoints'
   health, as if they had been recorded one by one in the order they finished. A result only
-  moves its delivery on while the delivery still carries its claim (see `_RECORD`).
+  moves its delivery on while the delivery still carries its claim (see `_RECORD`). A batch
+  the database refuses for what one result carries is written again by halves, so that only
+  that result fails (`record_all`); the texts a receiver sent are made storable first.
+- A statement that finds its connection gone (PostgreSQL restarted) retires every pooled
+  connection made before, and runs once more on a fresh one (`_fetch`).
 - Claims are fair across endpoints: due deliveries are taken round-robin by endpoint, and
   no endpoint has more than `PER_ENDPOINT` deliveries in flight across all dispatchers, so
   a slow or dead endpoint never holds back the others.
@@ -50,8 +54,14 @@ log = structlog.get_logger("relais.notifications.dispatcher")
 
 PER_ENDPOINT = 10
 EXCERPT_BYTES = 2048
+ERROR_CHARS = 500  # attempts.error and deliveries.last_error are varchar(500)
 RECORD_TRIES = 3  # a batch that met a deadlock is written again, at most this many times
 _TRY_AGAIN = {"40P01", "40001"}  # deadlock, serialization failure: rolled back, safe to retry
+# Errors of what a statement carries (SQLSTATE classes): data exception (a value PostgreSQL
+# or the driver refuses), integrity constraint, program limit, raised by a function. One
+# result can cause them, so a batch that meets one is written again by halves. Any other
+# error (a lost connection, a full disk, a deadlock met too often) fails the batch as a whole.
+_REFUSED_CLASSES = ("22", "23", "54", "P0")
 
 # Fair claims: per active endpoint (an index scan of ix_deliveries_due_by_endpoint each, so
 # the cost follows the endpoints, not the backlog) its earliest due deliveries no live lease
@@ -119,10 +129,18 @@ _CLAIM = text(
 
 # Results are recorded in batches: one statement writes the attempts, moves the deliveries
 # on and keeps the endpoints' health. A result is applied to its delivery only while the
-# delivery still carries this claim: the lease it set, or no lease and the attempt count of
-# the claim (its endpoint was disabled meanwhile). A result that comes after the lease ran out
-# and another claim took the delivery leaves the delivery to that claim ("superseded"); its
-# attempt is recorded all the same.
+# delivery still carries this claim: the lease it set, or the state `store.disable_endpoint`
+# leaves (no lease, failed as "endpoint disabled", the attempt count of the claim) when its
+# endpoint was disabled meanwhile. Once the endpoint is enabled and `recover` restarted the
+# delivery (pending, count 0), a late result no longer matches. A result that comes after the
+# lease ran out and another claim took the delivery leaves the delivery to that claim
+# ("superseded"); its attempt is recorded all the same. A result whose delivery is gone (its
+# endpoint was deleted while it was in flight, with its deliveries and their attempts) writes
+# nothing: attempts are inserted only for deliveries this statement updated or locked (`kept`,
+# FOR KEY SHARE, so that a concurrent delete either waits for it or has already happened).
+# Run twice (retried after a lost reply), the statement changes nothing more: the deliveries
+# no longer carry the claim, and a superseded attempt already in the history (`fresh` false)
+# is not inserted again.
 _RECORD_ARRAYS = (
     "ids",
     "leases",
@@ -147,11 +165,6 @@ _RECORD = text(
         ) WITH ORDINALITY AS r(id, lease_until, claimed_count, attempted_at, status_code,
                                latency_ms, error, excerpt, status, next_attempt_at, ord)
     ),
-    attempted AS (
-        INSERT INTO notifications.attempts (delivery_id, attempted_at, status_code, latency_ms,
-                                            error, response_excerpt)
-        SELECT id, attempted_at, status_code, latency_ms, error, excerpt FROM r ORDER BY ord
-    ),
     recorded AS (
         UPDATE notifications.deliveries d
         SET attempt_count = d.attempt_count + 1,
@@ -164,8 +177,25 @@ _RECORD = text(
         FROM r
         WHERE d.id = r.id
           AND (d.lease_until = r.lease_until
-               OR (d.lease_until IS NULL AND d.attempt_count = r.claimed_count))
+               OR (d.lease_until IS NULL AND d.status = 'failed'
+                   AND d.last_error = 'endpoint disabled'
+                   AND d.attempt_count = r.claimed_count))
         RETURNING d.id
+    ),
+    kept AS (
+        SELECT d.id, NOT EXISTS (SELECT FROM notifications.attempts a
+                                 WHERE a.delivery_id = d.id
+                                   AND a.attempted_at = r.attempted_at) AS fresh
+        FROM notifications.deliveries d JOIN r ON r.id = d.id
+        WHERE r.id NOT IN (SELECT id FROM recorded)
+        FOR KEY SHARE OF d
+    ),
+    attempted AS (
+        INSERT INTO notifications.attempts (delivery_id, attempted_at, status_code, latency_ms,
+                                            error, response_excerpt)
+        SELECT id, attempted_at, status_code, latency_ms, error, excerpt FROM r
+        WHERE id IN (SELECT id FROM recorded) OR id IN (SELECT id FROM kept WHERE fresh)
+        ORDER BY ord
     ),
     health AS (
         UPDATE notifications.endpoints e
@@ -178,7 +208,7 @@ _RECORD = text(
     )
     SELECT 'endpoint' AS kind, id, failing_since FROM health
     UNION ALL
-    SELECT 'superseded', r.id, NULL FROM r WHERE r.id NOT IN (SELECT id FROM recorded)
+    SELECT 'superseded', id, NULL FROM kept WHERE fresh
     """
 )
 
@@ -414,26 +444,92 @@ class Dispatcher:
             batch = self._results[: self.record_batch]
             del self._results[: len(batch)]
             try:
-                await self.record(sessionmaker, batch)
+                await self.record_all(sessionmaker, batch)
             except asyncio.CancelledError:
                 for result in batch:
                     if result.done is not None and not result.done.done():
                         result.done.cancel()
                 raise
             except Exception as exc:  # the leases expire and the deliveries are claimed again
-                for result in batch:
-                    if result.done is not None and not result.done.done():
-                        result.done.set_exception(exc)
+                _resolve(batch, exc)
+
+    async def record_all(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        batch: list[Result],
+        *,
+        part: bool = False,
+    ) -> None:
+        """Record a batch and resolve each result's `done`. A batch the database refuses for
+        what it carries (`_refused`) is written again by halves, in order, so that only a
+        result it cannot take fails; that one is tried once more without the receiver's texts.
+        A result that fails keeps its lease: it expires and the delivery is sent again."""
+        try:
+            await self.record(sessionmaker, batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not _refused(exc):
+                _resolve(batch, exc)
+            elif len(batch) > 1:
+                if not part:
+                    log.warning(
+                        "record_batch_refused",
+                        results=len(batch),
+                        sqlstate=_sqlstate(exc),
+                        error=type(exc).__name__,
+                    )
+                half = len(batch) // 2
+                await self.record_all(sessionmaker, batch[:half], part=True)
+                await self.record_all(sessionmaker, batch[half:], part=True)
             else:
-                for result in batch:
-                    if result.done is not None and not result.done.done():
-                        result.done.set_result(None)
+                await self._record_plain(sessionmaker, batch[0], exc)
+        else:
+            _resolve(batch, None)
+
+    async def _record_plain(
+        self, sessionmaker: async_sessionmaker[AsyncSession], result: Result, exc: Exception
+    ) -> None:
+        """The last try for a result the database refused: without the response excerpt, and
+        with the error reduced to ASCII. Logged with ids and the error's kind, never its text
+        (it may quote what the receiver sent)."""
+        outcome = result.outcome
+        fields = {
+            "delivery_id": str(result.item["id"]),
+            "endpoint_id": str(result.item["endpoint_id"]),
+            "sqlstate": _sqlstate(exc),
+            "error": type(exc).__name__,
+        }
+        if outcome.excerpt is not None or (outcome.error and not outcome.error.isascii()):
+            plain = Outcome(
+                status_code=outcome.status_code,
+                error=outcome.error.encode("ascii", "replace").decode() if outcome.error else None,
+                latency_ms=outcome.latency_ms,
+                retry_after=outcome.retry_after,
+            )
+            try:
+                await self.record(
+                    sessionmaker,
+                    [Result(result.item, plain, result.at, result.queued_at, result.done)],
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as again:
+                fields["error_without_texts"] = type(again).__name__
+            else:
+                log.warning("delivery_result_recorded_without_texts", **fields)
+                _resolve([result], None)
+                return
+        log.error("delivery_result_refused", **fields)
+        _resolve([result], exc)
 
     async def record(self, sessionmaker, batch: list[Result]) -> None:
         """The attempts, the deliveries' next states and the endpoints' health of a batch of
         results, in one statement. When the batch may disable an endpoint (a 410, or a failure
         of an endpoint that was failing at claim time) the disabling shares its transaction.
-        A deadlock with another writer rolled everything back: the batch is written again."""
+        A deadlock with another writer rolled everything back: the batch is written again; so
+        is a batch whose session met a lost connection (once: SQLAlchemy has retired the pool's
+        connections by then; the statement is safe to run twice)."""
         params, health = self._batch_params(batch)
         may_disable = any(h.gone or (h.was_failing and h.failed_at) for h in health.values())
         for attempt in range(1, RECORD_TRIES + 1):
@@ -452,7 +548,8 @@ class Dispatcher:
                     rows = await _fetch(sessionmaker, _RECORD, **params)
                 break
             except Exception as exc:
-                if attempt == RECORD_TRIES or _sqlstate(exc) not in _TRY_AGAIN:
+                lost = attempt == 1 and getattr(exc, "connection_invalidated", False)
+                if attempt == RECORD_TRIES or (_sqlstate(exc) not in _TRY_AGAIN and not lost):
                     raise
                 await asyncio.sleep(0.05 * attempt)
         superseded = [r["id"] for r in rows if r["kind"] == "superseded"]
@@ -476,7 +573,7 @@ class Dispatcher:
         health: dict[UUID, _Health] = {}
         for result in batch:
             item, outcome, now = result.item, result.outcome, result.at
-            error = outcome.error
+            error = _pg_text(outcome.error, ERROR_CHARS)
             if outcome.status_code is not None and not outcome.succeeded:
                 error = f"HTTP {outcome.status_code}"
             endpoint = health.setdefault(item["endpoint_id"], _Health())
@@ -510,17 +607,16 @@ class Dispatcher:
                 ("status_codes", outcome.status_code),
                 ("latencies", outcome.latency_ms),
                 ("errors", error),
-                ("excerpts", outcome.excerpt),
+                ("excerpts", _pg_text(outcome.excerpt)),
                 ("statuses", status),
                 ("next_attempts", next_attempt_at),
             ):
                 columns[name].append(value)
-        # The endpoints row is touched only after a failure, or after a success when the
-        # endpoint was failing at claim time.
+        # Every endpoint with a success or a failure in the batch: a success clears
+        # failing_since even when a failure recorded after its claim had set it. The statement
+        # writes the row only after a failure, or after a success while failing_since is set.
         touched = sorted(
-            (eid, h)
-            for eid, h in health.items()
-            if h.failed_at is not None or (h.reset and h.was_failing)
+            (eid, h) for eid, h in health.items() if h.failed_at is not None or h.reset
         )
         params: dict[str, Any] = dict(columns)
         params["endpoint_ids"] = [eid for eid, _ in touched]
@@ -572,6 +668,50 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the database (or the driver, before sending) refused the statement for what it
+    carries, which one result of a batch may cause (`_REFUSED_CLASSES`)."""
+    if getattr(exc, "connection_invalidated", False):
+        return False
+    return (_sqlstate(exc) or "")[:2] in _REFUSED_CLASSES
+
+
+def _lost(exc: BaseException, driver: Any) -> bool:
+    """Whether a statement failed because its connection is gone (the server restarted or
+    dropped it): not a timeout, not an error PostgreSQL reported on a live connection."""
+    if driver.is_closed() or isinstance(exc, asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):  # 57P01-57P03: shut down, crashed, starting
+        return (exc.sqlstate or "").startswith("57P")
+    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+
+
+def _resolve(batch: list[Result], exc: BaseException | None) -> None:
+    for result in batch:
+        if result.done is not None and not result.done.done():
+            if exc is None:
+                result.done.set_result(None)
+            else:
+                result.done.set_exception(exc)
+
+
+def _pg_text(value: str | None, limit: int | None = None) -> str | None:
+    """Text as PostgreSQL takes it: no NUL (U+0000, which a text column refuses; it becomes
+    U+FFFD as other undecodable bytes do), no lone surrogate (UTF-8 cannot carry it)."""
+    if value is None:
+        return None
+    if limit is not None and len(value) > limit:
+        value = value[:limit]
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode()
+    return value
+
+
 _ASYNCPG = asyncpg_dialect()
 _POSITIONAL: dict[TextClause, tuple[str, tuple[str, ...]]] = {}
 
@@ -586,17 +726,29 @@ async def _fetch(
         compiled = statement.compile(dialect=_ASYNCPG)
         _POSITIONAL[statement] = (compiled.string, tuple(compiled.positiontup or ()))
     sql, names = _POSITIONAL[statement]
+    args = [params[name] for name in names]
     engine = sessionmaker.kw["bind"]
-    async with engine.connect() as connection:
-        driver = (await connection.get_raw_connection()).driver_connection
-        try:
-            return await driver.fetch(sql, *(params[name] for name in names))
-        except Exception as exc:
-            # A connection that failed other than by an error of PostgreSQL's goes out of the
-            # pool, as SQLAlchemy does for the statements it runs itself.
-            if driver.is_closed() or not isinstance(exc, asyncpg.PostgresError):
-                await connection.invalidate()
-            raise
+    for attempt in (1, 2):
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            try:
+                return await driver.fetch(sql, *args)
+            except Exception as exc:
+                lost = _lost(exc, driver)
+                if lost:
+                    # The server went away (a restart): the pool's other connections, made
+                    # before now, are as dead. They are replaced at their next checkout, as
+                    # SQLAlchemy does when a statement of its own meets a disconnect.
+                    engine.sync_engine.pool._invalidate(raw, exc, _checkin=False)
+                if lost or not isinstance(exc, asyncpg.PostgresError):
+                    await connection.invalidate(exc)
+                # Once more on a fresh connection: a claim that ran is undone by its leases
+                # expiring, a record that ran changes nothing more (see `_RECORD`).
+                if not lost or attempt == 2:
+                    raise
+                log.warning("statement_retried_after_disconnect", error=type(exc).__name__)
+    raise AssertionError("unreachable")
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:

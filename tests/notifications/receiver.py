@@ -22,9 +22,11 @@ class Received:
 
 @dataclass
 class Receiver:
-    """`respond(received_so_far)` returns (status, headers) or the string "hang"."""
+    """`respond(received_so_far)` returns (status, headers), (status, headers, body) or the
+    string "hang". With a `gate`, every answer waits until the gate is set."""
 
     respond: Callable[[list[Received]], object] = lambda _r: (200, {})
+    gate: asyncio.Event | None = None
     port: int = field(default_factory=free_port)
     requests: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -56,7 +58,10 @@ class Receiver:
         answer = self.respond(self.requests)
         if answer == "hang":
             await asyncio.sleep(3600)
-        status, extra = answer  # type: ignore[misc]
+        if self.gate is not None:
+            await self.gate.wait()
+        status, extra, *rest = answer  # type: ignore[misc]
+        body = rest[0] if rest else f"answered {status}".encode()
         await send(
             {
                 "type": "http.response.start",
@@ -67,7 +72,7 @@ class Receiver:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": f"answered {status}".encode()})
+        await send({"type": "http.response.body", "body": body})
 
     async def start(self) -> None:
         config = uvicorn.Config(

@@ -5,14 +5,16 @@ been recorded alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
 from services.notifications import store
-from services.notifications.dispatcher import Dispatcher, Outcome, Result
+from services.notifications.dispatcher import Dispatcher, Outcome, Result, _fetch
 from shared.db import create_engine, create_sessionmaker
 from shared.eventlog.append import append
 from shared.observability import Metrics
@@ -305,5 +307,371 @@ async def test_a_batch_that_disables_nothing_is_one_statement_and_lands_the_same
         assert all(e["status"] == "active" for e in endpoints.values())
         assert [a["delivery_id"] for a in attempts] == [r.item["id"] for r in batch]
         assert attempts[1]["response_excerpt"] == "answered 500"
+    finally:
+        await engine.dispose()
+
+
+def _with_future(result: Result) -> Result:
+    result.done = asyncio.get_running_loop().create_future()
+    return result
+
+
+@pytest.mark.parametrize("may_disable", [False, True], ids=["one-statement", "transaction"])
+async def test_a_nul_byte_and_a_deleted_endpoint_fail_no_other_result(settings, may_disable):
+    """A receiver's reply with a NUL byte, and a delivery whose endpoint was deleted while it
+    was in flight, are recorded (or dropped) without failing the other partners' results."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    try:
+        async with sessionmaker() as session, session.begin():
+            healthy = await _endpoint(session)
+            nul = await _endpoint(session)
+            deleted = await _endpoint(session)
+            gone = await _endpoint(session)
+            d = {
+                "ok": await _delivery(session, healthy),
+                "nul": await _delivery(session, nul),
+                "deleted": await _delivery(session, deleted),
+                "nul_error": await _delivery(session, nul),
+                "410": await _delivery(session, gone),
+                "ok_too": await _delivery(session, healthy),
+            }
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
+        async with sessionmaker() as session, session.begin():
+            # DELETE /endpoints/{id} while its delivery is in flight.
+            await session.execute(
+                text("DELETE FROM notifications.endpoints WHERE id = :id"), {"id": deleted}
+            )
+        at = datetime.now(UTC)
+        outcomes = {
+            "ok": Outcome(status_code=200, excerpt="fine"),
+            "nul": Outcome(status_code=200, excerpt="ok\x00done"),
+            "deleted": Outcome(status_code=200, excerpt="too late"),
+            "nul_error": Outcome(error="RemoteProtocolError: bad\x00header \ud800"),
+            "410": Outcome(status_code=410),
+            "ok_too": Outcome(status_code=204),
+        }
+        if not may_disable:
+            del outcomes["410"]
+        batch = [
+            Result(claimed[d[name]], outcome, at + timedelta(milliseconds=i))
+            for i, (name, outcome) in enumerate(outcomes.items())
+        ]
+        await dispatcher.record(sessionmaker, batch)
+
+        async with sessionmaker() as session:
+            deliveries = {
+                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+            }
+            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+        assert d["deleted"] not in deliveries
+        assert deliveries[d["ok"]]["status"] == "succeeded"
+        assert deliveries[d["ok_too"]]["status"] == "succeeded"
+        assert deliveries[d["nul"]]["status"] == "succeeded"
+        assert deliveries[d["nul_error"]]["status"] == "pending"
+        assert deliveries[d["nul_error"]]["last_error"] == "RemoteProtocolError: bad\ufffdheader ?"
+        assert all(
+            deliveries[d[name]]["lease_until"] is None for name in outcomes if name != "deleted"
+        )
+        expected = [r.item["id"] for r in batch if r.item["id"] != d["deleted"]]
+        assert [a["delivery_id"] for a in attempts] == expected
+        by_delivery = {a["delivery_id"]: a for a in attempts}
+        assert by_delivery[d["nul"]]["response_excerpt"] == "ok\ufffddone"
+        assert by_delivery[d["nul_error"]]["error"] == "RemoteProtocolError: bad\ufffdheader ?"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_result_the_database_refuses_fails_alone(settings, capsys):
+    """A batch the database refuses is written again by halves: only the result it cannot
+    take fails (and is logged without its data); the others are recorded, in order. A result
+    refused for its texts is recorded without them."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    metrics = Metrics("notifications-test")
+    dispatcher = Dispatcher(settings=settings, metrics=metrics)
+    try:
+        async with sessionmaker() as session, session.begin():
+            endpoints = [await _endpoint(session) for _ in range(3)]
+            ids = [await _delivery(session, endpoints[i % 3]) for i in range(7)]
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
+        poisoned, wordy = ids[4], ids[1]
+        async with sessionmaker() as session, session.begin():
+            # Something no result should meet: the database refuses one delivery's attempt
+            # whatever it carries, and another one's for its excerpt.
+            await session.execute(
+                text(
+                    "CREATE FUNCTION notifications.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN IF NEW.delivery_id = '{poisoned}' "
+                    "OR NEW.response_excerpt LIKE '%refused words%' "
+                    "THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            await session.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON notifications.attempts "
+                    "FOR EACH ROW EXECUTE FUNCTION notifications.refuse()"
+                )
+            )
+        at = datetime.now(UTC)
+        batch = [
+            _with_future(
+                Result(
+                    claimed[delivery_id],
+                    Outcome(
+                        status_code=500 if i == 2 else 200,
+                        excerpt="refused words" if delivery_id == wordy else f"reply {i}",
+                    ),
+                    at + timedelta(milliseconds=i),
+                )
+            )
+            for i, delivery_id in enumerate(ids)
+        ]
+        await dispatcher.record_all(sessionmaker, batch)
+
+        failed = [r for r in batch if r.done.exception() is not None]
+        assert [r.item["id"] for r in failed] == [poisoned]
+        assert all(r.done.done() and r.done.exception() is None for r in batch if r not in failed)
+        async with sessionmaker() as session:
+            deliveries = {
+                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+            }
+            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+        assert [a["delivery_id"] for a in attempts] == [i for i in ids if i != poisoned]
+        by_delivery = {a["delivery_id"]: a for a in attempts}
+        assert by_delivery[wordy]["response_excerpt"] is None
+        assert by_delivery[ids[0]]["response_excerpt"] == "reply 0"
+        assert deliveries[poisoned]["lease_until"] is not None  # claimed again once it expires
+        assert deliveries[poisoned]["attempt_count"] == 0
+        assert deliveries[ids[2]]["status"] == "pending"
+        assert all(
+            deliveries[i]["status"] == "succeeded" for i in ids if i not in (poisoned, ids[2])
+        )
+        assert metrics.webhook_attempts.labels("success")._value.get() == 5
+        assert metrics.webhook_attempts.labels("failure")._value.get() == 1
+        logged = capsys.readouterr().out
+        assert "delivery_result_refused" in logged and str(poisoned) in logged
+        assert "delivery_result_recorded_without_texts" in logged and str(wordy) in logged
+        assert "reply" not in logged and "refused words" not in logged
+    finally:
+        await engine.dispose()
+
+
+async def test_a_success_recorded_after_a_failure_of_the_same_claim_clears_failing_since(
+    settings,
+):
+    """Two deliveries claimed together: a fast 502 is recorded first and sets failing_since;
+    the slower success, recorded in a later batch, clears it (SPEC 8: only-failed for 5 days)."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    try:
+        async with sessionmaker() as session, session.begin():
+            endpoint = await _endpoint(session)
+            fast = await _delivery(session, endpoint)
+            slow = await _delivery(session, endpoint)
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        at = datetime.now(UTC)
+        await dispatcher.record(sessionmaker, [Result(claimed[fast], Outcome(status_code=502), at)])
+        async with sessionmaker() as session:
+            (row,) = await _rows(
+                session,
+                "SELECT failing_since FROM notifications.endpoints WHERE id = :id",
+                id=endpoint,
+            )
+        assert row["failing_since"] == at
+        await dispatcher.record(
+            sessionmaker,
+            [Result(claimed[slow], Outcome(status_code=200), at + timedelta(seconds=1))],
+        )
+        async with sessionmaker() as session:
+            (row,) = await _rows(
+                session,
+                "SELECT failing_since FROM notifications.endpoints WHERE id = :id",
+                id=endpoint,
+            )
+        assert row["failing_since"] is None
+    finally:
+        await engine.dispose()
+
+
+async def test_a_late_result_leaves_a_recovered_delivery_to_its_new_start(settings):
+    """Disabled while its delivery was in flight, then enabled and recovered: the first
+    attempt's late answer goes to the history, the recovered delivery starts afresh."""
+    settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    try:
+        async with sessionmaker() as session, session.begin():
+            endpoint = await _endpoint(session)
+            delivery = await _delivery(session, endpoint)
+        (item,) = await dispatcher.claim(sessionmaker, 10)
+        async with sessionmaker() as session, session.begin():
+            await store.disable_endpoint(session, endpoint_id=endpoint, reason="by a test")
+            # What POST /endpoints/{id}/enable and /recover write.
+            await session.execute(
+                text(
+                    "UPDATE notifications.endpoints SET status = 'active', "
+                    "disabled_reason = NULL, failing_since = NULL WHERE id = :id"
+                ),
+                {"id": endpoint},
+            )
+            await session.execute(
+                text(
+                    "UPDATE notifications.deliveries SET status = 'pending', "
+                    "next_attempt_at = now(), attempt_count = 0, updated_at = now() "
+                    "WHERE endpoint_id = :id AND status = 'failed'"
+                ),
+                {"id": endpoint},
+            )
+        await dispatcher.record(
+            sessionmaker, [Result(item, Outcome(status_code=500), datetime.now(UTC))]
+        )
+        async with sessionmaker() as session:
+            (row,) = await _rows(
+                session, "SELECT * FROM notifications.deliveries WHERE id = :id", id=delivery
+            )
+            attempts = await _rows(session, "SELECT * FROM notifications.attempts")
+        assert (row["status"], row["attempt_count"]) == ("pending", 0)
+        assert row["next_attempt_at"] <= datetime.now(UTC)  # due now, as recover left it
+        assert [a["status_code"] for a in attempts] == [500]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_batch_written_twice_records_each_attempt_once(settings):
+    """A statement retried after its connection broke may have committed the first time:
+    the second run changes nothing (no attempt twice, no delivery moved twice)."""
+    settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    try:
+        async with sessionmaker() as session, session.begin():
+            endpoint = await _endpoint(session)
+            ids = [await _delivery(session, endpoint) for _ in range(3)]
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        at = datetime.now(UTC)
+        batch = [
+            Result(claimed[i], Outcome(status_code=code), at + timedelta(milliseconds=n))
+            for n, (i, code) in enumerate(zip(ids, (200, 500, 200), strict=True))
+        ]
+        await dispatcher.record(sessionmaker, batch)
+        async with sessionmaker() as session:
+            first = await _rows(session, "SELECT * FROM notifications.deliveries ORDER BY id")
+        await dispatcher.record(sessionmaker, batch)
+        async with sessionmaker() as session:
+            again = await _rows(session, "SELECT * FROM notifications.deliveries ORDER BY id")
+            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+        assert again == first
+        assert [a["delivery_id"] for a in attempts] == ids
+    finally:
+        await engine.dispose()
+
+
+_BACKEND_SLEEP = text("SELECT pg_sleep(0.05)")
+_ONE = text("SELECT 1 AS one")
+
+
+async def _terminate_other_backends(engine) -> int:
+    """What a PostgreSQL restart does to a pool: every connection it holds is gone."""
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        killed = await driver.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await connection.invalidate()  # this one goes too
+    await asyncio.sleep(0.2)
+    return int(killed)
+
+
+async def test_stale_pooled_connections_fail_no_statement_after_the_server_restarts(settings):
+    """A disconnect found on one pooled connection retires all that were made before it, as
+    SQLAlchemy does for its own statements, and the statement runs again on a fresh one."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    try:
+        async with sessionmaker() as session, session.begin():
+            endpoint = await _endpoint(session)
+            ok = await _delivery(session, endpoint)
+            gone = await _delivery(session, await _endpoint(session))
+        await asyncio.gather(*(_fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
+        assert engine.sync_engine.pool.checkedin() >= 4
+        assert await _terminate_other_backends(engine) >= 3
+
+        assert (await _fetch(sessionmaker, _ONE))[0]["one"] == 1
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        assert set(claimed) == {ok, gone}
+        await dispatcher.record(
+            sessionmaker, [Result(claimed[ok], Outcome(status_code=200), datetime.now(UTC))]
+        )
+
+        # The same through a session (a batch that may disable an endpoint).
+        await asyncio.gather(*(_fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
+        assert await _terminate_other_backends(engine) >= 3
+        await dispatcher.record(
+            sessionmaker, [Result(claimed[gone], Outcome(status_code=410), datetime.now(UTC))]
+        )
+        async with sessionmaker() as session:
+            states = {
+                r["id"]: r["status"]
+                for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+            }
+        assert states == {ok: "succeeded", gone: "failed"}
+    finally:
+        await engine.dispose()
+
+
+async def test_an_endpoint_deleted_while_its_result_is_written_fails_no_other_result(settings):
+    """The delete commits while the record statement waits for its rows: the result of the
+    deleted delivery is dropped, the others land (no foreign key error)."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    dispatcher = Dispatcher(settings=settings)
+    try:
+        async with sessionmaker() as session, session.begin():
+            healthy = await _endpoint(session)
+            deleted = await _endpoint(session)
+            ok = await _delivery(session, healthy)
+            leased = await _delivery(session, deleted)
+            taken = await _delivery(session, deleted)
+        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        async with sessionmaker() as session, session.begin():
+            # "taken": its lease ran out and another claim took it (a superseded result).
+            await session.execute(
+                text(
+                    "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
+                    "WHERE id = :id"
+                ),
+                {"id": taken},
+            )
+        at = datetime.now(UTC)
+        batch = [
+            Result(claimed[i], Outcome(status_code=200), at + timedelta(milliseconds=n))
+            for n, i in enumerate((ok, leased, taken))
+        ]
+        async with sessionmaker() as deleting:
+            await deleting.begin()
+            await deleting.execute(
+                text("DELETE FROM notifications.endpoints WHERE id = :id"), {"id": deleted}
+            )
+            recording = asyncio.create_task(dispatcher.record(sessionmaker, batch))
+            await asyncio.sleep(0.5)
+            assert not recording.done()  # waits for the deleted rows' locks
+            await deleting.commit()
+        await asyncio.wait_for(recording, 10)
+        async with sessionmaker() as session:
+            deliveries = {
+                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+            }
+            attempts = await _rows(session, "SELECT * FROM notifications.attempts")
+        assert set(deliveries) == {ok}
+        assert deliveries[ok]["status"] == "succeeded"
+        assert [a["delivery_id"] for a in attempts] == [ok]
     finally:
         await engine.dispose()

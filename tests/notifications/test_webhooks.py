@@ -414,3 +414,78 @@ async def test_an_event_committed_after_the_registration_is_delivered_though_it_
             assert endpoint["id"]
     finally:
         await receiver.stop()
+
+
+async def _delivery_of(hub, partner: dict, endpoint_id: str) -> dict | None:
+    page = (
+        await hub.notifications.get(
+            "/deliveries", params={"endpoint_id": endpoint_id}, headers=bearer(partner["key"])
+        )
+    ).json()
+    return page["items"][0] if page["items"] else None
+
+
+async def test_a_reply_with_a_nul_byte_is_recorded_once(settings):
+    receiver = Receiver(respond=lambda _got: (200, {}, b"ok\x00done"))
+    await receiver.start()
+    try:
+        async with running_hub(settings) as hub:
+            partner = await hub.partner("ONG Sabou")
+            endpoint = await _endpoint(hub.notifications, partner["key"], receiver.url)
+            await hub.notifications.post(
+                f"/endpoints/{endpoint['id']}/test", headers=bearer(partner["key"])
+            )
+
+            async def succeeded():
+                item = await _delivery_of(hub, partner, endpoint["id"])
+                return item if item and item["status"] == "succeeded" else None
+
+            delivery = await eventually(succeeded, timeout=10)
+            detail = (
+                await hub.notifications.get(
+                    f"/deliveries/{delivery['id']}", headers=bearer(partner["key"])
+                )
+            ).json()
+            assert [a["response_excerpt"] for a in detail["attempts"]] == ["ok\ufffddone"]
+            assert len(receiver.requests) == 1
+    finally:
+        await receiver.stop()
+
+
+async def test_deleting_an_endpoint_in_flight_fails_no_other_partners_delivery(settings):
+    gate = asyncio.Event()
+    deleted = Receiver(gate=gate)
+    kept = Receiver(gate=gate)
+    await deleted.start()
+    await kept.start()
+    try:
+        async with running_hub(settings) as hub:
+            leaving = await hub.partner("Leaving")
+            staying = await hub.partner("Staying")
+            gone = await _endpoint(hub.notifications, leaving["key"], deleted.url)
+            endpoint = await _endpoint(hub.notifications, staying["key"], kept.url)
+            await hub.notifications.post(
+                f"/endpoints/{gone['id']}/test", headers=bearer(leaving["key"])
+            )
+            await hub.notifications.post(
+                f"/endpoints/{endpoint['id']}/test", headers=bearer(staying["key"])
+            )
+            await eventually(
+                lambda: asyncio.sleep(0, bool(deleted.requests) and bool(kept.requests))
+            )
+            response = await hub.notifications.delete(
+                f"/endpoints/{gone['id']}", headers=bearer(leaving["key"])
+            )
+            assert response.status_code == 204
+            gate.set()  # both answer at once: their results share a batch
+
+            async def succeeded():
+                item = await _delivery_of(hub, staying, endpoint["id"])
+                return item if item and item["status"] == "succeeded" else None
+
+            delivery = await eventually(succeeded, timeout=10)
+            assert delivery["attempt_count"] == 1
+            assert len(kept.requests) == 1
+    finally:
+        await deleted.stop()
+        await kept.stop()
