@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog.testing
 from sqlalchemy import text
 
 from services.notifications import store
@@ -383,7 +384,7 @@ async def test_a_nul_byte_and_a_deleted_endpoint_fail_no_other_result(settings, 
         await engine.dispose()
 
 
-async def test_a_result_the_database_refuses_fails_alone(settings, capsys):
+async def test_a_result_the_database_refuses_fails_alone(settings):
     """A batch the database refuses is written again by halves: only the result it cannot
     take fails (and is logged without its data); the others are recorded, in order. A result
     refused for its texts is recorded without them."""
@@ -429,7 +430,8 @@ async def test_a_result_the_database_refuses_fails_alone(settings, capsys):
             )
             for i, delivery_id in enumerate(ids)
         ]
-        await dispatcher.record_all(sessionmaker, batch)
+        with structlog.testing.capture_logs() as entries:
+            await dispatcher.record_all(sessionmaker, batch)
 
         failed = [r for r in batch if r.done.exception() is not None]
         assert [r.item["id"] for r in failed] == [poisoned]
@@ -451,7 +453,7 @@ async def test_a_result_the_database_refuses_fails_alone(settings, capsys):
         )
         assert metrics.webhook_attempts.labels("success")._value.get() == 5
         assert metrics.webhook_attempts.labels("failure")._value.get() == 1
-        logged = capsys.readouterr().out
+        logged = json.dumps(entries, default=str)
         assert "delivery_result_refused" in logged and str(poisoned) in logged
         assert "delivery_result_recorded_without_texts" in logged and str(wordy) in logged
         assert "reply" not in logged and "refused words" not in logged
