@@ -428,21 +428,9 @@ async def create_case(
                     "consent": body["consent"],
                     "steps": [
                         {
+                            **{name: step[name] for name in STEP_FIELDS},
                             "id": str(step["id"]),
-                            **{
-                                name: step[name]
-                                for name in (
-                                    "key",
-                                    "position",
-                                    "service_type",
-                                    "priority",
-                                    "delivery",
-                                    "depends_on",
-                                    "notes",
-                                    "status",
-                                    "status_reason",
-                                )
-                            },
+                            "position": step["position"],
                         }
                         for step in steps
                     ],
