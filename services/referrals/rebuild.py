@@ -1,5 +1,6 @@
 """`python -m services.referrals.rebuild`: rebuild the referrals service's projections of
-partners, services and cases from the whole event log, in one transaction.
+partners, services and cases from the whole event log, and recount the services' loads from
+the referrals, in one transaction.
 
 Run it with the referrals workers stopped. Referrals themselves are not touched, and the
 router keeps its checkpoint: nothing is routed again.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.referrals import projections
+from services.referrals import projections, router
 from shared.db import create_engine, create_sessionmaker
 from shared.settings import Settings
 
@@ -18,11 +19,13 @@ async def main(settings: Settings) -> int:
     engine = create_engine(settings, application_name="relais-referrals-rebuild")
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
-            return await projections.rebuild(session)
+            count = await projections.rebuild(session)
+            await router.recount_loads(session)
+            return count
     finally:
         await engine.dispose()
 
 
 if __name__ == "__main__":
     count = asyncio.run(main(Settings()))
-    print(f"projections rebuilt from {count} events")
+    print(f"projections rebuilt from {count} events; services' loads recounted")

@@ -353,6 +353,24 @@ FOLD_LOAD_CHANGES = """
 _FOLD = text(FOLD_LOAD_CHANGES)
 
 
+_RECOUNT = (
+    # Writers of referrals wait while the counters are rebuilt from the referrals themselves.
+    "LOCK TABLE referrals.referrals IN SHARE MODE",
+    "DELETE FROM referrals.service_load_changes",
+    "DELETE FROM referrals.service_loads",
+    "INSERT INTO referrals.service_loads (service_id, load) "
+    "SELECT service_id, count(*) FROM referrals.referrals "
+    "WHERE service_id IS NOT NULL AND status IN ('requested', 'accepted', 'in_progress') "
+    "GROUP BY service_id",
+)
+
+
+async def recount_loads(session: AsyncSession) -> None:
+    """Set the load counters from the referrals (after a restore that bypassed triggers, say)."""
+    for statement in _RECOUNT:
+        await session.execute(text(statement))
+
+
 async def fold_load_changes(session: AsyncSession) -> None:
     """Fold the recorded load changes into the counters (the router alone does, once per
     batch; changes committed meanwhile stay for the next fold)."""
