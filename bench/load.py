@@ -260,17 +260,6 @@ _APPEND = (
     "hub.events.actor, hub.events.audience, hub.events.correlation_id, "
     "hub.events.causation_id, hub.events.data"
 )
-_STEP_FIELDS = (
-    "id",
-    "key",
-    "service_type",
-    "priority",
-    "delivery",
-    "depends_on",
-    "notes",
-    "status",
-    "status_reason",
-)
 
 
 def _json_default(value: object) -> object:
@@ -290,6 +279,7 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
     import asyncpg
 
     from services.registry import matching
+    from services.registry.cases_store import STEP_FIELDS, case_snapshot
     from services.registry.duplicates_store import facts_of
     from services.registry.plan import StepDraft, plan_statuses, settle_steps
     from services.registry.schemas_cases import CaseCreate
@@ -386,7 +376,7 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
                         {
                             "id": str(s["id"]),
                             "position": s["position"],
-                            **{k: s[k] for k in _STEP_FIELDS[1:]},
+                            **{k: s[k] for k in STEP_FIELDS[1:]},
                         }
                         for s in steps
                     ],
@@ -405,23 +395,7 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
                 if pairs:
                     duplicates_found += len(pairs)
                     await conn.executemany(_UPSERT_DUPLICATE, pairs)
-            snapshot = {
-                "id": case["id"],
-                "reference": case["reference"],
-                "external_id": case["external_id"],
-                "owner_partner_id": case["owner_partner_id"],
-                "status": case["status"],
-                "closure_reason": case["closure_reason"],
-                "merged_into": case["merged_into"],
-                "beneficiary": case["beneficiary"],
-                "return": case["return_info"],
-                "vulnerabilities": list(case["vulnerabilities"]),
-                "consent": case["consent"],
-                "plan": [{k: s[k] for k in _STEP_FIELDS} for s in steps],
-                "version": case["version"],
-                "created_at": case["created_at"],
-                "updated_at": case["updated_at"],
-            }
+            snapshot = case_snapshot(case, steps)
             await conn.fetchrow(
                 _APPEND,
                 uuid.uuid4(),
