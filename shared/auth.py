@@ -18,6 +18,7 @@ from uuid import UUID
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.settings import MAX_KEY_LENGTH
 from shared.tables import api_keys
 
 KEY_PREFIX = "rk_"
@@ -132,8 +133,11 @@ _TOUCH = (
 
 
 def plausible(presented: str) -> bool:
-    """Whether a presented key could be one: worth a look-up."""
-    return presented.startswith(KEY_PREFIX) and len(presented) <= 200
+    """Whether a presented key could be one: worth a look-up.
+
+    Generated keys start with `rk_`, but an operator's own bootstrap key may have any form
+    (SPEC 2a), so only the length is checked before hashing."""
+    return 0 < len(presented) <= MAX_KEY_LENGTH
 
 
 async def look_up(session: AsyncSession, presented: str) -> Principal | None:

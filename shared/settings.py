@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MAX_KEY_LENGTH = 512  # the longest API key a caller may present
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
@@ -61,6 +62,23 @@ class Settings(BaseSettings):
                 return tuple(float(p) for p in parts)
             except ValueError as exc:
                 raise ValueError("WEBHOOK_RETRY_SCHEDULE takes comma-separated seconds") from exc
+        return value
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _check_bootstrap_key(cls, value: str | None) -> str | None:
+        # Any form works as a key (SPEC 2a), as long as it can travel in an HTTP header.
+        if value is None or value == "":
+            return None
+        if len(value) > MAX_KEY_LENGTH:
+            raise ValueError(
+                f"RELAIS_BOOTSTRAP_ADMIN_KEY is longer than {MAX_KEY_LENGTH} characters"
+            )
+        if value != value.strip() or not all(" " <= c <= "~" for c in value):
+            raise ValueError(
+                "RELAIS_BOOTSTRAP_ADMIN_KEY must be printable ASCII without surrounding spaces "
+                "(it is sent in an Authorization header)"
+            )
         return value
 
     @field_validator("webhook_retry_schedule")

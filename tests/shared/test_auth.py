@@ -105,6 +105,43 @@ async def test_the_bootstrap_admin_key_is_registered_idempotently(settings):
         assert len(listed.json()["items"]) == 2
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["coordination-admin-key-0123456789abcdefghij", "Secret of the CNRM, 2026: keep it safe!"],
+    ids=["plain", "with-spaces-and-punctuation"],
+)
+async def test_a_bootstrap_admin_key_of_any_form_works_as_a_key(settings, key):
+    settings = settings.model_copy(update={"bootstrap_admin_key": key})
+    async with running(create_app(settings)) as client:
+        created = await client.post(
+            "/partners", json={"name": "IOM", "kind": "un_agency"}, headers=bearer(key)
+        )
+        assert created.status_code == 201, created.text
+        listed = await client.get("/partners", headers=bearer(key))
+        assert listed.status_code == 200
+        # Only the exact string opens the door.
+        _is_problem(await client.get("/partners", headers=bearer(key + "x")), 401)
+        _is_problem(await client.get("/partners", headers=bearer(key[:-1])), 401)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("  padded-admin-key-0123456789abcdefghij", "surrounding spaces"),
+        ("line\nbreak-admin-key-0123456789abcdefghij", "printable ASCII"),
+        ("k" * 600, "longer than"),
+    ],
+    ids=["padded", "control-character", "too-long"],
+)
+def test_a_bootstrap_admin_key_that_cannot_travel_in_a_header_is_refused_at_start(key, message):
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    with pytest.raises(ValidationError, match=message):
+        Settings(bootstrap_admin_key=key, env="development")
+
+
 async def test_last_used_at_is_written_at_most_once_a_minute(settings):
     app = create_app(settings)
     async with running(app) as client:
