@@ -219,9 +219,15 @@ class ReturnInfo(StrictModel):
         return value
 
 
+ConsentStatus = Literal["not_recorded", "granted", "withdrawn"]
+RecordedConsent = Literal["granted", "withdrawn"]
+
+
 class Consent(StrictModel):
-    referral: Literal["granted", "withdrawn"] = Field(
-        description="Whether the beneficiary agrees to be referred to other partners.",
+    referral: ConsentStatus = Field(
+        description="Whether the beneficiary agrees to be referred to other partners: "
+        "`not_recorded` until consent is recorded (nothing is routed), then `granted` or "
+        "`withdrawn`.",
         examples=["granted"],
     )
     given_at: datetime | None = Field(default=None, examples=["2026-10-03T09:00:00Z"])
@@ -280,8 +286,8 @@ class CaseCreate(StrictModel):
     return_: ReturnInfo = Field(alias="return")
     vulnerabilities: list[Tag] = Field(default_factory=list, max_length=30)
     consent: Consent = Field(
-        default_factory=lambda: Consent(referral="withdrawn"),
-        description="Without `referral: granted`, nothing is routed.",
+        default_factory=lambda: Consent(referral="not_recorded"),
+        description="Without `referral: granted`, nothing is routed. Default: `not_recorded`.",
     )
     plan: list[StepCreate] = Field(default_factory=list, max_length=50)
 
@@ -323,6 +329,11 @@ class CaseListItem(CaseRead):
 
 
 class ConsentChange(Consent):
+    referral: RecordedConsent = Field(  # type: ignore[assignment]
+        description="`granted` routes the next interventions; `withdrawn` cancels every live "
+        "referral of the case and stops routing. Consent once recorded cannot be un-recorded.",
+        examples=["granted"],
+    )
     version: int | None = None
 
 

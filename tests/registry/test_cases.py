@@ -81,6 +81,32 @@ async def test_without_consent_steps_wait_and_granting_consent_releases_them(hub
     assert len(await _events(hub["app"], "case.consent_changed")) == 1
 
 
+async def test_consent_never_recorded_is_not_recorded_and_cannot_be_recorded_as_such(hub):
+    client, key = hub["client"], hub["key"]
+    body = case_body()
+    del body["consent"]
+    created = await client.post("/cases", json=body, headers=bearer(key))
+    assert created.status_code == 201, created.text
+    case = created.json()
+    assert case["consent"] == {"referral": "not_recorded", "given_at": None, "method": None}
+    assert [s["status"] for s in case["plan"]] == ["waiting", "waiting", "planned"]
+    assert case["plan"][0]["status_reason"] == "no_consent"
+    [event] = await _events(hub["app"], "case.created")
+    assert event["data"]["consent"]["referral"] == "not_recorded"
+    read = await client.get(f"/cases/{case['id']}", headers=bearer(key))
+    assert read.json()["consent"]["referral"] == "not_recorded"
+    # Recording consent means granting or withdrawing it.
+    refused = await client.post(
+        f"/cases/{case['id']}/consent", json={"referral": "not_recorded"}, headers=bearer(key)
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "body.referral"
+    withdrawn = await client.post(
+        f"/cases/{case['id']}/consent", json={"referral": "withdrawn"}, headers=bearer(key)
+    )
+    assert withdrawn.json()["consent"]["referral"] == "withdrawn"
+
+
 async def test_unknown_and_cyclic_step_references_answer_422_and_write_nothing(hub):
     client, key = hub["client"], hub["key"]
     before = len(await _events(hub["app"]))
