@@ -25,8 +25,11 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 def configure_logging(level: str = "INFO", *, service: str) -> None:
     """Every line is one JSON object with the time, level, service and request id, for
     structlog's loggers and the standard library's (uvicorn's) alike."""
+    global _process_service
+    _process_service = service
     shared_processors = [
         structlog.contextvars.merge_contextvars,
+        _add_service,
         _add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -60,6 +63,18 @@ def configure_logging(level: str = "INFO", *, service: str) -> None:
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)
+
+
+_process_service: str | None = None
+
+
+def _add_service(_logger: object, _name: str, event: dict) -> dict:
+    # A context binding wins (requests of one of several apps in a process); otherwise the
+    # process's service, so that uvicorn's lines and those of tasks started before the
+    # binding name it too.
+    if _process_service is not None:
+        event.setdefault("service", _process_service)
+    return event
 
 
 def _add_request_id(_logger: object, _name: str, event: dict) -> dict:
@@ -179,6 +194,7 @@ class RequestContextMiddleware:
             if template not in {"/healthz", "/metrics"}:
                 self.log.info(
                     "request",
+                    service=self.metrics.service,
                     method=method,
                     route=template,
                     status=status,

@@ -105,10 +105,12 @@ def run_worker(
 
 
 def serve(
-    app_factory: Callable[[Settings], FastAPI], *, port_of: Callable[[Settings], int]
+    app_factory: Callable[[Settings], FastAPI], *, name: str, port_of: Callable[[Settings], int]
 ) -> None:
     """Serve one service's API (with its workers unless RELAIS_RUN_WORKERS=false)."""
     settings = Settings()
+    # Before uvicorn starts, so that its own lines are JSON and name the service too.
+    configure_logging(settings.log_level, service=name)
     uvicorn.run(
         app_factory(settings),
         host=settings.bind_host,

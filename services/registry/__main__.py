@@ -4,4 +4,4 @@ from services.registry.app import create_app
 from shared.worker import serve
 
 if __name__ == "__main__":
-    serve(create_app, port_of=lambda s: s.registry_port)
+    serve(create_app, name="registry", port_of=lambda s: s.registry_port)
