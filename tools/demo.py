@@ -18,8 +18,13 @@ any failure. Nothing personal is printed beyond the invented case's reference.
 
     .venv/bin/python tools/demo.py [--registry URL] [--referrals URL] [--notifications URL]
 
-The admin key comes from RELAIS_ADMIN_KEY, else from $RELAIS_DATA_DIR/admin.key (default
-.data/admin.key), where `make run` keeps it.
+The admin key is the first the hub accepts of RELAIS_ADMIN_KEY, RELAIS_BOOTSTRAP_ADMIN_KEY (the
+key an operator gave `make run`) and $RELAIS_DATA_DIR/admin.key (default .data/admin.key, where
+`make run` keeps the key it creates).
+
+When it ends, on success, failure or Ctrl-C, the demo leaves the hub as it found it for other
+cases: its services are set inactive (the next run re-activates them), its endpoints deleted and
+its keys revoked. The demo partners and cases stay, for inspection.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ KEY_NAME = "Relais demo (tools/demo.py)"
 RETURN_AREA = "ML-1-03"  # the cercle of Kayes, in the Kayes region (ML-1)
 PAUSE = 0.3  # seconds a caseworker "takes" between two actions: the story stays readable
 DEFAULT_TIMEOUT = 60.0
+ROUTING_SETTLES = 10.0  # seconds the router may take to see the services the demo changed
 
 
 # --- The cast ----------------------------------------------------------------------------
@@ -306,21 +312,40 @@ def check_ready(urls: dict[str, str]) -> None:
             )
 
 
-def admin_key() -> tuple[str, str]:
-    """The admin key and where it came from."""
-    if os.environ.get("RELAIS_ADMIN_KEY", "").strip():
-        return os.environ["RELAIS_ADMIN_KEY"].strip(), "RELAIS_ADMIN_KEY"
+ADMIN_KEY_HINT = (
+    "set RELAIS_ADMIN_KEY to the admin key `make run` printed (or RELAIS_DATA_DIR to where "
+    "the hub keeps its data)"
+)
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where the demo looked for an admin key, and the key found there (None: nothing)."""
+
+    origin: str
+    key: str | None
+    missing: str  # what the place held when no key was there: "unset", "not found", ...
+
+
+def admin_key_sources() -> list[KeySource]:
+    """The places an admin key may be, in order: RELAIS_ADMIN_KEY, the launcher's
+    RELAIS_BOOTSTRAP_ADMIN_KEY, and $RELAIS_DATA_DIR/admin.key (default .data/admin.key)."""
+    sources = [
+        KeySource(name, os.environ.get(name, "").strip() or None, "unset")
+        for name in ("RELAIS_ADMIN_KEY", "RELAIS_BOOTSTRAP_ADMIN_KEY")
+    ]
     path = Path(os.environ.get("RELAIS_DATA_DIR") or ".data") / "admin.key"
     try:
-        key = path.read_text().strip()
+        sources.append(KeySource(str(path), path.read_text().strip() or None, "empty"))
     except OSError:
-        key = ""
-    if not key:
-        raise DemoError(
-            f"no admin key: set RELAIS_ADMIN_KEY, or run the demo where `make run` keeps it "
-            f"({path} was not found; set RELAIS_DATA_DIR if the hub keeps its data elsewhere)."
-        )
-    return key, str(path)
+        sources.append(KeySource(str(path), None, "not found"))
+    return sources
+
+
+def no_admin_key(sources: list[KeySource]) -> str:
+    """The one line that says where the demo looked and what to set."""
+    looked = ", ".join(f"{s.origin} ({s.missing})" for s in sources)
+    return f"no admin key: looked in {looked}; {ADMIN_KEY_HINT}."
 
 
 # --- The webhook receiver ----------------------------------------------------------------
@@ -412,10 +437,10 @@ class Party:
 
 
 class Demo:
-    def __init__(self, hub: Hub, admin: str, admin_origin: str, timeout: float) -> None:
+    def __init__(self, hub: Hub, key_sources: list[KeySource], timeout: float) -> None:
         self.hub = hub
-        self.admin = admin
-        self.admin_origin = admin_origin
+        self.key_sources = key_sources
+        self.admin = ""  # the first key of key_sources the hub accepts (check_admin)
         self.timeout = timeout
         self.parties: dict[str, Party] = {}
         self.names: dict[str, str] = {}  # partner id -> name, for the table
@@ -448,23 +473,33 @@ class Demo:
     # --- set-up ------------------------------------------------------------------------
 
     async def check_admin(self) -> None:
-        origin = self.admin_origin
+        """Take the first key found that the hub accepts as an admin key."""
+        found = [source for source in self.key_sources if source.key]
+        if not found:
+            raise DemoError(no_admin_key(self.key_sources))
         url = self.hub.urls["referrals"] + "/queues/unassigned"
-        try:
-            response = await self.hub.client.get(
-                url, params={"limit": 1}, headers={"Authorization": f"Bearer {self.admin}"}
-            )
-        except httpx.HTTPError as exc:
-            raise DemoError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code == 401:
-            raise DemoError(
-                f"the hub does not accept the admin key from {origin} (401): is it the key of "
-                "this hub? `make run` prints the key it uses."
-            )
-        if response.status_code == 403:
-            raise DemoError(f"the key from {origin} is a partner's key, not an admin key (403).")
-        if response.status_code != 200:
-            raise DemoError(_problem("GET", url, response))
+        refused: list[str] = []
+        for source in found:
+            try:
+                response = await self.hub.client.get(
+                    url, params={"limit": 1}, headers={"Authorization": f"Bearer {source.key}"}
+                )
+            except httpx.HTTPError as exc:
+                raise DemoError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+            if response.status_code == 200:
+                assert source.key is not None
+                self.admin = source.key
+                say(f"  {'admin key':<14} from {source.origin}")
+                say()
+                return
+            if response.status_code == 401:
+                refused.append(f"{source.origin} (401: not a key of this hub)")
+            elif response.status_code == 403:
+                refused.append(f"{source.origin} (403: a partner's key)")
+            else:
+                raise DemoError(_problem("GET", url, response))
+        refusals = ", ".join(refused)
+        raise DemoError(f"the hub refused the admin key from {refusals}; {ADMIN_KEY_HINT}.")
 
     async def set_up_partners(self) -> None:
         say(STYLE.bold("Demo partners (registry, with the admin key)"))
@@ -554,6 +589,11 @@ class Demo:
                 or sorted(service["areas"]) != sorted(spec.areas)
                 or service["priority"] != DEMO_PRIORITY
             ):
+                # An earlier demo left it inactive (or someone changed it): it takes the demo's
+                # referrals again until this run ends.
+                changed = sorted(service["areas"]) != sorted(spec.areas) or (
+                    service["priority"] != DEMO_PRIORITY
+                )
                 service = await self.hub.call(
                     "PATCH",
                     "registry",
@@ -561,7 +601,7 @@ class Demo:
                     key=self.admin,
                     json={"status": "active", "areas": list(spec.areas), "priority": DEMO_PRIORITY},
                 )
-                how = "found, restored"
+                how = "found, restored" if changed else "found, re-activated"
             party.services[spec.service_type] = service
             say(f"  {'':<7}   {spec.service_type} in {', '.join(spec.areas)}: {how}")
 
@@ -569,29 +609,35 @@ class Demo:
         """Ask the router, without side effects, where each referral step would go: another
         partner's service on this hub would take the demo's referral and stall the story."""
         by_type = {st: p for p in self.parties.values() for st in p.services}
+        # The router learns of a service re-activated above from its event, a moment later.
+        deadline = time.monotonic() + ROUTING_SETTLES
         for step in PLAN:
             if step.get("delivery") == "direct":
                 continue
-            preview = await self.hub.call(
-                "POST",
-                "referrals",
-                "/routing/preview",
-                key=self.admin,
-                json={
-                    "case": {
-                        "beneficiary": {
-                            "sex": beneficiary["sex"],
-                            "birth_year": beneficiary["birth_year"],
-                        },
-                        "vulnerabilities": vulnerabilities,
-                        "return": {"area_code": RETURN_AREA},
-                    },
-                    "service_type": step["service_type"],
-                    "priority": step.get("priority", "normal"),
-                },
-            )
             expected = by_type[step["service_type"]]
-            chosen = preview["chosen_partner_id"]
+            while True:
+                preview = await self.hub.call(
+                    "POST",
+                    "referrals",
+                    "/routing/preview",
+                    key=self.admin,
+                    json={
+                        "case": {
+                            "beneficiary": {
+                                "sex": beneficiary["sex"],
+                                "birth_year": beneficiary["birth_year"],
+                            },
+                            "vulnerabilities": vulnerabilities,
+                            "return": {"area_code": RETURN_AREA},
+                        },
+                        "service_type": step["service_type"],
+                        "priority": step.get("priority", "normal"),
+                    },
+                )
+                chosen = preview["chosen_partner_id"]
+                if chosen == expected.id or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             if chosen != expected.id:
                 other = self.names.get(chosen or "", chosen) if chosen else "no partner at all"
                 raise DemoError(
@@ -995,9 +1041,26 @@ class Demo:
         )
 
     async def clean_up(self) -> None:
-        """Delete this run's endpoints (their receiver goes away now) and revoke its keys."""
+        """Leave the hub as the demo found it for other cases: the demo's services stop taking
+        referrals, this run's endpoints are deleted (their receiver goes away now) and its keys
+        revoked. Runs on success, failure and Ctrl-C alike."""
         for task in list(self.tasks):
             task.cancel()
+        inactive: list[str] = []
+        for party in self.parties.values():
+            for service in party.services.values():
+                try:
+                    await self.hub.call(
+                        "PATCH",
+                        "registry",
+                        f"/services/{service['id']}",
+                        key=self.admin,
+                        json={"status": "inactive"},
+                        ok=(200,),
+                    )
+                    inactive.append(service["service_type"])
+                except DemoError as exc:
+                    fail_line(f"clean-up: {exc}")
         for party in self.parties.values():
             try:
                 if party.endpoint_id:
@@ -1019,6 +1082,18 @@ class Demo:
             except DemoError as exc:
                 fail_line(f"clean-up: {exc}")
         await self.receiver.stop()
+        self.print_left_behind(inactive)
+
+    def print_left_behind(self, inactive: list[str]) -> None:
+        partners = [p for p in self.parties.values() if p.spec is not None]
+        if not partners:
+            return
+        case = f"case {self.case['reference']}" if self.case else "no case"
+        say()
+        say(f"Left on the hub: the {len(partners)} demo partners and {case}, for inspection;")
+        say(f"  their {len(inactive)} services set inactive, so other cases are not routed to them")
+        say("  (the next `make demo` re-activates them); the demo's endpoints deleted and its")
+        say("  API keys revoked.")
 
     async def run(self) -> int:
         try:
@@ -1080,9 +1155,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _main(urls: dict[str, str], key: str, origin: str, wait_seconds: float) -> int:
+async def _main(urls: dict[str, str], key_sources: list[KeySource], wait_seconds: float) -> int:
     async with httpx.AsyncClient(timeout=15, trust_env=False) as client:
-        return await Demo(Hub(urls, client), key, origin, wait_seconds).run()
+        return await Demo(Hub(urls, client), key_sources, wait_seconds).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1093,14 +1168,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  {name:<14} {url}")
     try:
         check_ready(urls)
-        key, origin = admin_key()
     except DemoError as exc:
         fail_line(str(exc))
         return 1
-    say(f"  {'admin key':<14} from {origin}")
-    say()
     try:
-        return asyncio.run(_main(urls, key, origin, args.timeout))
+        return asyncio.run(_main(urls, admin_key_sources(), args.timeout))
     except KeyboardInterrupt:
         fail_line("interrupted")
         return 130
