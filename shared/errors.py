@@ -157,6 +157,48 @@ _HTTP_SLUGS = {
 }
 
 
+def http_problem(
+    status: int, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """The problem document of an HTTP-level error, typed by its status alone."""
+    slug, title = _HTTP_SLUGS.get(status, ("error", "Error"))
+    return problem_response(status, slug, title, detail, headers=headers, **extra)
+
+
+def _position(text: str, index: int) -> str:
+    """`line 2, column 5` of the character at `index` (both counted from 1)."""
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _invalid_json(exc: RequestValidationError) -> JSONResponse | None:
+    """The 400 for a body that is not JSON (FastAPI reports it as a validation error); the
+    detail says what is wrong and where, and quotes nothing of the body."""
+    for error in exc.errors():
+        if error.get("type") != "json_invalid":
+            continue
+        loc = error.get("loc", ())
+        index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+        body = exc.body if isinstance(exc.body, str) else ""
+        reason = (error.get("ctx") or {}).get("error") or "cannot be parsed"
+        message = f"{reason} at {_position(body, index)}"
+        return http_problem(
+            400,
+            f"The body is not valid JSON: {message}.",
+            errors=[FieldError(field="body", message=message, type="json_invalid")],
+        )
+    return None
+
+
+def _unparsable_body_detail(exc: StarletteHTTPException) -> str | None:
+    """Why a body could not be read, when FastAPI's 400 was caused by its encoding."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        return f"The body is not valid UTF-8: the byte at offset {cause.start} cannot be decoded."
+    return None
+
+
 _OUTAGE_NAMES = {
     "CannotConnectNowError",
     "ConnectionDoesNotExistError",
@@ -210,6 +252,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        invalid_json = _invalid_json(exc)
+        if invalid_json is not None:
+            return invalid_json
         errors = validation_errors(exc.errors())
         count = len(errors)
         return problem_response(
@@ -223,9 +268,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug, title = _HTTP_SLUGS.get(exc.status_code, ("error", "Error"))
-        detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+        detail = _unparsable_body_detail(exc) or (
+            exc.detail if isinstance(exc.detail, str) else None
+        )
+        return http_problem(exc.status_code, detail, headers=exc.headers)
 
 
 def _frames(exc: BaseException) -> list[str]:

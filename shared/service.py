@@ -8,17 +8,21 @@ import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import create_engine, create_sessionmaker
+from shared.docs import install_docs
 from shared.errors import (
     Problem,
     UnexpectedErrorMiddleware,
@@ -28,6 +32,7 @@ from shared.errors import (
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
+from shared.http_conventions import RequestMediaTypeMiddleware, method_not_allowed
 from shared.idempotency import IdempotencyMiddleware, purge_expired
 from shared.migrate import schema_status
 from shared.observability import Metrics, RequestContextMiddleware, configure_logging
@@ -55,6 +60,8 @@ class ServiceSpec:
     channels: tuple[str, ...] = (NOTIFY_CHANNEL,)
 
 
+# What every operation of the services' routers may answer: each takes a key and some input.
+# The probes take neither, so they are included without these.
 ERROR_RESPONSES: dict[int | str, dict] = {
     401: {"model": Problem, "description": "Missing, unknown or revoked API key."},
     403: {"model": Problem, "description": "The key's role may not do this."},
@@ -125,6 +132,7 @@ class BodySizeLimitMiddleware:
 
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 _COMMON_ERRORS = {
     "400": "Malformed request: a body that cannot be parsed, or a bad If-Match.",
     "413": "Request body over 1 MiB.",
@@ -145,27 +153,36 @@ def _document_errors(app: FastAPI) -> None:
         schema = build()
         for path, item in schema.get("paths", {}).items():
             for method, operation in item.items():
-                if path in {"/healthz", "/readyz", "/metrics"}:
-                    continue
                 responses = operation.setdefault("responses", {})
+                if path in PROBES:
+                    _problem_content(responses)
+                    continue
                 extra = dict(_EVERY_ERROR)
-                if operation.get("requestBody") or any(
+                body = operation.get("requestBody")
+                if body or any(
                     p.get("name") == "If-Match" for p in operation.get("parameters", [])
                 ):
                     extra.update(_COMMON_ERRORS)
+                if body:
+                    takes = " or ".join(f"`{name}`" for name in body.get("content", {}))
+                    extra["415"] = f"The body is not in a media type this takes ({takes})."
                 if method == "post":
                     extra.update(_POST_ERRORS)
                 if any(p.get("in") == "path" for p in operation.get("parameters", [])):
                     extra.update(_PATH_ERRORS)
                 for status, description in extra.items():
                     responses.setdefault(status, {"description": description})
-                for status, response in responses.items():
-                    if status.isdigit() and int(status) >= 400:
-                        response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+                _problem_content(responses)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_content(responses: dict) -> None:
+    for status, response in responses.items():
+        if status.isdigit() and int(status) >= 400:
+            response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -256,16 +273,36 @@ async def update_horizon_metrics(
     metrics.horizon_oldest_xact_seconds.set(max(0.0, float(row.oldest_s)))
 
 
+class Health(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """The database answers and its schema is at this code's revision or later."""
+
+    status: Literal["ready"]
+    schema_revision: str = Field(
+        description="The database's Alembic revision.", examples=["0008_endpoint_since_tx"]
+    )
+
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+
 def _health_router() -> APIRouter:
+    """The probes take no key and no input: they document only the answers they give."""
     router = APIRouter(tags=["health"])
 
-    @router.get("/healthz", summary="The process is up", response_model=dict[str, str])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @router.get("/healthz", summary="The process is up")
+    async def healthz() -> Health:
+        return Health(status="ok")
 
     @router.get(
         "/readyz",
         summary="The database answers and its schema is at this code's revision or later",
+        response_model=Readiness,
         responses={503: {"model": Problem, "description": "Not ready"}},
     )
     async def readyz(request: Request) -> JSONResponse:
@@ -286,10 +323,20 @@ def _health_router() -> APIRouter:
             )
         return JSONResponse({"status": "ready", "schema_revision": revision})
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The metrics in Prometheus' text format 0.0.4.",
+                "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(runtime.metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
     return router
 
@@ -325,15 +372,19 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[*list(spec.tags), {"name": "health", "description": "Probes and metrics."}],
         generate_unique_id_function=_operation_id,
-        responses=ERROR_RESPONSES,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_exception_handler(405, method_not_allowed)
     _document_errors(app)
     for router in spec.routers:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(_health_router())
+    install_docs(app)
 
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(RequestMediaTypeMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -1,0 +1,151 @@
+"""HTTP conventions every operation shares (SPEC 7): a request body in a media type the
+operation does not take answers 415 naming those it takes, and a 405 names in `Allow` every
+method of the path.
+
+Both are derived from what the app declares, never listed per handler: the media types an
+operation takes are the keys of its OpenAPI `requestBody.content` (so the document and the
+check cannot disagree), and the methods of a path are those the router answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.routing import BaseRoute, Match, compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.errors import http_problem
+
+JSON = "application/json"
+
+# The methods a path may answer, in the order `Allow` names them.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+Operation = tuple[re.Pattern[str], dict[str, tuple[str, ...]]]
+
+
+def media_type(content_type: str) -> str:
+    """`application/json; charset=utf-8` -> `application/json`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def operations_from_openapi(schema: dict) -> list[Operation]:
+    """Each path of the document as a pattern, with the media types each method's request
+    body takes (empty for a method that takes no body), in the document's order."""
+    table: list[Operation] = []
+    for path, item in schema.get("paths", {}).items():
+        pattern, _format, _convertors = compile_path(path)
+        methods = {
+            method.upper(): tuple(
+                media_type(name) for name in operation.get("requestBody", {}).get("content", {})
+            )
+            for method, operation in item.items()
+            if method.upper() in METHODS
+        }
+        table.append((pattern, methods))
+    return table
+
+
+def accepted_media_types(table: Sequence[Operation], method: str, path: str) -> tuple[str, ...]:
+    """The media types the operation at `method path` takes; empty when it takes no body or
+    is not documented (the router then answers as it would)."""
+    for pattern, methods in table:
+        if method in methods and pattern.match(path):
+            return methods[method]
+    return ()
+
+
+class RequestMediaTypeMiddleware:
+    """Answers 415 to a request body in a media type its operation does not take, before
+    anything reads the body. A body sent without `Content-Type` to an operation that takes
+    JSON is read as JSON: curl and small scripts often leave the header out, and the bearer
+    key every such operation requires already keeps browsers' cross-site requests away."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._table: list[Operation] | None = None
+
+    def _operations(self, scope: Scope) -> list[Operation]:
+        if self._table is None:
+            self._table = operations_from_openapi(scope["app"].openapi())
+        return self._table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        content_type: bytes | None = None
+        has_body = False
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                has_body = value.strip() not in (b"", b"0")
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        accepted = accepted_media_types(self._operations(scope), scope["method"], path)
+        if not accepted:
+            await self.app(scope, receive, send)
+            return
+        if content_type is None:
+            if JSON in accepted:
+                headers = [*scope["headers"], (b"content-type", JSON.encode())]
+                await self.app({**scope, "headers": headers}, receive, send)
+                return
+            sent = None
+        else:
+            sent = media_type(content_type.decode("latin-1"))
+            if sent in accepted:
+                await self.app(scope, receive, send)
+                return
+        await unsupported_media_type(scope["method"], accepted, sent)(scope, receive, send)
+
+
+def unsupported_media_type(method: str, accepted: Sequence[str], sent: str | None) -> JSONResponse:
+    """The 415 problem: what the operation takes, and what was sent."""
+    takes = " or ".join(f"`{name}`" for name in accepted)
+    was = f"`{sent}`" if sent else "no Content-Type"
+    headers = {}
+    if method in ("POST", "PATCH"):  # RFC 9110 15.5.16: tell the client what to send instead
+        headers[f"Accept-{method.capitalize()}"] = ", ".join(accepted)
+    return http_problem(
+        415,
+        f"This operation takes a body in {takes}; the request sent {was}.",
+        headers=headers,
+    )
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route answers at the scope's path (Starlette's router names only
+    the first route whose path matches)."""
+    allowed = []
+    for method in METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with `Allow` naming every method of the path."""
+    declared = (getattr(exc, "headers", None) or {}).get("Allow", "")
+    allowed = allowed_methods(request.app.router.routes, request.scope)
+    if not allowed or request.method in allowed:
+        # The 405 came from inside a mount (static files) that took the request: it knows.
+        allowed = [m.strip() for m in declared.split(",") if m.strip()]
+    allow = ", ".join(allowed)
+    return http_problem(
+        405,
+        f"{request.method} is not allowed here; this path takes {allow or 'no method'}.",
+        headers={"Allow": allow},
+    )
