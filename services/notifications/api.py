@@ -17,8 +17,10 @@ from services.notifications.schemas import (
     AttemptRead,
     DeliveryDetail,
     DeliveryRead,
+    DeliveryStatus,
     EndpointCreate,
     EndpointRead,
+    EndpointTestMessage,
     EndpointUpdate,
     EndpointWithSecret,
     FeedPage,
@@ -41,6 +43,7 @@ from shared.errors import (
     cannot_be_null,
 )
 from shared.eventlog.model import parse_sequence
+from shared.events_catalog import check_patterns
 from shared.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -93,7 +96,8 @@ async def _endpoint(
     status_code=status.HTTP_201_CREATED,
     summary="Register a webhook endpoint; the signing secret is returned once",
     description="In production the URL must be https and resolve only to public addresses. "
-    "`event_types` take `*` wildcards (`referral.*`). Deliveries are signed with Standard "
+    "`event_types` take `*` wildcards (`referral.*`); one that matches no known event type "
+    "answers 422 listing the catalog. Deliveries are signed with Standard "
     "Webhooks headers and carry CloudEvents bodies. An endpoint receives the events "
     "committed after its registration; earlier ones are in the feed (`GET /feed`).",
 )
@@ -103,6 +107,7 @@ async def create_endpoint(
     if not caller.is_admin and body.partner_id not in (None, caller.partner_id):
         raise Forbidden("A partner registers endpoints only for itself.")
     partner_id = body.partner_id if caller.is_admin else caller.partner_id
+    check_patterns(body.event_types, field="body.event_types")
     await _check_url(request, body.url)
     async with session.begin():
         row, secret = await store.create_endpoint(
@@ -179,6 +184,8 @@ async def update_endpoint(
     for field in ("url", "event_types", "description"):
         if field in changes and changes[field] is None:
             raise cannot_be_null(f"body.{field}")
+    if "event_types" in changes:
+        check_patterns(changes["event_types"], field="body.event_types")
     if "url" in changes:
         await _check_url(request, changes["url"])
     async with session.begin():
@@ -266,7 +273,9 @@ async def test_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) 
             type="endpoint.test",
             row=row,
             actor=caller.actor,
-            data={"endpoint_id": row["id"], "message": "A test event from Relais."},
+            data=EndpointTestMessage(
+                endpoint_id=row["id"], message="A test event from Relais."
+            ).model_dump(),
         )
     return TestSent(event_id=event.id)
 
@@ -313,9 +322,7 @@ async def list_deliveries(
     caller: Caller,
     session: SessionDep,
     endpoint_id: UUID | None = None,
-    status_: Annotated[
-        str | None, Query(alias="status", pattern="^(pending|succeeded|failed)$")
-    ] = None,
+    status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     event_type: Annotated[str | None, Query(max_length=100)] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
@@ -407,7 +414,8 @@ async def retry_delivery(delivery_id: UUID, caller: Caller, session: SessionDep)
     summary="Your events after a cursor, oldest first, with long-polling",
     description="For partners without a public endpoint. `after` is the `sequence` of the last "
     "event you have (omit it to start from the beginning); `next_cursor` is never null. "
-    "`types` filters with `*` wildcards, comma-separated. `wait` (seconds, at most 30) holds "
+    "`types` filters with `*` wildcards, comma-separated; a type that matches no known event "
+    "type answers 422 listing the catalog. `wait` (seconds, at most 30) holds "
     "the request until an event arrives; no database connection is held meanwhile.",
 )
 async def feed(
@@ -429,6 +437,7 @@ async def feed(
             errors=[FieldError(field="query.after", message="malformed cursor", type="cursor")],
         ) from exc
     patterns = [t.strip() for t in (types or "").split(",") if t.strip()]
+    check_patterns(patterns, field="query.types")
     runtime = request.app.state.runtime
     flag = runtime.listener.subscribe()
     deadline = time.monotonic() + wait

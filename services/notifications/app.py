@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications.api import router
+from services.notifications.webhook_docs import webhooks
 from services.notifications.worker import CHANNELS, consumers
+from shared.openapi import make_exact
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
 
@@ -24,12 +26,16 @@ TAGS = [
     },
     {"name": "deliveries", "description": "Every webhook sent and every attempt, with retries."},
     {"name": "feed", "description": "Your events, pulled: for partners without a public endpoint."},
+    {
+        "name": "webhooks",
+        "description": "What Relais sends to your endpoints: one CloudEvent per event type.",
+    },
 ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_app(
+    app = build_app(
         settings,
         ServiceSpec(
             name="notifications",
@@ -41,3 +47,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             channels=CHANNELS,
         ),
     )
+    make_exact(app, webhooks=webhooks)
+    return app

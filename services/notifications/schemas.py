@@ -7,25 +7,41 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+from shared.events_catalog import EVENT_TYPES, PATTERN
 
 EventPattern = Annotated[
     str,
     Field(
-        pattern=r"^[a-z_*][a-z_.*]{0,99}$",
-        description="An event type, with `*` wildcards: `referral.*`, `*`.",
+        pattern=PATTERN,
+        description="An event type, with `*` wildcards: `referral.*`, `*`. It must match at "
+        "least one known type: " + ", ".join(f"`{t}`" for t in EVENT_TYPES) + ".",
         examples=["referral.*"],
     ),
 ]
+
+
+DeliveryStatus = TypeAliasType("DeliveryStatus", Literal["pending", "succeeded", "failed"])
+EndpointStatus = TypeAliasType("EndpointStatus", Literal["active", "disabled"])
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+URL_RULE = (
+    "Where webhooks go. In production: an `https://` URL whose host resolves only to public "
+    "addresses. Where the hub allows private targets (development, tests), `http://` and "
+    "private addresses too. A refused URL answers 422 saying what this hub accepts."
+)
+
+
 class EndpointCreate(StrictModel):
     url: str = Field(
         min_length=8,
         max_length=2000,
+        description=URL_RULE,
         examples=["https://cases.ong-sabou.example.org/relais/webhooks"],
     )
     event_types: list[EventPattern] = Field(
@@ -46,7 +62,7 @@ class EndpointUpdate(StrictModel):
         json_schema_extra={"examples": [{"event_types": ["referral.*", "case.pathway_completed"]}]},
     )
 
-    url: str | None = Field(default=None, min_length=8, max_length=2000)
+    url: str | None = Field(default=None, min_length=8, max_length=2000, description=URL_RULE)
     event_types: list[EventPattern] | None = Field(default=None, min_length=1, max_length=50)
     description: str | None = Field(default=None, max_length=500)
     version: int | None = None
@@ -58,7 +74,7 @@ class EndpointRead(BaseModel):
     url: str
     event_types: list[str]
     description: str
-    status: Literal["active", "disabled"]
+    status: EndpointStatus
     disabled_reason: str | None
     version: int
     created_at: datetime
@@ -73,6 +89,13 @@ class EndpointWithSecret(EndpointRead):
 
 class TestSent(BaseModel):
     event_id: UUID
+
+
+class EndpointTestMessage(BaseModel):
+    """The `data` of an `endpoint.test` event."""
+
+    endpoint_id: UUID
+    message: str = Field(examples=["A test event from Relais."])
 
 
 class RecoverRequest(StrictModel):
@@ -105,7 +128,7 @@ class DeliveryRead(BaseModel):
     event_id: UUID = Field(description="The `webhook-id`: the same on every retry.")
     event_type: str
     endpoint_id: UUID
-    status: Literal["pending", "succeeded", "failed"]
+    status: DeliveryStatus
     attempt_count: int
     next_attempt_at: datetime | None
     last_status_code: int | None
@@ -118,8 +141,31 @@ class DeliveryDetail(DeliveryRead):
     attempts: list[AttemptRead]
 
 
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event, exactly as a webhook or the feed carries it (SPEC 8)."""
+
+    specversion: Literal["1.0"]
+    id: str = Field(
+        json_schema_extra={"format": "uuid"},
+        description="The event's id: the `webhook-id`, the same on every retry.",
+    )
+    source: str = Field(examples=["/referrals"])
+    type: str = Field(examples=["referral.created"], description="A type of the catalog.")
+    subject: str = Field(examples=["referrals/0b6f3c52-1d7e-4c1a-9f0e-2b6a1d5e8c43"])
+    time: str = Field(json_schema_extra={"format": "date-time"})
+    datacontenttype: Literal["application/json"]
+    sequence: str = Field(
+        description="Sorts in the log's order; the feed's cursor (`after`).",
+        examples=["0" * 19 + "1" + "0" * 19 + "1"],
+    )
+    data: dict[str, Any] = Field(
+        description="The resource after the change, with its `version`: see the webhooks "
+        "section for each type's schema."
+    )
+
+
 class FeedPage(BaseModel):
-    items: list[dict[str, Any]] = Field(
+    items: list[CloudEvent] = Field(
         description="CloudEvents exactly as webhooks carry them, oldest first."
     )
     next_cursor: str = Field(

@@ -48,6 +48,11 @@ def is_public(address: str) -> bool:
     )
 
 
+def allowed_schemes(allow_private: bool) -> str:
+    """What this hub takes, as said to the caller: http only where private targets are."""
+    return "https:// or http://" if allow_private else "https:// (http:// is not accepted here)"
+
+
 def parse(url: str, *, allow_private: bool) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL fit for webhooks, or TargetRefused."""
     try:
@@ -56,10 +61,8 @@ def parse(url: str, *, allow_private: bool) -> tuple[str, str, int]:
     except ValueError as exc:
         raise TargetRefused(f"not a valid URL: {exc}") from exc
     scheme = parts.scheme.lower()
-    if scheme not in ("https", "http"):
-        raise TargetRefused("the URL must start with https://")
-    if scheme == "http" and not allow_private:
-        raise TargetRefused("webhooks go only to https URLs")
+    if scheme not in ("https", "http") or (scheme == "http" and not allow_private):
+        raise TargetRefused(f"the URL must start with {allowed_schemes(allow_private)}")
     if not parts.hostname:
         raise TargetRefused("the URL has no host")
     if parts.username or parts.password:
@@ -84,6 +87,6 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
         if blocked:
             raise TargetRefused(
                 f"the host {host!r} resolves to a non-public address ({blocked[0]}); "
-                "webhooks go only to public addresses"
+                "this hub sends webhooks only to hosts whose every address is public"
             )
     return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])

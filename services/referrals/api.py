@@ -22,6 +22,8 @@ from services.referrals.schemas import (
     PreviewRequest,
     ReasonBody,
     ReferralRead,
+    ReferralRole,
+    ReferralStatus,
 )
 from services.referrals.tables import cases, partners, referrals, services, steps
 from shared.auth import Principal
@@ -100,8 +102,11 @@ def visible_referrals(caller: Principal) -> Select:
 async def list_referrals(
     caller: Caller,
     session: SessionDep,
-    role: Annotated[str | None, Query(pattern="^(incoming|outgoing)$")] = None,
-    status: Annotated[str | None, Query(max_length=20)] = None,
+    role: Annotated[
+        ReferralRole | None,
+        Query(description="`incoming`: addressed to you; `outgoing`: about your cases."),
+    ] = None,
+    status: ReferralStatus | None = None,
     service_type: Annotated[str | None, Query(max_length=64)] = None,
     case_id: UUID | None = None,
     updated_since: datetime | None = None,

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.referrals.api import router
 from services.referrals.worker import consumers
+from shared.openapi import make_exact
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
 
@@ -28,7 +29,7 @@ TAGS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_app(
+    app = build_app(
         settings,
         ServiceSpec(
             name="referrals",
@@ -39,3 +40,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             consumers=consumers,
         ),
     )
+    make_exact(app)
+    return app

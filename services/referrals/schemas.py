@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypeAliasType
 
-ReferralStatus = Literal[
-    "requested",
-    "accepted",
-    "in_progress",
-    "unassigned",
-    "rejected",
-    "expired",
-    "completed",
-    "failed",
-    "cancelled",
-]
+from services.referrals.routing import (
+    AGE,
+    AGE_UNKNOWN,
+    INACTIVE_PARTNER,
+    INACTIVE_SERVICE,
+    NOT_COVERING,
+    PARTNER_EXCLUDED,
+    SEX,
+    SEX_UNKNOWN,
+    VULNERABILITIES,
+)
+from services.referrals.tables import REFERRAL_STATUSES
+from shared.pathway import RESOLVED
+from shared.resources import CaseReference, MinimisedCase
+
+ReferralStatus = TypeAliasType("ReferralStatus", Literal[REFERRAL_STATUSES])  # type: ignore[valid-type]
+ReferralRole = TypeAliasType("ReferralRole", Literal["incoming", "outgoing"])
+Priority = TypeAliasType("Priority", Literal["emergency", "urgent", "normal"])
 
 
 class StrictModel(BaseModel):
@@ -26,19 +34,86 @@ class StrictModel(BaseModel):
 
 
 class HistoryEntry(BaseModel):
+    """One line of a referral's history: each status it took, when, by whom."""
+
     status: ReferralStatus
     at: datetime
     actor: str = Field(description="A partner id, `admin` or `system`.")
     note: str
 
 
-class ReferralRead(BaseModel):
+class RoutingCandidate(BaseModel):
+    """A service that could take the step, with the keys it was ranked by."""
+
+    rank: int = Field(description="1 is the chosen one.")
+    service_id: UUID
+    partner_id: UUID
+    coverage_depth: int = Field(
+        description="How precisely its areas cover the case's: deeper first."
+    )
+    priority: int = Field(
+        description="The service's priority set by the coordination: lower first."
+    )
+    has_free_capacity: bool
+    load: int = Field(description="Its live referrals when the decision was taken.")
+    capacity: int | None
+    load_ratio: float
+
+
+class RoutingExclusion(BaseModel):
+    """A service of the step's type that could not take it, and why."""
+
+    service_id: UUID
+    partner_id: UUID
+    reason: str = Field(
+        description=f"`{INACTIVE_SERVICE}`, `{INACTIVE_PARTNER}`, `{NOT_COVERING}`, `{SEX}`, "
+        f"`{SEX_UNKNOWN}`, `{AGE}`, `{AGE_UNKNOWN}`, `{VULNERABILITIES}`, or "
+        f"`{PARTNER_EXCLUDED}:<rejected|expired|failed>`.",
+        examples=[NOT_COVERING],
+    )
+
+
+class RoutingAssignment(BaseModel):
+    """The coordination's assignment of an unassigned referral."""
+
+    partner_id: UUID
+    service_id: UUID | None
+    by: str
+    at: datetime
+
+
+class RoutingDecision(BaseModel):
+    """Why the step went where it went: every candidate with its rank keys and every excluded
+    service with its reason."""
+
+    service_type: str
+    area_code: str
+    priority: str
+    decided_at: datetime | None
+    chosen_service_id: UUID | None
+    candidates: list[RoutingCandidate]
+    excluded: list[RoutingExclusion]
+    excluded_partners: dict[str, str] = Field(
+        default_factory=dict,
+        description="Partners excluded for this step (by id): `rejected`, `expired` or `failed`.",
+    )
+    unassigned_reason: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="`max_attempts` when the step was routed four times without a taker.",
+    )
+    assigned: RoutingAssignment | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class Referral(BaseModel):
+    """The Referral as `referral.*` events carry it: everything but the routing decision."""
+
     id: UUID
     case_id: UUID
     case_reference: str
     step_id: UUID
     service_type: str
-    priority: Literal["emergency", "urgent", "normal"]
+    priority: Priority
     status: ReferralStatus
     status_reason: str | None
     assignee_partner_id: UUID | None
@@ -47,19 +122,24 @@ class ReferralRead(BaseModel):
     deadline_at: datetime | None
     attempt: int = Field(description="1 for the first routing of a step, 2 after one re-routing...")
     outcome: str | None
-    case: dict[str, Any] = Field(
+    case: MinimisedCase | CaseReference = Field(
         description="The minimised case while the referral is live and consent is granted; "
         "otherwise `{reference}`. In lists, always `{reference}`: get the referral for more."
     )
     history: list[HistoryEntry]
-    decision: dict[str, Any] | None = Field(
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReferralRead(Referral):
+    """The Referral as served: with the routing decision for admins and the case owner."""
+
+    decision: RoutingDecision | None = Field(
         default=None,
         description="The routing decision: every candidate with its rank keys and every "
         "excluded service with its reason. Only for admins and the case owner.",
     )
-    version: int
-    created_at: datetime
-    updated_at: datetime
 
 
 class ActionBody(StrictModel):
@@ -127,7 +207,7 @@ class PreviewRequest(StrictModel):
     service_type: str | None = Field(
         default=None, max_length=64, examples=["economic.job_placement"]
     )
-    priority: Literal["emergency", "urgent", "normal"] = "normal"
+    priority: Priority = "normal"
 
     @model_validator(mode="after")
     def _one_form(self) -> PreviewRequest:
@@ -145,7 +225,7 @@ class PreviewRead(BaseModel):
     chosen_service_id: UUID | None
     chosen_partner_id: UUID | None
     deadline_at: datetime | None
-    decision: dict[str, Any]
+    decision: RoutingDecision
 
 
 class PathwayReferral(BaseModel):
@@ -164,7 +244,7 @@ class PathwayStep(BaseModel):
     id: UUID
     key: str
     service_type: str
-    priority: str
+    priority: Priority
     delivery: str
     depends_on: list[str]
     status: str
@@ -179,3 +259,19 @@ class PathwayRead(BaseModel):
     consent_granted: bool
     completed: bool
     steps: list[PathwayStep]
+
+
+class PathwayCompletedStep(BaseModel):
+    id: UUID
+    key: str
+    status: Literal[tuple(sorted(RESOLVED))] = Field(  # type: ignore[misc]
+        description="How the step ended."
+    )
+
+
+class PathwayCompleted(BaseModel):
+    """The `data` of a `case.pathway_completed` event: every step with its final status."""
+
+    case_id: UUID
+    case_reference: str
+    steps: list[PathwayCompletedStep]

@@ -9,6 +9,7 @@ from services.registry import reference
 from services.registry.api import routers
 from services.registry.worker import consumers
 from shared.auth import ensure_admin_key
+from shared.openapi import make_exact
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
 
@@ -53,7 +54,7 @@ async def _load_reference_data(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_app(
+    app = build_app(
         settings,
         ServiceSpec(
             name="registry",
@@ -65,3 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_startup=[_load_reference_data, _bootstrap_admin_key],
         ),
     )
+    make_exact(app)
+    return app

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import TypeAliasType
 
 from services.registry.schemas import E164, StrictModel
 
@@ -30,6 +31,8 @@ AreaCode = Annotated[str, Field(min_length=1, max_length=32, examples=["ML-BKO-0
 ServiceTypeCode = Annotated[
     str, Field(min_length=1, max_length=64, examples=["economic.vocational_training"])
 ]
+CaseStatus = TypeAliasType("CaseStatus", Literal["open", "closed"])
+DuplicateStatus = TypeAliasType("DuplicateStatus", Literal["open", "dismissed", "merged", "linked"])
 StepKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,40}$", examples=["1"])]
 
 
@@ -311,7 +314,7 @@ class CaseRead(BaseModel):
     reference: str = Field(examples=["ML-2026-000123"])
     external_id: str | None
     owner_partner_id: UUID
-    status: Literal["open", "closed"]
+    status: CaseStatus
     closure_reason: str | None
     merged_into: UUID | None
     beneficiary: Beneficiary
@@ -351,13 +354,6 @@ class VersionOnly(StrictModel):
     version: int | None = None
 
 
-class MinimisedCase(BaseModel):
-    """What the assignee of a live referral may see (SPEC 6)."""
-
-    model_config = ConfigDict(extra="allow")
-    reference: str
-
-
 # --- Duplicates and access log -----------------------------------------------------
 
 
@@ -368,7 +364,7 @@ class DuplicateRead(BaseModel):
     owner_partner_ids: list[UUID]
     score: float
     reasons: list[str]
-    status: Literal["open", "dismissed", "merged", "linked"]
+    status: DuplicateStatus
     kept_case_id: UUID | None
     created_at: datetime
     decided_at: datetime | None

@@ -18,10 +18,10 @@ from services.registry.schemas_cases import (
     CaseCreate,
     CaseListItem,
     CaseRead,
+    CaseStatus,
     CaseUpdate,
     CloseCase,
     ConsentChange,
-    MinimisedCase,
     ReturnInfo,
     StepCreate,
     VersionOnly,
@@ -48,12 +48,16 @@ from shared.pagination import (
     page_of,
     parse_time,
 )
+from shared.resources import CaseReference, MinimisedCase
 from shared.versioning import IfMatch, expected_version
 
 router = APIRouter(tags=["cases"])
 
 COMMIT_MARGIN = timedelta(seconds=60)
 CASE_PAGE = TypeAdapter(Page[CaseListItem])
+ASSIGNEE_VIEW: TypeAdapter[MinimisedCase | CaseReference] = TypeAdapter(
+    MinimisedCase | CaseReference
+)
 
 NOT_FOUND = {404: {"model": Problem, "description": "No such case visible to this key."}}
 STALE = {412: {"model": Problem, "description": "Stale If-Match or version."}}
@@ -268,7 +272,7 @@ async def list_cases(
     request: Request,
     caller: Caller,
     session: SessionDep,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(open|closed)$")] = None,
+    status_: Annotated[CaseStatus | None, Query(alias="status")] = None,
     area: Annotated[
         str | None,
         Query(max_length=32, pattern=NO_NUL, description="Cases returning within this area."),
@@ -327,13 +331,15 @@ async def list_cases(
     summary="Get a case: full for its owner and admins, minimised for a live referral's assignee",
     responses={
         200: {
-            "description": "The full case (owner, admin) or the minimised case (assignee).",
+            "description": "The full case (owner, admin), or for the assignee the minimised "
+            "case (only its reference while consent is not granted).",
             "content": {
                 "application/json": {
                     "schema": {
                         "anyOf": [
                             {"$ref": "#/components/schemas/CaseRead"},
                             {"$ref": "#/components/schemas/MinimisedCase"},
+                            {"$ref": "#/components/schemas/CaseReference"},
                         ]
                     }
                 }
@@ -341,7 +347,7 @@ async def list_cases(
         },
         **NOT_FOUND,
     },
-    response_model=CaseRead | MinimisedCase,
+    response_model=CaseRead | MinimisedCase | CaseReference,
 )
 async def get_case(case_id: UUID, caller: Caller, session: SessionDep) -> Any:
     """The owner and admins get the full case. The assignee of a live referral gets the
@@ -370,7 +376,7 @@ async def get_case(case_id: UUID, caller: Caller, session: SessionDep) -> Any:
         await store.record_access(
             session, case_ids=[case_id], caller=caller, view="minimised", route="/cases/{case_id}"
         )
-    return MinimisedCase.model_validate(minimised)
+    return ASSIGNEE_VIEW.validate_python(minimised)
 
 
 @router.patch(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from sqlalchemy import select
 
 from services.registry import cases_store, duplicates_store
-from services.registry.schemas_cases import AccessLogEntry, DuplicateRead, MergeRequest
+from services.registry.schemas_cases import (
+    AccessLogEntry,
+    DuplicateRead,
+    DuplicateStatus,
+    MergeRequest,
+)
 from services.registry.tables import access_log, duplicates
 from shared.deps import Admin, SessionDep
 from shared.errors import Conflict, FieldError, NotFound, Problem, Unprocessable
@@ -40,7 +44,7 @@ CONFLICT = {409: {"model": Problem, "description": "Already decided, or not allo
 async def list_duplicates(
     _admin: Admin,
     session: SessionDep,
-    status: Annotated[str | None, Query(pattern="^(open|dismissed|merged|linked)$")] = "open",
+    status: DuplicateStatus | None = "open",
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[DuplicateRead]:
