@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import structlog
@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.constraints import database_error, is_outage, refusal_for
 from shared.observability import request_id_var
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -299,9 +300,22 @@ def _is_bad_value(exc: BaseException) -> bool:
     return type(cause).__name__ in _BAD_VALUE_ERRORS or isinstance(exc, OverflowError)
 
 
-def unexpected_error_response(exc: BaseException) -> JSONResponse:
-    """422 for a value the database cannot hold, 503 for a database outage, else a 500
-    problem with the request id and no stack trace."""
+def unexpected_error_response(exc: BaseException, path_params: Container[str] = ()) -> JSONResponse:
+    """409 or 422 naming the field for a constraint a request's value tripped
+    (`shared.constraints`), 422 for a value the database cannot hold, 503 for a database
+    outage, else a 500 problem with the request id and no stack trace."""
+    db_error = database_error(exc)
+    refusal = refusal_for(db_error) if db_error is not None else None
+    if db_error is not None and refusal is not None:
+        field = refusal.field_for(path_params)
+        log.info("constraint_refused_request", constraint=db_error.qualified_constraint)
+        return problem_response(
+            refusal.status,
+            refusal.slug,
+            refusal.title,
+            f"{field}: {refusal.message}.",
+            errors=[FieldError(field=field, message=refusal.message, type=refusal.type)],
+        )
     if _is_bad_value(exc):
         log.info("value_refused_by_database", error=type(exc).__name__)
         return problem_response(
@@ -311,7 +325,7 @@ def unexpected_error_response(exc: BaseException) -> JSONResponse:
             "A value cannot be stored (a NUL character, or a number or date out of range).",
             errors=[],
         )
-    if _is_database_outage(exc):
+    if _is_database_outage(exc) or (db_error is not None and is_outage(db_error)):
         log.warning("database_unavailable", error=type(exc).__name__)
         return problem_response(
             503,
@@ -320,7 +334,13 @@ def unexpected_error_response(exc: BaseException) -> JSONResponse:
             "The database cannot be reached right now; retry shortly.",
             headers={"Retry-After": "2"},
         )
-    log.error("unhandled_error", error=type(exc).__name__, frames=_frames(exc))
+    log.error(
+        "unhandled_error",
+        error=type(exc).__name__,
+        frames=_frames(exc),
+        sqlstate=db_error.sqlstate if db_error else None,
+        constraint=db_error.qualified_constraint if db_error else None,
+    )
     return problem_response(
         500,
         "internal",
@@ -350,7 +370,7 @@ class UnexpectedErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            response = unexpected_error_response(exc)
+            response = unexpected_error_response(exc, scope.get("path_params") or {})
             if started:
                 return  # the response is under way; the log line is all that can be done
             await response(scope, receive, send)
@@ -362,4 +382,11 @@ def cannot_be_null(field: str) -> Unprocessable:
     return Unprocessable(
         f"{name} cannot be null.",
         errors=[FieldError(field=field, message="cannot be null", type="null")],
+    )
+
+
+def unknown_reference(field: str, message: str) -> Unprocessable:
+    """The 422 for a request naming a row that does not exist (`no partner with this id`)."""
+    return Unprocessable(
+        f"{field}: {message}.", errors=[FieldError(field=field, message=message, type="unknown")]
     )

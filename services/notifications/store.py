@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications.signing import new_secret
 from services.notifications.tables import attempts, deliveries, endpoints
 from shared.auth import Principal
+from shared.constraints import PARTNER_UNKNOWN
+from shared.errors import unknown_reference
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
+from shared.tables import events
 
 SOURCE = "/notifications"
 
@@ -61,9 +64,21 @@ async def emit_endpoint_event(
     )
 
 
+async def partner_known(session: AsyncSession, *, partner_id: UUID) -> bool:
+    """Whether the registry created this partner: its `partner.created` event is in the log
+    (this service reads no registry table)."""
+    query = select(events.c.seq).where(
+        events.c.type == "partner.created", events.c.subject == f"partners/{partner_id}"
+    )
+    return (await session.execute(query.limit(1))).scalar() is not None
+
+
 async def create_endpoint(
     session: AsyncSession, *, partner_id: UUID | None, values: Mapping[str, Any], now: datetime
 ) -> tuple[dict[str, Any], str]:
+    """A new endpoint of `partner_id` (None: the coordination's); 422 for an unknown partner."""
+    if partner_id is not None and not await partner_known(session, partner_id=partner_id):
+        raise unknown_reference("body.partner_id", PARTNER_UNKNOWN)
     secret = new_secret()
     row = (
         (

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import duplicates_store
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
+from services.registry.store import check_partner
 from services.registry.tables import (
     access_log,
     cases,
@@ -387,6 +388,8 @@ async def create_case(
     step_types = [s["service_type"] for s in plan]
     area_code = body["return"]["area_code"]
     external_id = body.get("external_id")
+    if owner_id != caller.partner_id:  # an admin names the owner; a partner's key is its own
+        await check_partner(session, partner_id=owner_id, field="body.owner_partner_id")
     area_known, known, existing = await _known(
         session,
         area_code=area_code,

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.tables import partners, services
 from shared.auth import Principal, create_key
-from shared.errors import FieldError, NotFound, Unprocessable
+from shared.constraints import PARTNER_UNKNOWN
+from shared.errors import FieldError, NotFound, Unprocessable, unknown_reference
 from shared.eventlog.append import append
 from shared.tables import api_keys, areas, service_types
 from shared.versioning import check_version
@@ -59,6 +60,15 @@ async def get_partner(session: AsyncSession, *, partner_id: UUID) -> dict[str, A
         .one_or_none()
     )
     return dict(row) if row else None
+
+
+async def check_partner(session: AsyncSession, *, partner_id: UUID, field: str) -> None:
+    """422 naming `field` when no partner has this id (before a write that refers to it)."""
+    found = (
+        await session.execute(select(partners.c.id).where(partners.c.id == partner_id))
+    ).scalar()
+    if found is None:
+        raise unknown_reference(field, PARTNER_UNKNOWN)
 
 
 def partners_query() -> Select:
