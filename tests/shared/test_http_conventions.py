@@ -18,6 +18,7 @@ from tests.factories import bearer, make_admin_key
 
 APPS = {"registry": registry_app, "referrals": referrals_app, "notifications": notifications_app}
 METHODS = {"get", "post", "put", "patch", "delete"}
+FORMS = {"multipart/form-data", "application/x-www-form-urlencoded"}
 
 
 def _url(path: str) -> str:
@@ -104,8 +105,8 @@ async def test_a_body_in_a_media_type_the_operation_does_not_take_answers_415_na
         admin = await make_admin_key(app.state.sessionmaker)
         for method, path, types in _operations_with_a_body(app):
             for sent in ("text/plain", "application/x-www-form-urlencoded", "application/json"):
-                if sent in types:
-                    continue
+                if sent in types or (sent in FORMS and FORMS & set(types)):
+                    continue  # a form is read from either encoding
                 response = await client.request(
                     method,
                     _url(path),
