@@ -49,6 +49,8 @@ from shared.versioning import check_version
 
 SOURCE = "/registry"
 
+KEY_MAX = plan_steps.c.key.type.length
+
 STEP_FIELDS = (
     "id",
     "key",
@@ -907,11 +909,13 @@ async def merge_cases(
     taken = {s["key"] for s in keep_steps}
     new_key: dict[str, str] = {}
     for step in unfinished:
-        candidate = f"{other['reference']}.{step['key']}"[:40]
+        base = f"{other['reference']}.{step['key']}"
+        candidate = base[:KEY_MAX]
         n = 1
         while candidate in taken:
+            # The suffix stays whole, however long the key: a cut one would repeat forever.
             n += 1
-            candidate = f"{other['reference']}.{step['key']}.{n}"[:40]
+            candidate = base[: KEY_MAX - len(f".{n}")] + f".{n}"
         taken.add(candidate)
         new_key[step["key"]] = candidate
     moved = [

@@ -32,7 +32,13 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import assert_problem, case_body, database_fingerprint, event_count
+from tests.registry.helpers import (
+    assert_problem,
+    case_body,
+    database_fingerprint,
+    event_count,
+    make_case,
+)
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 SCHEMAS = ("hub", "registry", "referrals", "notifications")
@@ -390,3 +396,36 @@ async def test_a_database_whose_table_file_vanished_answers_503_with_retry_after
             assert response.headers["Retry-After"]
     finally:
         await asyncio.to_thread(server.destroy)
+
+
+# --- A merge gives the moved steps keys of their own ---------------------------------------
+
+
+async def test_a_merge_moving_steps_whose_long_keys_share_a_prefix_gives_each_its_own_key(
+    settings,
+):
+    """The moved keys are `<reference>.<key>` cut to the column's 40 characters; two keys
+    alike up to the cut get a numbered suffix that is never cut away."""
+    app = registry_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        owner = await make_partner(client, admin)
+        key = (await make_partner_key(client, admin, owner["id"]))["key"]
+        keep = await make_case(client, key, external_id="OIM-KEEP", plan=[])
+        steps = [
+            {"key": "k" * 30 + end, "service_type": "economic.vocational_training"}
+            for end in ("1", "2")
+        ]
+        await make_case(client, key, external_id="OIM-OTHER", plan=steps)
+        [pair] = (await client.get("/duplicates", headers=bearer(admin))).json()["items"]
+
+        merged = await client.post(
+            f"/duplicates/{pair['id']}/merge",
+            json={"keep_case_id": keep["id"]},
+            headers=bearer(admin),
+        )
+        assert merged.status_code == 200, merged.text
+        kept = (await client.get(f"/cases/{keep['id']}", headers=bearer(key))).json()
+        keys = [step["key"] for step in kept["plan"]]
+        assert len(keys) == 2 and len(set(keys)) == 2
+        assert all(len(k) <= 40 for k in keys)
