@@ -903,6 +903,12 @@ async def merge_cases(
     Moved steps keep their dependencies on each other; a dependency on a step that was
     already resolved is dropped. The kept case's plan change routes the moved steps.
     """
+    if keep["closure_reason"] == "merged":
+        raise Conflict(
+            f"The case to keep was merged into {keep['merged_into']}; merge into that one.",
+            current_status="closed",
+            allowed_actions=["dismiss"],
+        )
     other_steps = await load_steps(session, case_id=other["id"])
     keep_steps = await load_steps(session, case_id=keep["id"])
     unfinished = [s for s in other_steps if s["status"] not in ("completed", "cancelled")]

@@ -429,3 +429,37 @@ async def test_a_merge_moving_steps_whose_long_keys_share_a_prefix_gives_each_it
         keys = [step["key"] for step in kept["plan"]]
         assert len(keys) == 2 and len(set(keys)) == 2
         assert all(len(k) <= 40 for k in keys)
+
+
+async def test_a_merge_into_a_case_already_merged_away_answers_409_and_changes_nothing(
+    settings,
+):
+    app = registry_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        owner = await make_partner(client, admin)
+        key = (await make_partner_key(client, admin, owner["id"]))["key"]
+        first = await make_case(client, key, external_id="OIM-1", plan=[])
+        second = await make_case(client, key, external_id="OIM-2", plan=[])
+        third = await make_case(client, key, external_id="OIM-3")
+
+        def pair_of(pairs: list[dict], *cases: dict) -> dict:
+            return next(p for p in pairs if set(p["case_ids"]) == {c["id"] for c in cases})
+
+        pairs = (await client.get("/duplicates", headers=bearer(admin))).json()["items"]
+        merged = await client.post(
+            f"/duplicates/{pair_of(pairs, first, second)['id']}/merge",
+            json={"keep_case_id": first["id"]},
+            headers=bearer(admin),
+        )
+        assert merged.status_code == 200, merged.text
+
+        before = await database_fingerprint(app)
+        response = await client.post(
+            f"/duplicates/{pair_of(pairs, second, third)['id']}/merge",
+            json={"keep_case_id": second["id"]},
+            headers=bearer(admin),
+        )
+        problem = assert_problem(response, 409)
+        assert problem["type"] == PROBLEM_BASE + "conflict"
+        assert await database_fingerprint(app) == before
