@@ -133,7 +133,9 @@ def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
     the first route whose path matches)."""
     allowed = []
     for method in METHODS:
-        probe = {**scope, "method": method}
+        # Matching may note what it found in the scope's dicts: give it copies of them.
+        probe = {k: dict(v) if isinstance(v, dict) else v for k, v in scope.items()}
+        probe["method"] = method
         if any(route.matches(probe)[0] == Match.FULL for route in routes):
             allowed.append(method)
     return allowed
