@@ -33,7 +33,7 @@ from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
 from shared.http_conventions import RequestMediaTypeMiddleware, method_not_allowed
-from shared.idempotency import IdempotencyMiddleware, purge_expired
+from shared.idempotency import MAX_KEY_LENGTH, IdempotencyMiddleware, purge_expired
 from shared.migrate import schema_status
 from shared.observability import Metrics, RequestContextMiddleware, configure_logging
 from shared.settings import Settings
@@ -133,10 +133,6 @@ class BodySizeLimitMiddleware:
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-_COMMON_ERRORS = {
-    "400": "Malformed request: a body that cannot be parsed, or a bad If-Match.",
-    "413": "Request body over 1 MiB.",
-}
 _POST_ERRORS = {"409": "Conflict, or a request with this Idempotency-Key still in flight."}
 _EVERY_ERROR = {"503": "The database cannot be reached right now; retry after Retry-After."}
 _PATH_ERRORS = {"404": "No such resource visible to this key."}
@@ -159,10 +155,18 @@ def _document_errors(app: FastAPI) -> None:
                     continue
                 extra = dict(_EVERY_ERROR)
                 body = operation.get("requestBody")
-                if body or any(
-                    p.get("name") == "If-Match" for p in operation.get("parameters", [])
-                ):
-                    extra.update(_COMMON_ERRORS)
+                if_match = any(p.get("name") == "If-Match" for p in operation.get("parameters", []))
+                reasons = []  # what the operation takes that can be malformed
+                if body:
+                    reasons.append("a body that cannot be parsed")
+                if if_match:
+                    reasons.append("a bad If-Match")
+                if method == "post":  # every POST takes Idempotency-Key (the middleware)
+                    reasons.append(f"an Idempotency-Key not of 1 to {MAX_KEY_LENGTH} characters")
+                if reasons:
+                    extra["400"] = "Malformed request: " + ", or ".join(reasons) + "."
+                if body or if_match:
+                    extra["413"] = "Request body over 1 MiB."
                 if body:
                     takes = " or ".join(f"`{name}`" for name in body.get("content", {}))
                     extra["415"] = f"The body is not in a media type this takes ({takes})."

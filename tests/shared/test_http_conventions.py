@@ -225,6 +225,20 @@ def test_every_operation_with_a_body_documents_415_and_the_others_keep_401_403_4
                 assert "415" not in responses, (method, path)
 
 
+async def test_a_post_without_a_body_documents_the_400_of_a_bad_idempotency_key(settings):
+    app = notifications_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        path = "/endpoints/{endpoint_id}/enable"
+        operation = app.openapi()["paths"][path]["post"]
+        assert "requestBody" not in operation
+        response = await client.post(
+            _url(path), headers={**bearer(admin), "Idempotency-Key": "k" * 256}
+        )
+        _assert_problem(response, 400, "bad-request")
+        assert "Idempotency-Key" in operation["responses"]["400"]["description"]
+
+
 async def test_metrics_answer_the_documented_content_type(settings):
     app = referrals_app(settings)
     async with running(app) as client:
