@@ -27,7 +27,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_before_anything_started(signum: int, _frame: object) -> None:
+    with contextlib.suppress(OSError):
+        os.write(1, f"[relais] {signal.Signals(signum).name} received; stopped\n".encode())
+    os._exit(0)
+
+
+if __name__ == "__main__":  # a stop signal during the imports below
+    for _signal in STOP_SIGNALS:
+        signal.signal(_signal, _stop_before_anything_started)
+
+import asyncpg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,7 +58,6 @@ EMBEDDED_PG_PORT_SETTING = "RELAIS_EMBEDDED_PG_PORT"
 READY_TIMEOUT = 90.0
 SERVICE_STOP_TIMEOUT = 15.0
 LOCK_FILE = "relais.lock"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOG_TAIL_LINES = 3
 
 

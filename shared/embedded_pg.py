@@ -198,6 +198,7 @@ class EmbeddedPostgres:
                 capture_output=True,
                 text=True,
                 start_new_session=True,  # a Ctrl-C reaches the caller, which ends it
+                preexec_fn=dies_with_parent(signal.SIGTERM),
                 **self._run_as(),  # type: ignore[arg-type]
             )
         except BaseException:
