@@ -49,9 +49,24 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
         async with running(app) as client:
             admin = await make_admin_key(app.state.sessionmaker)
             partner_id = uuid.uuid4()
+            async with app.state.sessionmaker() as session, session.begin():
+                # As the registry does: an endpoint is only for a partner it created.
+                await append(
+                    session,
+                    type="partner.created",
+                    source="/registry",
+                    subject=f"partners/{partner_id}",
+                    data={"id": str(partner_id)},
+                    actor="admin",
+                    audience=[partner_id],
+                )
             endpoint = await client.post(
                 "/endpoints",
-                json={"url": receiver.url, "partner_id": str(partner_id)},
+                json={
+                    "url": receiver.url,
+                    "partner_id": str(partner_id),
+                    "event_types": ["service.*"],
+                },
                 headers=bearer(admin),
             )
             assert endpoint.status_code == 201, endpoint.text
