@@ -26,6 +26,8 @@ def dies_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
     if sys.platform != "linux":
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    prctl.restype = ctypes.c_int
     parent = os.getpid()
 
     def request() -> None:
