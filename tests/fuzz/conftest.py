@@ -48,6 +48,11 @@ class FuzzHub:
     # Consistent groups of existing values by parameter name, e.g. a case with one of its
     # steps: a generated request may take one group in place of its random values.
     existing: list[dict[str, str]] = field(default_factory=list)
+    # The ids of the keys that fuzz: a fuzzed `DELETE /api-keys/{key_id}` must not revoke
+    # them, or every later request of the run would answer 401.
+    fuzzing_key_ids: set[str] = field(default_factory=set)
+    # The endpoint whose deliveries were seeded.
+    seeded_endpoint_id: str = ""
 
     def add(self, **values: str) -> None:
         self.existing.append(values)
@@ -77,7 +82,7 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
     )
     admin = bearer(ADMIN_KEY)
 
-    def partner(name: str, kind: str) -> tuple[dict, str]:
+    def partner(name: str, kind: str) -> tuple[dict, dict]:
         body = {
             "name": name,
             "acronym": name[:8].upper(),
@@ -92,13 +97,15 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
             ),
             201,
         )
-        return created, key["key"]
+        return created, key
 
     # A: the partner whose key fuzzes; it owns a case routed to B and is the assignee of
     # B's case, so both the owner's and the assignee's views are reachable with its key.
-    owner, owner_key = partner("ONG Sabou", "ngo")
-    other, other_key = partner("Agence nationale pour l'emploi", "government")
+    owner, fuzzing_key = partner("ONG Sabou", "ngo")
+    other, other_api_key = partner("Agence nationale pour l'emploi", "government")
+    owner_key, other_key = fuzzing_key["key"], other_api_key["key"]
     hub.keys["partner"] = owner_key
+    hub.fuzzing_key_ids.add(fuzzing_key["id"])
     hub.add(partner_id=owner["id"])
     hub.add(partner_id=other["id"])
     # Keys a fuzzed DELETE /api-keys/{key_id} may revoke: never the key that fuzzes.
@@ -193,6 +200,7 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
         201,
     )
     hub.add(endpoint_id=endpoint["id"])
+    hub.seeded_endpoint_id = endpoint["id"]
     notifications.post(f"/endpoints/{endpoint['id']}/test", headers=bearer(owner_key))
 
     def delivery_made() -> list[dict]:
