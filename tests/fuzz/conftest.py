@@ -1,6 +1,6 @@
 """The hub for the fuzz tests: all three services with their workers, started where
 schemathesis calls them, and seeded with one of each resource so that generated path
-parameters can also name things that exist.
+parameters can also name things that exist (and stateful runs have lists to start from).
 
 Schemathesis (4.x) calls an ASGI app on its own event-loop thread and runs the app's
 lifespan there itself, and its pytest plugin ends every lifespan it started when a test

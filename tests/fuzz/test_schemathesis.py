@@ -7,6 +7,17 @@ ids of seeded resources, so requests reach existing cases, referrals and endpoin
 as random ids. Each response must not be a 5xx, and must conform to the document: status
 code, content type, headers, body schema, and for errors the problem document (SPEC 7).
 
+Stateful runs chain calls along OpenAPI links (links.py) instead of seeded ids: a case
+created or read feeds its actions and its steps', a referral read feeds its transitions,
+an endpoint created feeds its own operations and a listed delivery its retry.
+
+Reaching the core is measured per operation: the share of calls that did not answer 404
+(the issue's measure), and whether any call found the resource its path names (a success,
+403, 409 or 412; see `found_it`). A stateless run fails when an operation with path
+parameters never found its resource, a stateful run when it never found one of the cases,
+steps, services, duplicates, referrals, endpoints or deliveries its service has. Each run
+prints its table (`pytest -rP` shows it).
+
 Known gaps between the services and their documents are listed in KNOWN_GAPS: the fuzz
 runs drop exactly those failures, count them, and say so in a warning, and each gap has
 a strict-xfail test below that replays one failing request. When a gap is fixed, its
@@ -49,8 +60,9 @@ ROLES = ("admin", "partner")
 PROBLEM_JSON = "application/problem+json"
 UNKNOWN_ID = "e3e70682-c209-1cac-a29f-6fbed82c07cd"
 
-# Requests per operation and role (65 operations, 2 roles): about 3,000 requests in all,
-# which with six hub start-ups take about 1.5 minutes on a 2-core machine.
+# Requests per operation and role (65 operations, 2 roles): about 3,000 requests in all.
+# With the stateful runs (STATEFUL_SCENARIOS) and twelve hub start-ups, the whole of
+# tests/fuzz takes about 70 s on a 2-core machine.
 VALID_EXAMPLES = 15
 INVALID_EXAMPLES = 10
 FUZZ_SETTINGS = settings(
