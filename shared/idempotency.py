@@ -2,7 +2,9 @@
 
 Scoped to the caller (its partner, or admin), the method and the path. The same key with the
 same JSON body (compared parsed) returns the first response; another body answers 422; a key
-still in flight answers 409; 5xx answers are not stored; records are kept 24 hours.
+still in flight answers 409; records are kept 24 hours. Only answers of requests that were
+carried out (below 400) are stored: a 4xx changed nothing (SPEC 9), so a client may correct
+its request and send it again under the same key; a 5xx may be retried as it was.
 
 The record is claimed before the handler runs and completed after it answers, in separate
 short transactions. A process that dies between the two leaves the key in flight; after
@@ -133,7 +135,7 @@ class IdempotencyMiddleware:
         except BaseException:
             await self._release(sessionmaker, ident)
             raise
-        if status >= 500:
+        if status >= 400:
             await self._release(sessionmaker, ident)
             return
         kept = {

@@ -106,6 +106,33 @@ async def test_server_errors_are_not_stored(settings):
         assert retried.status_code == 200 and retried.json() == {"calls": 2}
 
 
+async def test_a_refused_request_can_be_corrected_and_sent_again_under_the_same_key(settings):
+    app = create_app(settings)
+    async with running(app) as client:
+        admin = await make_admin_key(app.state.sessionmaker)
+        headers = {**bearer(admin), "Idempotency-Key": "partner-1"}
+        broken = await client.post(
+            "/partners",
+            content=b'{"name": "OIM Mali", "kind": ',
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert broken.status_code == 400
+        invalid = await client.post(
+            "/partners", json={"name": "OIM Mali", "kind": "agency"}, headers=headers
+        )
+        assert invalid.status_code == 422
+        assert invalid.json()["errors"][0]["field"] == "body.kind"
+        created = await client.post(
+            "/partners", json={"name": "OIM Mali", "kind": "un_agency"}, headers=headers
+        )
+        assert created.status_code == 201, created.text
+        replayed = await client.post(
+            "/partners", json={"name": "OIM Mali", "kind": "un_agency"}, headers=headers
+        )
+        assert replayed.headers.get("idempotent-replayed") == "true"
+        assert replayed.json()["id"] == created.json()["id"]
+
+
 def test_a_multipart_body_is_the_same_request_whatever_its_boundary():
     from shared.idempotency import request_fingerprint
 
