@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from fnmatch import fnmatchcase
 from typing import Any
 from uuid import UUID
 
@@ -25,13 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.tables import deliveries, endpoints
 from shared.eventlog.model import Event
+from shared.events_catalog import matches
 
 CONSUMER_NAME = "notifications.fanout"
 DELIVERIES_CHANNEL = "relais_deliveries"
 
 
 def wants(patterns: Iterable[str], event_type: str) -> bool:
-    return any(fnmatchcase(event_type, pattern) for pattern in patterns)
+    return any(matches(pattern, event_type) for pattern in patterns)
 
 
 def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,7 +72,11 @@ async def fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
                     endpoints.c.event_types,
                     endpoints.c.status,
                     endpoints.c.since_tx,
-                ).where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(partners)))
+                )
+                .where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(partners)))
+                # An endpoint deleted meanwhile waits for this batch, or is not read: its
+                # deliveries never reference a row that is gone.
+                .with_for_update(read=True, key_share=True)
             )
         )
         .mappings()
