@@ -12,8 +12,10 @@ IfMatch = Annotated[
     str | None,
     Header(
         alias="If-Match",
-        description="The `version` you read; a stale one answers 412.",
+        description='The `version` you read (`3`, `"3"` or `W/"3"`); a stale one answers '
+        "412, one that is not a version 400.",
         examples=['"3"'],
+        json_schema_extra={"pattern": r'^(\*|(W/)?"?[0-9]{1,18}"?)$'},
     ),
 ]
 

@@ -133,6 +133,24 @@ def test_idempotency_key_and_if_match_are_declared_optional_headers_where_accept
 
 
 @pytest.mark.parametrize("name", sorted(APPS))
+def test_if_match_documents_the_versions_it_takes(name):
+    import re
+
+    seen = 0
+    for spec, path, method, op in _operations(name):
+        declared = _header(spec, op, "If-Match")
+        if declared is None:
+            continue
+        seen += 1
+        pattern = re.compile(declared["schema"]["pattern"])
+        for taken in ("3", '"3"', 'W/"3"', "*"):
+            assert pattern.match(taken), f"{method} {path}: {taken}"
+        for refused in ("three", "", "3.0"):
+            assert not pattern.match(refused), f"{method} {path}: {refused}"
+    assert seen
+
+
+@pytest.mark.parametrize("name", sorted(APPS))
 def test_optional_request_bodies_are_optional_and_not_a_union_with_null(name):
     optional = set()
     for _spec, path, method, op in _operations(name):

@@ -300,10 +300,12 @@ class CaseUpdate(StrictModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 
-    external_id: str | None = Field(default=None, min_length=1, max_length=100)
-    beneficiary: dict | None = Field(default=None, examples=[{"phone": "+22376543210"}])
-    return_: dict | None = Field(default=None, alias="return")
-    vulnerabilities: list[Tag] | None = Field(default=None, max_length=30)
+    # Absent means unchanged; none of them can be removed, so null is refused (422) and the
+    # schema says so: a generated client leaves them unset rather than sending null.
+    external_id: str = Field(default=None, min_length=1, max_length=100)  # type: ignore[assignment]
+    beneficiary: dict = Field(default=None, examples=[{"phone": "+22376543210"}])  # type: ignore[assignment]
+    return_: dict = Field(default=None, alias="return")  # type: ignore[assignment]
+    vulnerabilities: list[Tag] = Field(default=None, max_length=30)  # type: ignore[assignment]
     version: int | None = None
 
 

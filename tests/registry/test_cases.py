@@ -185,6 +185,19 @@ async def test_patch_merges_and_a_stale_if_match_answers_412(hub):
         assert (await client.patch(url, json=forbidden, headers=bearer(key))).status_code == 422
 
 
+@pytest.mark.parametrize("field", ["beneficiary", "return", "vulnerabilities", "external_id"])
+async def test_patch_refuses_null_for_a_field_that_cannot_be_removed_as_documented(hub, field):
+    client, key = hub["client"], hub["key"]
+    case = await make_case(client, key)
+    refused = await client.patch(f"/cases/{case['id']}", json={field: None}, headers=bearer(key))
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == [f"body.{field}"]
+    unchanged = await client.get(f"/cases/{case['id']}", headers=bearer(key))
+    assert unchanged.json()["version"] == case["version"]
+    schema = hub["app"].openapi()["components"]["schemas"]["CaseUpdate"]["properties"][field]
+    assert "anyOf" not in schema and schema["type"] != "null", schema
+
+
 async def test_upsert_by_external_id_creates_then_updates(hub):
     client, key = hub["client"], hub["key"]
     body = case_body()

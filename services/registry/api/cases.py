@@ -36,7 +36,6 @@ from shared.errors import (
     NotFound,
     Problem,
     Unprocessable,
-    cannot_be_null,
     validation_errors,
 )
 from shared.pagination import (
@@ -111,7 +110,7 @@ class StepAction(BaseModel):
 
     model_config = {
         "extra": "forbid",
-        "json_schema_extra": {"examples": [{"note": "Cash handed over on arrival", "version": 2}]},
+        "json_schema_extra": {"examples": [{"note": "Cash handed over on arrival"}]},
     }
 
 
@@ -395,23 +394,18 @@ async def update_case(
         case = await _owned_case(session, case_id=case_id, caller=caller)
         store.expect(case, expected)
         changes: dict[str, Any] = {}
-        for field in ("beneficiary", "return"):
-            if field in patch and patch[field] is None:
-                raise cannot_be_null(f"body.{field}")
-        if patch.get("beneficiary") is not None:
+        if "beneficiary" in patch:
             changes["beneficiary"] = _revalidate(
                 Beneficiary,
                 store.merge_patch(case["beneficiary"], patch["beneficiary"]),
                 "body.beneficiary",
             )
-        if patch.get("return") is not None:
+        if "return" in patch:
             changes["return"] = _revalidate(
                 ReturnInfo, store.merge_patch(case["return_info"], patch["return"]), "body.return"
             )
         for field in ("vulnerabilities", "external_id"):
             if field in patch:
-                if patch[field] is None:
-                    raise cannot_be_null(f"body.{field}")
                 changes[field] = patch[field]
         snapshot = await store.update_case(session, case=case, changes=changes, caller=caller)
     return _full(snapshot)
