@@ -203,6 +203,24 @@ class Hub:
         assert not self.postmaster_pid_file.exists()
 
 
+def _readme_sample() -> str:
+    """The output of a first `make run` as the README shows it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Two commands", 1)[1]
+    return section.split("the admin key:\n\n```\n", 1)[1].split("```", 1)[0]
+
+
+def _as_in_the_readme(hub: Hub, output: str, key: str) -> str:
+    """The launcher's output with this test's data directory, ports and key written as a
+    first run with the defaults would print them."""
+    defaults = {"registry": 8001, "referrals": 8002, "notifications": 8003}
+    output = output.replace(str(hub.data_dir), ".data").replace(key, "rk_...")
+    for name, port in hub.ports.items():
+        output = output.replace(f"port {port} ", f"port {defaults[name]} ")
+        output = output.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{defaults[name]}/")
+    return output.replace(f"127.0.0.1:{hub.pg_port} ", "127.0.0.1:54329 ")
+
+
 def test_make_run_serves_three_services_stops_cleanly_and_reuses_its_data(tmp_path):
     data_dir = tmp_path / "data"
     hub = Hub(data_dir)
@@ -211,6 +229,7 @@ def test_make_run_serves_three_services_stops_cleanly_and_reuses_its_data(tmp_pa
         key = (data_dir / "admin.key").read_text().strip()
         assert key in hub.output
         assert "(new" in hub.output
+        assert _as_in_the_readme(hub, hub.output, key) == _readme_sample()
         for port in hub.ports.values():
             assert f"http://127.0.0.1:{port}/docs" in hub.output
             assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
