@@ -319,9 +319,11 @@ def test_the_schemas_catch_a_wrong_type(copy: Path) -> None:
 def test_the_packaging_must_carry_the_migrations(copy: Path) -> None:
     (copy / "pyproject.toml").unlink()
     text = (ROOT / "pyproject.toml").read_text()
-    old = 'shared = ["data/*.csv", "migrations/*.ini", "migrations/*.mako"]'
+    old = 'shared = ["data/*.csv", "data/*.json", "migrations/*.ini", "migrations/*.mako"]'
     assert old in text
-    (copy / "pyproject.toml").write_text(text.replace(old, 'shared = ["data/*.csv"]'))
+    (copy / "pyproject.toml").write_text(
+        text.replace(old, 'shared = ["data/*.csv", "data/*.json"]')
+    )
     problems = check(copy)
     assert any("alembic.ini: not in the wheel" in line for line in problems), problems
     assert any("script.py.mako: not in the wheel" in line for line in problems), problems
