@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import duplicates_store
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
-from services.registry.store import check_partner
+from services.registry.store import SOURCE
+from services.registry.store.partners import check_partner
 from services.registry.tables import (
     access_log,
     cases,
@@ -46,8 +47,6 @@ from shared.eventlog.append import append
 from shared.minimised import LIVE_STATUSES, minimise_case
 from shared.tables import areas
 from shared.versioning import check_version
-
-SOURCE = "/registry"
 
 KEY_MAX = plan_steps.c.key.type.length
 

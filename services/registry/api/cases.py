@@ -11,7 +11,6 @@ from fastapi import APIRouter, Body, Query, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.registry import cases_store as store
-from services.registry import store as partner_store
 from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import (
     Beneficiary,
@@ -26,6 +25,7 @@ from services.registry.schemas_cases import (
     StepCreate,
     VersionOnly,
 )
+from services.registry.store import partners as partner_store
 from services.registry.tables import cases
 from shared.auth import Principal
 from shared.deps import Caller, SessionDep

@@ -7,13 +7,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, status
 
-from services.registry import store
 from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import ServiceCreate, ServiceRead, ServiceUpdate
-from services.registry.tables import services
+from services.registry.store import directory as store
+from services.registry.store import partners as partner_store
 from shared.deps import Caller, SessionDep
 from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable, cannot_be_null
-from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, keyset, page_of
+from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.versioning import IfMatch, check_version, expected_version
 
 router = APIRouter(tags=["services"])
@@ -49,7 +49,7 @@ async def create_service(body: ServiceCreate, caller: Caller, session: SessionDe
     if values.get("priority") is None:
         values.pop("priority")
     async with session.begin():
-        if await store.get_partner(session, partner_id=values["partner_id"]) is None:
+        if await partner_store.get_partner(session, partner_id=values["partner_id"]) is None:
             raise Unprocessable(
                 "Unknown partner.",
                 errors=[
@@ -78,17 +78,16 @@ async def list_services(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ServiceRead]:
-    query = keyset(
-        store.services_query(service_type=service_type, partner_id=partner_id, area=area),
-        order_by=[services.c.id],
-        cursor=cursor,
+    items, next_cursor = await store.list_services(
+        session,
+        service_type=service_type,
+        partner_id=partner_id,
+        area=area,
         limit=limit,
-        parse=[UUID],
+        cursor=cursor,
     )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
     return Page[ServiceRead](
-        items=[ServiceRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+        items=[ServiceRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
 
 

@@ -7,7 +7,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, status
 
-from services.registry import store
 from services.registry.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -16,19 +15,10 @@ from services.registry.schemas import (
     PartnerRead,
     PartnerUpdate,
 )
-from services.registry.tables import partners
+from services.registry.store import partners as store
 from shared.deps import Admin, Caller, SessionDep
 from shared.errors import Forbidden, NotFound, Problem, cannot_be_null
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    CursorQuery,
-    LimitQuery,
-    Page,
-    keyset,
-    page_of,
-    parse_time,
-)
-from shared.tables import api_keys
+from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.versioning import IfMatch, expected_version
 
 router = APIRouter()
@@ -59,17 +49,9 @@ async def list_partners(
     cursor: CursorQuery = None,
 ) -> Page[PartnerRead]:
     """The directory of partners, readable by every key, ordered by name."""
-    query = keyset(
-        store.partners_query(),
-        order_by=[partners.c.name, partners.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[str, UUID],
-    )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["name"], r["id"]))
+    items, next_cursor = await store.list_partners(session, limit=limit, cursor=cursor)
     return Page[PartnerRead](
-        items=[PartnerRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+        items=[PartnerRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
 
 
@@ -158,17 +140,11 @@ async def list_api_keys(
         await store.get_partner(session, partner_id=partner_id) is None
     ):
         raise NotFound(f"No partner {partner_id}.")
-    query = keyset(
-        store.keys_query(partner_id=partner_id),
-        order_by=[api_keys.c.created_at, api_keys.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[parse_time, UUID],
+    items, next_cursor = await store.list_keys(
+        session, partner_id=partner_id, limit=limit, cursor=cursor
     )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["created_at"], r["id"]))
     return Page[ApiKeyRead](
-        items=[ApiKeyRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+        items=[ApiKeyRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
 
 

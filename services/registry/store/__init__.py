@@ -1,0 +1,9 @@
+"""The registry's queries: the only code of the service that holds SQL or touches the driver.
+
+One module per resource; every function is keyword-only after the session it takes. The
+caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+SOURCE = "/registry"

@@ -1,0 +1,157 @@
+"""The service directory: what each partner offers, and where; queries and events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import String, Table, cast, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.registry.store import SOURCE
+from services.registry.tables import services
+from shared.auth import Principal
+from shared.errors import FieldError, Unprocessable
+from shared.eventlog.append import append
+from shared.pagination import keyset, page_of
+from shared.tables import areas, service_types
+
+
+async def missing_codes(session: AsyncSession, *, table: Table, codes: Iterable[str]) -> list[str]:
+    """The codes of `codes` that `table` (areas or service types) does not hold."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return []
+    found = set(
+        (await session.execute(select(table.c.code).where(table.c.code.in_(wanted)))).scalars()
+    )
+    return [c for c in wanted if c not in found]
+
+
+async def check_directory_refs(
+    session: AsyncSession,
+    *,
+    service_type: str | None,
+    areas_: Sequence[str] | None,
+) -> None:
+    """422 naming each unknown service-type or area code of a service."""
+    errors: list[FieldError] = []
+    if service_type is not None and await missing_codes(
+        session, table=service_types, codes=[service_type]
+    ):
+        errors.append(
+            FieldError(
+                field="body.service_type",
+                message=f"unknown service type {service_type!r}",
+                type="unknown_code",
+            )
+        )
+    unknown_areas = set(await missing_codes(session, table=areas, codes=areas_ or ()))
+    for index, code in enumerate(areas_ or ()):
+        if code in unknown_areas:
+            errors.append(
+                FieldError(
+                    field=f"body.areas[{index}]",
+                    message=f"unknown area {code!r}",
+                    type="unknown_code",
+                )
+            )
+    if errors:
+        raise Unprocessable("Unknown codes.", errors=errors)
+
+
+def service_snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(row)
+
+
+async def create_service(
+    session: AsyncSession, *, values: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    row = (
+        (
+            await session.execute(
+                insert(services).values(id=uuid.uuid4(), **values).returning(*services.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    snapshot = service_snapshot(row)
+    await append(
+        session,
+        type="service.created",
+        source=SOURCE,
+        subject=f"services/{row['id']}",
+        data=snapshot,
+        actor=caller.actor,
+        audience=[row["partner_id"]],
+    )
+    return snapshot
+
+
+async def get_service(
+    session: AsyncSession, *, service_id: UUID, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(services).where(services.c.id == service_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    return dict(row) if row else None
+
+
+async def update_service(
+    session: AsyncSession, *, service_id: UUID, changes: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    row = (
+        (
+            await session.execute(
+                update(services)
+                .where(services.c.id == service_id)
+                .values(**changes, version=services.c.version + 1, updated_at=func.now())
+                .returning(*services.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    snapshot = service_snapshot(row)
+    await append(
+        session,
+        type="service.updated",
+        source=SOURCE,
+        subject=f"services/{service_id}",
+        data=snapshot,
+        actor=caller.actor,
+        audience=[row["partner_id"]],
+    )
+    return snapshot
+
+
+async def list_services(
+    session: AsyncSession,
+    *,
+    service_type: str | None,
+    partner_id: UUID | None,
+    area: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the directory by id, and the cursor of the next page (None on the last)."""
+    query = select(services)
+    if service_type is not None:
+        query = query.where(services.c.service_type == service_type)
+    if partner_id is not None:
+        query = query.where(services.c.partner_id == partner_id)
+    if area is not None:
+        # Covering `area`: a service area is the area itself or one of its ancestors.
+        ancestors = select(areas.c.path).where(areas.c.code == area).scalar_subquery()
+        query = query.where(
+            services.c.areas.op("&&")(func.coalesce(ancestors, cast([], ARRAY(String))))
+        )
+    query = keyset(query, order_by=[services.c.id], cursor=cursor, limit=limit, parse=[UUID])
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
+    return [dict(r) for r in items], next_cursor
