@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-LIVE_STATUSES = frozenset({"requested", "accepted", "in_progress"})
+from shared.referral_statuses import MINIMISED_CASE_STATUSES
 
 
 def age_on(born: date, today: date) -> int:
@@ -25,13 +25,14 @@ def minimise_case(
 ) -> dict[str, Any]:
     """The minimised view of `case` for an assignee.
 
-    Served only while one of the assignee's referrals of the case is live and consent is
-    granted; otherwise just `{reference}`. Never the id documents, other referrals, or other
-    partners' notes: `assignee_steps` must hold only the assignee's live steps.
+    Served only while one of the assignee's referrals of the case is in
+    `MINIMISED_CASE_STATUSES` and consent is granted; otherwise just `{reference}`. Never
+    the id documents, other referrals, or other partners' notes: `assignee_steps` must hold
+    only the assignee's steps whose referral is in those statuses.
     """
     reference = {"reference": case["reference"]}
     consent = (case.get("consent") or {}).get("referral")
-    if consent != "granted" or not LIVE_STATUSES.intersection(referral_statuses):
+    if consent != "granted" or not MINIMISED_CASE_STATUSES.intersection(referral_statuses):
         return reference
     person = case.get("beneficiary") or {}
     beneficiary: dict[str, Any] = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-REROUTED_REFERRAL = frozenset({"rejected", "expired", "failed"})
+from shared.referral_statuses import EXCLUDING_STATUSES
+
 RESOLVED = frozenset({"completed", "cancelled"})
 
 
@@ -36,7 +37,7 @@ def step_status(
         return "waiting", "no_consent"
     if owner == "in_progress":
         return "in_progress", None
-    if referral in ("requested", "accepted") or referral in REROUTED_REFERRAL:
+    if referral in ("requested", "accepted") or referral in EXCLUDING_STATUSES:
         return "referred", None
     if referral == "in_progress":
         return "in_progress", None

@@ -4,7 +4,10 @@ requested → accepted | rejected (reason) | expired | cancelled
 accepted → in_progress | completed | failed | cancelled
 in_progress → completed (outcome) | failed (reason) | cancelled
 unassigned → requested (an admin assigns) | cancelled
-Terminal: rejected, expired, completed, failed, cancelled.
+Terminal: rejected, expired, completed, failed, cancelled (`shared.referral_statuses`).
+
+`transition` raises the domain's errors itself: Forbidden (403) when the caller's roles can
+never take the action, InvalidTransition (409) when the current status forbids it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-LIVE = frozenset({"requested", "accepted", "in_progress", "unassigned"})
-ACTIVE_LOAD = frozenset({"requested", "accepted", "in_progress"})
-TERMINAL = frozenset({"rejected", "expired", "completed", "failed", "cancelled"})
-EXCLUDING = frozenset({"rejected", "expired", "failed"})
+from shared.errors import Forbidden, InvalidTransition
+from shared.referral_statuses import OPEN_STATUSES
 
 ASSIGNEE, OWNER, ADMIN, SYSTEM = "assignee", "owner", "admin", "system"
 
@@ -69,7 +70,7 @@ ACTIONS: dict[str, Action] = {
         ),
         Action(
             "cancel",
-            frozenset({"requested", "accepted", "in_progress", "unassigned"}),
+            OPEN_STATUSES,
             "cancelled",
             frozenset({OWNER, ADMIN, SYSTEM}),
             "referral.cancelled",
@@ -90,17 +91,16 @@ ACTIONS: dict[str, Action] = {
 CALLER_ACTIONS = ("accept", "reject", "start", "complete", "fail", "cancel", "assign")
 
 
-class Denied(Exception):
-    """The caller's roles can never take this action (403)."""
-
-
-class NotAllowedNow(Exception):
-    """The current status forbids the action (409); carries what this caller may do now."""
-
-    def __init__(self, status: str, allowed: list[str]) -> None:
-        super().__init__(status)
-        self.status = status
-        self.allowed = allowed
+PAST_TENSE = {
+    "accept": "accepted",
+    "reject": "rejected",
+    "start": "started",
+    "complete": "completed",
+    "fail": "failed",
+    "cancel": "cancelled",
+    "assign": "assigned",
+    "expire": "expired",
+}
 
 
 def allowed_actions(status: str, roles: Iterable[str]) -> list[str]:
@@ -114,11 +114,23 @@ def allowed_actions(status: str, roles: Iterable[str]) -> list[str]:
 
 
 def transition(status: str, action: str, roles: Iterable[str]) -> Action:
-    """The action to apply, or Denied (403) / NotAllowedNow (409)."""
+    """The action to apply; Forbidden when these roles can never take it, InvalidTransition
+    (naming the current status and the actions open to these roles) when `status` forbids it."""
     spec = ACTIONS[action]
     held = set(roles)
     if not spec.roles & held:
-        raise Denied(action)
+        raise Forbidden(f"Your role on this referral cannot {action} it.")
     if status not in spec.sources:
-        raise NotAllowedNow(status, allowed_actions(status, held))
+        allowed = allowed_actions(status, held)
+        raise InvalidTransition(
+            refusal(status, action, allowed), current_status=status, allowed_actions=allowed
+        )
     return spec
+
+
+def refusal(status: str, action: str, allowed: list[str]) -> str:
+    """Why a referral in `status` cannot take `action`, and what may be done instead."""
+    if action == "assign":
+        return f"Only an unassigned referral is assigned; this one is {status!r}."
+    instead = f"; you may now: {', '.join(allowed)}" if allowed else ""
+    return f"A referral in status {status!r} cannot be {PAST_TENSE[action]}{instead}."

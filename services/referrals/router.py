@@ -20,11 +20,10 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals import projections, store
-from services.referrals.lifecycle import ACTIVE_LOAD, EXCLUDING, LIVE
 from services.referrals.routing import (
     MAX_ROUTED_ATTEMPTS,
     Decision,
@@ -44,6 +43,13 @@ from services.referrals.tables import (
 )
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
+from shared.referral_statuses import (
+    EXCLUDING_STATUSES,
+    LOAD_COUNTED_STATUSES,
+    MINIMISED_CASE_STATUSES,
+    OPEN_STATUSES,
+    in_lifecycle_order,
+)
 from shared.tables import areas
 
 log = structlog.get_logger("relais.referrals.router")
@@ -216,7 +222,7 @@ async def reconcile_case(
     view: BatchView,
 ) -> list[store.NewReferral]:
     """Cancel what must end now; return the referrals to create for the case's next steps."""
-    live = {r["step_id"]: r for r in referrals if r["status"] in LIVE}
+    live = {r["step_id"]: r for r in referrals if r["status"] in OPEN_STATUSES}
 
     async def cancel(referral: Mapping[str, Any], reason: str) -> None:
         await store.set_status(
@@ -228,7 +234,7 @@ async def reconcile_case(
             reason=reason,
             cause=cause,
         )
-        if referral["status"] in ACTIVE_LOAD:
+        if referral["status"] in LOAD_COUNTED_STATUSES:
             view.count(referral, -1)
 
     if case["status"] != "open" or not case["consent_granted"]:
@@ -353,22 +359,23 @@ FOLD_LOAD_CHANGES = """
 _FOLD = text(FOLD_LOAD_CHANGES)
 
 
-_RECOUNT = (
-    # Writers of referrals wait while the counters are rebuilt from the referrals themselves.
-    "LOCK TABLE referrals.referrals IN SHARE MODE",
-    "DELETE FROM referrals.service_load_changes",
-    "DELETE FROM referrals.service_loads",
-    "INSERT INTO referrals.service_loads (service_id, load) "
-    "SELECT service_id, count(*) FROM referrals.referrals "
-    "WHERE service_id IS NOT NULL AND status IN ('requested', 'accepted', 'in_progress') "
-    "GROUP BY service_id",
-)
-
-
 async def recount_loads(session: AsyncSession) -> None:
     """Set the load counters from the referrals (after a restore that bypassed triggers, say)."""
-    for statement in _RECOUNT:
-        await session.execute(text(statement))
+    # Writers of referrals wait while the counters are rebuilt from the referrals themselves.
+    await session.execute(text("LOCK TABLE referrals.referrals IN SHARE MODE"))
+    await session.execute(delete(service_load_changes))
+    await session.execute(delete(service_loads))
+    await session.execute(
+        insert(service_loads).from_select(
+            ["service_id", "load"],
+            select(referrals.c.service_id, func.count())
+            .where(
+                referrals.c.service_id.is_not(None),
+                referrals.c.status.in_(in_lifecycle_order(LOAD_COUNTED_STATUSES)),
+            )
+            .group_by(referrals.c.service_id),
+        )
+    )
 
 
 async def fold_load_changes(session: AsyncSession) -> None:
@@ -428,7 +435,7 @@ def summarise_history(rows: Sequence[Mapping[str, Any]]) -> tuple[int, dict[UUID
     excluded: dict[UUID, str] = {}
     failures = 0
     for r in sorted(rows, key=lambda r: r["attempt"]):
-        if r["status"] in EXCLUDING:
+        if r["status"] in EXCLUDING_STATUSES:
             failures += 1
             if r["assignee_partner_id"]:
                 excluded[r["assignee_partner_id"]] = r["status"]
@@ -496,7 +503,7 @@ async def route_step(
             for s in plan
             if s["id"] in mine
             and mine[s["id"]]["assignee_partner_id"] == chosen.partner_id
-            and mine[s["id"]]["status"] in ACTIVE_LOAD
+            and mine[s["id"]]["status"] in MINIMISED_CASE_STATUSES
         ]
     minimised = store.minimised_view(
         case,

@@ -15,11 +15,11 @@ from uuid import UUID
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.referrals.lifecycle import ACTIVE_LOAD
 from services.referrals.tables import cases, partners, referral_history, referrals, services, steps
 from shared.eventlog.append import append, append_many
 from shared.eventlog.model import Event
 from shared.minimised import minimise_case
+from shared.referral_statuses import MINIMISED_CASE_STATUSES, in_lifecycle_order
 
 SOURCE = "/referrals"
 
@@ -83,14 +83,15 @@ async def minimised_for_referral(
         return {"reference": referral["case_reference"]}
     live_steps: list[Mapping[str, Any]] = []
     named: list[str] = []
-    if referral["assignee_partner_id"] is not None and referral["status"] in ACTIVE_LOAD:
+    shown = referral["status"] in MINIMISED_CASE_STATUSES
+    if referral["assignee_partner_id"] is not None and shown:
         rows = await session.execute(
             select(steps, referrals.c.status.label("referral_status"))
             .join(referrals, referrals.c.step_id == steps.c.id)
             .where(
                 referrals.c.case_id == referral["case_id"],
                 referrals.c.assignee_partner_id == referral["assignee_partner_id"],
-                referrals.c.status.in_(ACTIVE_LOAD),
+                referrals.c.status.in_(in_lifecycle_order(MINIMISED_CASE_STATUSES)),
             )
             .order_by(steps.c.position)
         )

@@ -3,6 +3,8 @@ directory and of cases that routing needs, built only from events."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -22,20 +24,22 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from shared.db import schema_metadata
+from shared.referral_statuses import (
+    LOAD_COUNTED_STATUSES,
+    OPEN_STATUSES,
+    REFERRAL_STATUSES,
+    in_lifecycle_order,
+)
 
 metadata = schema_metadata("referrals")
 
-REFERRAL_STATUSES = (
-    "requested",
-    "accepted",
-    "in_progress",
-    "unassigned",
-    "rejected",
-    "expired",
-    "completed",
-    "failed",
-    "cancelled",
-)
+
+def status_in(statuses: Iterable[str], column: str = "status") -> str:
+    """`status IN ('requested', ...)`: the SQL condition generated from a status set, its
+    statuses in lifecycle order, so a constraint's or an index's text stays as migrated."""
+    quoted = ", ".join(f"'{s}'" for s in in_lifecycle_order(statuses))
+    return f"{column} IN ({quoted})"
+
 
 # --- Projections (from partner.*, service.* and case.* events) ---------------------------
 
@@ -129,13 +133,13 @@ referrals = Table(
     Column("version", Integer, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint(f"status IN {REFERRAL_STATUSES!r}", name="status"),
-    # At most one live referral per step, whatever runs at once.
+    CheckConstraint(status_in(REFERRAL_STATUSES), name="status"),
+    # At most one open referral per step, whatever runs at once.
     Index(
         "uq_referrals_live_step",
         "step_id",
         unique=True,
-        postgresql_where=text("status IN ('requested', 'accepted', 'in_progress', 'unassigned')"),
+        postgresql_where=text(status_in(OPEN_STATUSES)),
     ),
     Index("ix_referrals_step_id", "step_id"),
     Index("ix_referrals_case_id", "case_id"),
@@ -152,7 +156,7 @@ referrals = Table(
     Index(
         "ix_referrals_service_id_active",
         "service_id",
-        postgresql_where=text("status IN ('requested', 'accepted', 'in_progress')"),
+        postgresql_where=text(status_in(LOAD_COUNTED_STATUSES)),
     ),
 )
 
@@ -174,7 +178,7 @@ referral_history = Table(
 )
 
 # --- Service loads -------------------------------------------------------------------------
-# A service's load (its referrals requested, accepted or in progress) is `service_loads.load`
+# A service's load (its referrals in LOAD_COUNTED_STATUSES) is `service_loads.load`
 # plus the `delta`s of its `service_load_changes`. A trigger on `referrals` inserts the
 # changes; the router folds them into `service_loads`, which only it writes (migration 0006).
 

@@ -30,9 +30,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry import duplicates_store
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
 from services.registry.store import SOURCE
+from services.registry.store import duplicates as duplicates_store
 from services.registry.store.partners import check_partner
 from services.registry.tables import (
     access_log,
@@ -44,7 +44,8 @@ from services.registry.tables import (
 from shared.auth import AUTOCOMMIT, Principal
 from shared.errors import Conflict, FieldError, NotFound, Unprocessable
 from shared.eventlog.append import append
-from shared.minimised import LIVE_STATUSES, minimise_case
+from shared.minimised import minimise_case
+from shared.referral_statuses import MINIMISED_CASE_STATUSES
 from shared.tables import areas
 from shared.versioning import check_version
 
@@ -705,7 +706,8 @@ async def minimised_for(
     mine = [
         s
         for s in steps
-        if s["referral_assignee_id"] == partner_id and s["referral_status"] in LIVE_STATUSES
+        if s["referral_assignee_id"] == partner_id
+        and s["referral_status"] in MINIMISED_CASE_STATUSES
     ]
     if not mine:
         return None

@@ -10,15 +10,9 @@ from itertools import chain, combinations
 
 import pytest
 
-from services.referrals.lifecycle import (
-    ACTIONS,
-    LIVE,
-    TERMINAL,
-    Denied,
-    NotAllowedNow,
-    allowed_actions,
-    transition,
-)
+from services.referrals.lifecycle import ACTIONS, allowed_actions, transition
+from shared import referral_statuses
+from shared.errors import Forbidden, InvalidTransition
 
 STATUSES = (
     "requested",
@@ -93,8 +87,8 @@ def expected_allowed(status: str, roles: frozenset[str]) -> set[str]:
 def test_the_table_covers_every_action_and_only_known_statuses():
     assert set(ACTIONS) == set(EVERY_ACTION)
     assert {s for s, _ in TRANSITIONS} | set(TRANSITIONS.values()) <= set(STATUSES)
-    assert set(TERMINAL) == TERMINAL_STATUSES
-    assert set(LIVE) == set(STATUSES) - TERMINAL_STATUSES
+    assert set(referral_statuses.TERMINAL_STATUSES) == TERMINAL_STATUSES
+    assert set(referral_statuses.OPEN_STATUSES) == set(STATUSES) - TERMINAL_STATUSES
     assert len(ROLE_SETS) == 8
 
 
@@ -104,16 +98,17 @@ def test_the_table_covers_every_action_and_only_known_statuses():
 def test_transition(status: str, action: str, roles: frozenset[str]):
     if not WHO[action] & roles:
         # 403: no role held may ever take this action, whatever the status.
-        with pytest.raises(Denied):
+        with pytest.raises(Forbidden):
             transition(status, action, roles)
     elif (status, action) not in TRANSITIONS:
         # 409: the status forbids it; the problem names the status and what is open now.
-        with pytest.raises(NotAllowedNow) as caught:
+        with pytest.raises(InvalidTransition) as caught:
             transition(status, action, roles)
-        assert caught.value.status == status
-        assert set(caught.value.allowed) == expected_allowed(status, roles)
-        assert len(caught.value.allowed) == len(set(caught.value.allowed))
-        assert caught.value.allowed == allowed_actions(status, roles)
+        refused = caught.value.extra
+        assert refused["current_status"] == status
+        assert set(refused["allowed_actions"]) == expected_allowed(status, roles)
+        assert len(refused["allowed_actions"]) == len(set(refused["allowed_actions"]))
+        assert refused["allowed_actions"] == allowed_actions(status, roles)
     else:
         step = transition(status, action, roles)
         assert step.target == TRANSITIONS[status, action]
@@ -130,7 +125,7 @@ def test_allowed_actions_agree_with_transition(status: str, roles: frozenset[str
     for action in EVERY_ACTION:
         try:
             transition(status, action, roles)
-        except (Denied, NotAllowedNow):
+        except (Forbidden, InvalidTransition):
             assert action not in allowed
         else:
             assert action in allowed
@@ -144,7 +139,7 @@ def test_terminal_statuses_allow_no_caller_action(status: str):
     every_role = frozenset(CALLER_ROLES)
     assert allowed_actions(status, every_role) == []
     for action in EVERY_ACTION:
-        with pytest.raises((Denied, NotAllowedNow)):
+        with pytest.raises((Forbidden, InvalidTransition)):
             transition(status, action, every_role)
 
 
@@ -153,11 +148,11 @@ def test_only_the_system_expires_and_only_a_requested_referral(status: str):
     if status == "requested":
         assert transition(status, "expire", {"system"}).target == "expired"
     else:
-        with pytest.raises(NotAllowedNow) as caught:
+        with pytest.raises(InvalidTransition) as caught:
             transition(status, "expire", {"system"})
-        assert caught.value.status == status
+        assert caught.value.extra["current_status"] == status
     for roles in ROLE_SETS:
-        with pytest.raises(Denied):
+        with pytest.raises(Forbidden):
             transition(status, "expire", roles)
         assert "expire" not in allowed_actions(status, roles)
 
@@ -171,13 +166,13 @@ def test_every_transition_leaves_its_source_and_reaches_a_known_status():
 
 def test_a_role_that_cannot_act_is_denied_before_the_status_is_looked_at():
     # A terminal referral still answers 403, not 409, to a role that may never take the action.
-    with pytest.raises(Denied):
+    with pytest.raises(Forbidden):
         transition("completed", "accept", {"owner"})
-    with pytest.raises(Denied):
+    with pytest.raises(Forbidden):
         transition("cancelled", "cancel", {"assignee"})
-    with pytest.raises(NotAllowedNow) as caught:
+    with pytest.raises(InvalidTransition) as caught:
         transition("completed", "accept", {"assignee"})
-    assert caught.value.allowed == []
+    assert caught.value.extra["allowed_actions"] == []
 
 
 def test_an_owner_who_is_also_the_assignee_holds_both_sets_of_actions():
