@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from uuid import UUID
@@ -40,8 +41,15 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import store
+from services.notifications.delivery_rules import (
+    Answer,
+    EndpointHealth,
+    Outcome,
+    endpoint_health,
+    next_state,
+    to_disable,
+)
 from services.notifications.fanout import DELIVERIES_CHANNEL
-from services.notifications.retry import DISABLE_AFTER, next_delay, retry_after
 from services.notifications.signing import headers_for, valid_secrets
 from services.notifications.ssrf import TargetRefused, resolve
 from shared.eventlog.consumer import wait_for_wake
@@ -217,19 +225,6 @@ def no_cookies() -> CookieJar:
     """A cookie jar that keeps nothing: a receiver's `Set-Cookie` is never sent back, to it
     or to anyone (webhooks carry no session state)."""
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-
-
-@dataclass
-class Outcome:
-    status_code: int | None = None
-    error: str | None = None
-    excerpt: str | None = None
-    latency_ms: int = 0
-    retry_after: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 @dataclass
@@ -531,7 +526,7 @@ class Dispatcher:
         is a batch whose session met a lost connection (once: SQLAlchemy has retired the pool's
         connections by then; the statement is safe to run twice)."""
         params, health = self._batch_params(batch)
-        may_disable = any(h.gone or (h.was_failing and h.failed_at) for h in health.values())
+        may_disable = any(h.may_disable for h in health.values())
         for attempt in range(1, RECORD_TRIES + 1):
             try:
                 if may_disable:
@@ -540,7 +535,7 @@ class Dispatcher:
                         failing = {
                             r["id"]: r["failing_since"] for r in rows if r["kind"] == "endpoint"
                         }
-                        for endpoint_id, reason in self._to_disable(health, failing).items():
+                        for endpoint_id, reason in to_disable(health, failing).items():
                             await store.disable_endpoint(
                                 session, endpoint_id=endpoint_id, reason=reason
                             )
@@ -566,39 +561,18 @@ class Dispatcher:
             for r in batch:
                 self.metrics.webhook_latency.observe(r.outcome.latency_ms / 1000)
 
-    def _batch_params(self, batch: list[Result]) -> tuple[dict[str, Any], dict[UUID, _Health]]:
+    def _batch_params(
+        self, batch: list[Result]
+    ) -> tuple[dict[str, Any], dict[Hashable, EndpointHealth]]:
         """The arrays of the record statement, and each endpoint's health after the batch,
         as if its results had been recorded one by one in the order they finished."""
         columns: dict[str, list[Any]] = {name: [] for name in _RECORD_ARRAYS}
-        health: dict[UUID, _Health] = {}
+        schedule = self.settings.webhook_retry_schedule
         for result in batch:
             item, outcome, now = result.item, result.outcome, result.at
-            error = _pg_text(outcome.error, ERROR_CHARS)
-            if outcome.status_code is not None and not outcome.succeeded:
-                error = f"HTTP {outcome.status_code}"
-            endpoint = health.setdefault(item["endpoint_id"], _Health())
-            if item["endpoint"]["failing_since"] is not None:
-                endpoint.was_failing = True
-            next_attempt_at: datetime | None = None
-            if outcome.succeeded:
-                status = "succeeded"
-                endpoint.reset, endpoint.failed_at = True, None
-            elif outcome.status_code == 410:
-                status = "failed"
-                endpoint.gone = True
-            else:
-                delay: timedelta | None = next_delay(
-                    self.settings.webhook_retry_schedule, item["attempt_count"] + 1
-                )
-                if delay is not None and outcome.status_code in (429, 503):
-                    delay = retry_after(outcome.retry_after, now) or delay
-                if delay is None:
-                    status = "failed"
-                else:
-                    status, next_attempt_at = "pending", now + delay
-                if endpoint.failed_at is None:
-                    endpoint.failed_at = now
-                endpoint.last_failure = now
+            state = next_state(
+                outcome, attempts_made=item["attempt_count"] + 1, schedule=schedule, now=now
+            )
             for name, value in (
                 ("ids", item["id"]),
                 ("leases", item["lease_until"]),
@@ -606,41 +580,30 @@ class Dispatcher:
                 ("attempted_at", now),
                 ("status_codes", outcome.status_code),
                 ("latencies", outcome.latency_ms),
-                ("errors", error),
+                ("errors", _pg_text(state.error, ERROR_CHARS)),
                 ("excerpts", _pg_text(outcome.excerpt)),
-                ("statuses", status),
-                ("next_attempts", next_attempt_at),
+                ("statuses", state.status),
+                ("next_attempts", state.next_attempt_at),
             ):
                 columns[name].append(value)
+        health = endpoint_health(
+            Answer(
+                r.item["endpoint_id"],
+                r.outcome,
+                r.at,
+                failing_at_claim=r.item["endpoint"]["failing_since"] is not None,
+            )
+            for r in batch
+        )
         # Every endpoint with a success or a failure in the batch: a success clears
         # failing_since even when a failure recorded after its claim had set it. The statement
         # writes the row only after a failure, or after a success while failing_since is set.
-        touched = sorted(
-            (eid, h) for eid, h in health.items() if h.failed_at is not None or h.reset
-        )
+        touched = sorted((eid, h) for eid, h in health.items() if h.changed)
         params: dict[str, Any] = dict(columns)
         params["endpoint_ids"] = [eid for eid, _ in touched]
         params["resets"] = [h.reset for _, h in touched]
         params["failed_at"] = [h.failed_at for _, h in touched]
         return params, health
-
-    @staticmethod
-    def _to_disable(
-        health: dict[UUID, _Health], failing_since: dict[UUID, datetime | None]
-    ) -> dict[UUID, str]:
-        disable: dict[UUID, str] = {}
-        for endpoint_id, h in sorted(health.items()):
-            since = failing_since.get(endpoint_id)
-            if h.gone:
-                disable[endpoint_id] = "the receiver answered 410 Gone"
-            elif (
-                h.failed_at is not None
-                and since is not None
-                and h.last_failure is not None
-                and h.last_failure - since >= DISABLE_AFTER
-            ):
-                disable[endpoint_id] = "every attempt failed for 5 days"
-        return disable
 
 
 @dataclass(slots=True)
@@ -652,15 +615,6 @@ class Result:
     at: datetime  # when the answer was in: the attempt's time
     queued_at: float = 0.0  # loop time
     done: asyncio.Future[None] | None = None  # resolved when its batch is committed
-
-
-@dataclass(slots=True)
-class _Health:
-    was_failing: bool = False  # failing_since was set when one of its deliveries was claimed
-    reset: bool = False  # a success in the batch: failing_since starts again from failed_at
-    failed_at: datetime | None = None  # the first failure after the batch's last success
-    last_failure: datetime | None = None
-    gone: bool = False  # a 410
 
 
 def _sqlstate(exc: BaseException) -> str | None:
