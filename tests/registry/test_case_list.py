@@ -6,31 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-import pytest
 from sqlalchemy import select, text
 
-from services.registry.app import create_app
 from services.registry.tables import access_log
-from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import case_body, distinct_person
-
-
-@pytest.fixture
-async def hub(settings):
-    app = create_app(settings)
-    async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
-        partner = await make_partner(client, admin, "ONG Sabou")
-        created = await make_partner_key(client, admin, partner["id"])
-        yield {
-            "app": app,
-            "client": client,
-            "admin": admin,
-            "partner": partner,
-            "key": created["key"],
-            "key_id": created["id"],
-        }
+from tests.factories import (
+    bearer,
+    case_body,
+    distinct_person,
+)
 
 
 async def _log(app) -> list[dict]:

@@ -4,38 +4,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import pytest
-
-from services.registry.app import create_app
-from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import (
-    assert_problem,
-    database_fingerprint,
-    event_count,
-    events_of,
-    make_service,
-)
-
-
-@pytest.fixture
-async def hub(settings):
-    app = create_app(settings)
-    async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
-        partner = await make_partner(client, admin, "ONG Sabou")
-        key = (await make_partner_key(client, admin, partner["id"]))["key"]
-        other = await make_partner(client, admin, "ANPE")
-        other_key = (await make_partner_key(client, admin, other["id"]))["key"]
-        yield {
-            "app": app,
-            "client": client,
-            "admin": admin,
-            "partner": partner,
-            "key": key,
-            "other": other,
-            "other_key": other_key,
-        }
+from tests.factories import bearer, make_service
+from tests.registry.helpers import assert_problem, database_fingerprint, event_count, events_of
 
 
 async def _ids(client, url: str, key: str) -> set[str]:

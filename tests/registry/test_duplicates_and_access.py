@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.factories import bearer
+from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
-from tests.registry.helpers import case_body
 
 
 async def test_a_duplicate_across_partners_shows_for_the_admin_only_and_can_be_linked(settings):

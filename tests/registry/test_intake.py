@@ -9,13 +9,17 @@ import pytest
 from sqlalchemy import select, text
 
 from services.registry import matching
-from services.registry.app import create_app
-from services.registry.duplicates_store import facts_of
+from services.registry.matching import facts_of
 from services.registry.tables import cases, duplicate_keys, duplicates, plan_steps
 from shared.tables import events
-from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import case_body, distinct_person, make_case
+from tests.factories import (
+    bearer,
+    case_body,
+    distinct_person,
+    make_case,
+    make_partner,
+    make_partner_key,
+)
 
 STEP_COLUMNS = (
     "key",
@@ -27,16 +31,6 @@ STEP_COLUMNS = (
     "status",
     "status_reason",
 )
-
-
-@pytest.fixture
-async def hub(settings):
-    app = create_app(settings)
-    async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
-        partner = await make_partner(client, admin, "ONG Sabou")
-        key = (await make_partner_key(client, admin, partner["id"]))["key"]
-        yield {"app": app, "client": client, "admin": admin, "partner": partner, "key": key}
 
 
 async def _rows(app, query) -> list[dict]:

@@ -12,8 +12,7 @@ from services.registry import projector
 from services.registry.app import create_app
 from shared.eventlog.model import Event
 from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import make_case
+from tests.factories import bearer, make_admin_key, make_case, make_partner, make_partner_key
 
 
 def _referral_event(step: dict, *, attempt: int, version: int, status: str, **data) -> Event:

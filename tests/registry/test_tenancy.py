@@ -19,21 +19,12 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-import pytest
 from sqlalchemy import text
 
 from services.registry.app import create_app
 from shared.settings import Settings
-from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import (
-    PROBLEM,
-    assert_problem,
-    case_body,
-    database_fingerprint,
-    make_case,
-    make_service,
-)
+from tests.factories import bearer, case_body, make_partner_key
+from tests.registry.helpers import PROBLEM, assert_problem, database_fingerprint
 
 Status = int | tuple[int, ...] | None
 World = SimpleNamespace
@@ -182,58 +173,7 @@ def openapi_routes(app) -> set[tuple[str, str]]:
     }
 
 
-# --- The world: two partners with keys, services and cases, and an admin ----------------
-
-
-async def _pairs(client, admin: str) -> dict[frozenset[str], str]:
-    response = await client.get("/duplicates?limit=500", headers=bearer(admin))
-    assert response.status_code == 200, response.text
-    return {frozenset(p["case_ids"]): p["id"] for p in response.json()["items"]}
-
-
-@pytest.fixture
-async def world(settings):
-    app = create_app(settings)
-    async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
-        w = SimpleNamespace(app=app, client=client, admin=admin)
-        for side, name in (("a", "ONG Sabou"), ("b", "ANPE")):
-            partner = await make_partner(client, admin, name)
-            key = await make_partner_key(client, admin, partner["id"])
-            spare = await make_partner_key(client, admin, partner["id"])
-            setattr(w, side, partner)
-            setattr(w, f"key_{side}", key["key"])
-            setattr(w, f"key_{side}_row", key)
-            setattr(w, f"spare_{side}", spare)
-            setattr(w, f"service_{side}", await make_service(client, key["key"], name=name))
-        # The same returnee at A (twice) and at B: three duplicate pairs for the admin.
-        w.case_a = await make_case(
-            client,
-            w.key_a,
-            external_id="EXT-A",
-            plan=[
-                {"service_type": "immediate.cash", "delivery": "direct", "depends_on": []},
-                {"service_type": "economic.vocational_training", "depends_on": []},
-            ],
-        )
-        w.case_a2 = await make_case(client, w.key_a, external_id="EXT-A2")
-        w.case_b = await make_case(client, w.key_b, external_id="EXT-B")
-        pairs = await _pairs(client, admin)
-        ids = (w.case_a["id"], w.case_a2["id"], w.case_b["id"])
-        w.pair_a_a2 = pairs[frozenset((ids[0], ids[1]))]
-        w.pair_a_b = pairs[frozenset((ids[0], ids[2]))]
-        w.pair_a2_b = pairs[frozenset((ids[1], ids[2]))]
-        w.direct_step_id, w.referral_step_id = (s["id"] for s in w.case_a["plan"])
-        w.args = {
-            "partner_id": w.a["id"],
-            "key_id": w.spare_a["id"],
-            "case_id": w.case_a["id"],
-            "service_id": w.service_a["id"],
-            "code": "ML-1",
-            "external_id": "EXT-A",
-        }
-        w.keys = {"other": w.key_b, "owner": w.key_a, "admin": admin}
-        yield w
+# --- The world (tests/registry/conftest.py): two partners with keys, services and cases --
 
 
 async def a_state(world: World) -> list:

@@ -14,23 +14,12 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from services.registry.app import create_app
-from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import (
-    PROBLEM,
-    assert_problem,
-    case_body,
-    database_fingerprint,
-    event_count,
-    make_case,
-    make_service,
-)
+from tests.factories import bearer, case_body
+from tests.registry.helpers import PROBLEM, assert_problem, database_fingerprint, event_count
 
 NUL = "\u0000"
 UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
@@ -597,45 +586,6 @@ ENDPOINTS: dict[str, Endpoint] = {
         ],
     ),
 }
-
-
-@pytest.fixture
-async def world(settings):
-    app = create_app(settings)
-    async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
-        partner = await make_partner(client, admin, "ONG Sabou")
-        key = (await make_partner_key(client, admin, partner["id"]))["key"]
-        other = await make_partner(client, admin, "ANPE")
-        other_key = (await make_partner_key(client, admin, other["id"]))["key"]
-        service = await make_service(client, key)
-        case = await make_case(
-            client,
-            key,
-            plan=[{"service_type": "immediate.cash", "delivery": "direct", "depends_on": []}],
-        )
-        case2 = await make_case(client, key, external_id="EXT-2")  # the same returnee
-        case3 = await make_case(client, other_key, external_id="EXT-3")
-        pairs = await client.get("/duplicates", headers=bearer(admin))
-        [pair] = [
-            p["id"]
-            for p in pairs.json()["items"]
-            if set(p["case_ids"]) == {case["id"], case2["id"]}
-        ]
-        yield SimpleNamespace(
-            app=app,
-            client=client,
-            keys={"admin": admin, "partner": key},
-            ids={
-                "partner_id": partner["id"],
-                "service_id": service["id"],
-                "case_id": case["id"],
-                "case2_id": case2["id"],
-                "case3_id": case3["id"],
-                "step_id": case["plan"][0]["id"],
-                "duplicate_id": pair,
-            },
-        )
 
 
 def _fill(value: Any, ids: dict[str, str]) -> Any:
