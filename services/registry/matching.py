@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
+from typing import Any
 
 __all__ = [
     "MAX_BLOCKING_KEYS",
@@ -29,6 +31,7 @@ __all__ = [
     "Match",
     "blocking_keys",
     "edit_distance",
+    "facts_of",
     "normalize_document_number",
     "normalize_name",
     "phonetic_key",
@@ -301,6 +304,21 @@ class Match:
 
 
 # --- blocking ----------------------------------------------------------------------------
+
+
+def facts_of(case: Mapping[str, Any]) -> BeneficiaryFacts:
+    """The facts of a case as stored (its `beneficiary` JSON and `return_area_code`)."""
+    person = case["beneficiary"] or {}
+    born = person.get("date_of_birth")
+    return BeneficiaryFacts(
+        given_name=person.get("given_name") or "",
+        family_name=person.get("family_name") or "",
+        sex=person.get("sex") or "unknown",
+        birth_year=person.get("birth_year"),
+        date_of_birth=date.fromisoformat(born) if born else None,
+        document_numbers=tuple(d.get("number", "") for d in person.get("id_documents") or []),
+        area_code=case.get("return_area_code"),
+    )
 
 
 def blocking_keys(b: BeneficiaryFacts) -> set[str]:

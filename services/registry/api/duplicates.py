@@ -5,27 +5,19 @@ from __future__ import annotations
 from uuid import UUID
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
-from services.registry import cases_store, duplicates_store
+from services.registry import cases_store
 from services.registry.schemas_cases import (
     AccessLogEntry,
     DuplicateRead,
     DuplicateStatus,
     MergeRequest,
 )
-from services.registry.tables import access_log, duplicates
+from services.registry.store import access_log as access_store
+from services.registry.store import duplicates as duplicates_store
 from shared.deps import Admin, SessionDep
 from shared.errors import Conflict, FieldError, NotFound, Problem, Unprocessable
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    CursorQuery,
-    LimitQuery,
-    Page,
-    keyset,
-    page_of,
-    parse_time,
-)
+from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 
 router = APIRouter()
 
@@ -48,20 +40,11 @@ async def list_duplicates(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[DuplicateRead]:
-    query = keyset(
-        duplicates_store.duplicates_query(status=status),
-        order_by=[duplicates.c.created_at, duplicates.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[parse_time, UUID],
-    )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(
-        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    items, next_cursor = await duplicates_store.list_duplicates(
+        session, status=status, limit=limit, cursor=cursor
     )
     return Page[DuplicateRead](
-        items=[DuplicateRead.model_validate(duplicates_store.duplicate_view(r)) for r in items],
-        next_cursor=next_cursor,
+        items=[DuplicateRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
 
 
@@ -165,14 +148,9 @@ async def list_access_log(
     """Every read of a full, minimised or listed case by a key, newest last. Filter by case or
     by partner.
     """
-    query = select(access_log)
-    if case_id is not None:
-        query = query.where(access_log.c.case_id == case_id)
-    if partner_id is not None:
-        query = query.where(access_log.c.partner_id == partner_id)
-    query = keyset(query, order_by=[access_log.c.id], cursor=cursor, limit=limit, parse=[int])
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
+    items, next_cursor = await access_store.list_entries(
+        session, case_id=case_id, partner_id=partner_id, limit=limit, cursor=cursor
+    )
     return Page[AccessLogEntry](
-        items=[AccessLogEntry.model_validate(dict(r)) for r in items], next_cursor=next_cursor
+        items=[AccessLogEntry.model_validate(r) for r in items], next_cursor=next_cursor
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import matching
 from services.registry.tables import cases, duplicate_keys, duplicates
+from shared.pagination import keyset, page_of, parse_time
 
 # The case's blocking keys are added and the cases sharing one of them read, at most `cap`
 # per key, in one statement. Its parts see the same snapshot: the keys just added are not
@@ -57,26 +57,12 @@ _INDEX = (
 )
 
 
-def facts_of(case: Mapping[str, Any]) -> matching.BeneficiaryFacts:
-    person = case["beneficiary"] or {}
-    born = person.get("date_of_birth")
-    return matching.BeneficiaryFacts(
-        given_name=person.get("given_name") or "",
-        family_name=person.get("family_name") or "",
-        sex=person.get("sex") or "unknown",
-        birth_year=person.get("birth_year"),
-        date_of_birth=date.fromisoformat(born) if born else None,
-        document_numbers=tuple(d.get("number", "") for d in person.get("id_documents") or []),
-        area_code=case.get("return_area_code"),
-    )
-
-
 async def index_case(session: AsyncSession, *, case: Mapping[str, Any], new: bool = False) -> int:
     """(Re)index a case under its blocking keys and record its probable duplicates; a `new`
     case, created in this transaction, has no keys to remove first.
 
     Returns how many candidate pairs were recorded or refreshed."""
-    facts = facts_of(case)
+    facts = matching.facts_of(case)
     keys = sorted(matching.blocking_keys(facts))
     if not new:
         await session.execute(delete(duplicate_keys).where(duplicate_keys.c.case_id == case["id"]))
@@ -87,7 +73,7 @@ async def index_case(session: AsyncSession, *, case: Mapping[str, Any], new: boo
     )
     pairs = []
     for other in rows.mappings():
-        match = matching.score(facts, facts_of(other))
+        match = matching.score(facts, matching.facts_of(other))
         if match is None:
             continue
         a, b = sorted((case["id"], other["id"]), key=str)  # PostgreSQL orders uuids alike
@@ -129,6 +115,24 @@ def duplicates_query(*, status: str | None) -> Select:
     if status is not None:
         query = query.where(duplicates.c.status == status)
     return query
+
+
+async def list_duplicates(
+    session: AsyncSession, *, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of pairs (as `duplicate_view` shows them) by creation, and the next cursor."""
+    query = keyset(
+        duplicates_query(status=status),
+        order_by=[duplicates.c.created_at, duplicates.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = (await session.execute(query)).mappings().all()
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    )
+    return [duplicate_view(r) for r in items], next_cursor
 
 
 def duplicate_view(row: Mapping[str, Any]) -> dict[str, Any]:
