@@ -51,7 +51,7 @@ def create_engine(settings: Settings, *, application_name: str = "relais") -> As
     No `pool_pre_ping`: with asyncpg it costs three round trips on every checkout (a third of
     an intake's). A connection that died with the server fails the statement that finds it;
     SQLAlchemy recognises the disconnect and invalidates the whole pool, so one request per
-    process answers 503 (`shared/errors.py`) and the next ones get fresh connections.
+    process answers 503 (`shared/problems.py`) and the next ones get fresh connections.
     """
     return create_async_engine(
         asyncpg_url(settings.require_database_url()),

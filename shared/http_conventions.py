@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import http_problem
+from shared.problems import http_problem
 
 JSON = "application/json"
 # FastAPI reads a form from either encoding: an operation that takes one takes both (a file

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import authenticate
-from shared.errors import problem_response
+from shared.problems import problem_response
 from shared.tables import idempotency_records as records
 
 HEADER = b"idempotency-key"

@@ -23,12 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import create_engine, create_sessionmaker
 from shared.docs import install_docs
-from shared.errors import (
-    Problem,
-    UnexpectedErrorMiddleware,
-    install_error_handlers,
-    problem_response,
-)
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
@@ -36,6 +30,12 @@ from shared.http_conventions import RequestMediaTypeMiddleware, method_not_allow
 from shared.idempotency import MAX_KEY_LENGTH, IdempotencyMiddleware, purge_expired
 from shared.migrate import schema_status
 from shared.observability import Metrics, RequestContextMiddleware, configure_logging
+from shared.problems import (
+    Problem,
+    UnexpectedErrorMiddleware,
+    install_error_handlers,
+    problem_response,
+)
 from shared.settings import Settings
 
 log = structlog.get_logger("relais.service")
