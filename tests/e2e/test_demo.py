@@ -12,13 +12,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_make_run import Hub
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.processes import ROOT, LocalHub, demo_env, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -37,38 +34,14 @@ DEMO_PARTNERS = {
 CUSTOM_KEY = "coordination-admin-key-0123456789abcdefghij"
 
 
-def _env(hub: Hub, changes: dict[str, str | None] | None = None) -> dict[str, str]:
-    """The hub's environment for the demo (None removes a variable), without the caller's
-    RELAIS_ADMIN_KEY."""
-    env = {k: v for k, v in hub.env.items() if k != "RELAIS_ADMIN_KEY"}
-    for name, value in (changes or {}).items():
-        env.pop(name, None)
-        if value is not None:
-            env[name] = value
-    return env
-
-
-def _demo(
-    hub: Hub, *args: str, env: dict[str, str | None] | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "demo.py"), "--timeout", "30", *args],
-        cwd=ROOT,
-        env=_env(hub, env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_the_demo_plays_the_whole_pathway_twice_in_a_row(tmp_path):
-    hub = Hub(tmp_path / "data")
+    hub = LocalHub(tmp_path / "data")
     hub.run()
     try:
         # The first run finds the ports in REGISTRY_PORT etc. and the admin key in
         # $RELAIS_DATA_DIR/admin.key; the second is given the URLs.
-        first = _demo(hub)
-        second = _demo(
+        first = run_demo(hub)
+        second = run_demo(
             hub,
             *(
                 arg
@@ -105,7 +78,7 @@ def test_the_demo_plays_the_whole_pathway_twice_in_a_row(tmp_path):
     assert len(references) == 2
 
 
-def _api(hub: Hub, service: str, method: str, path: str, key: str, body: dict | None = None):
+def _api(hub: LocalHub, service: str, method: str, path: str, key: str, body: dict | None = None):
     """The hub's answer to one call: (status, JSON body or None)."""
     request = urllib.request.Request(f"http://127.0.0.1:{hub.ports[service]}{path}", method=method)
     request.add_header("Authorization", f"Bearer {key}")
@@ -121,7 +94,7 @@ def _api(hub: Hub, service: str, method: str, path: str, key: str, body: dict | 
     return status, json.loads(text) if text else None
 
 
-def _demo_services(hub: Hub, admin: str) -> dict[str, dict]:
+def _demo_services(hub: LocalHub, admin: str) -> dict[str, dict]:
     """The demo partners' services, by service type."""
     _, page = _api(hub, "registry", "GET", "/partners?limit=500", admin)
     found = {}
@@ -134,7 +107,7 @@ def _demo_services(hub: Hub, admin: str) -> dict[str, dict]:
     return found
 
 
-def _training_goes_to(hub: Hub, admin: str) -> str | None:
+def _training_goes_to(hub: LocalHub, admin: str) -> str | None:
     """The partner a new case in the cercle of Kayes would be routed to for training."""
     _, preview = _api(
         hub,
@@ -153,7 +126,7 @@ def _training_goes_to(hub: Hub, admin: str) -> str | None:
     return preview["chosen_partner_id"]
 
 
-def _left_as_found(hub: Hub, admin: str) -> None:
+def _left_as_found(hub: LocalHub, admin: str) -> None:
     services = _demo_services(hub, admin)
     assert len(services) == 4 and {s["status"] for s in services.values()} == {"inactive"}
     _, endpoints = _api(hub, "notifications", "GET", "/endpoints?limit=500", admin)
@@ -167,13 +140,15 @@ def _left_as_found(hub: Hub, admin: str) -> None:
 
 
 def test_the_demo_finds_the_key_the_hub_was_started_with_or_says_where_it_looked(tmp_path):
-    hub = Hub(tmp_path / "data")
+    hub = LocalHub(tmp_path / "data")
     hub.env["RELAIS_BOOTSTRAP_ADMIN_KEY"] = CUSTOM_KEY  # no admin.key is written then
     hub.run()
     try:
-        nothing = _demo(hub, env={"RELAIS_BOOTSTRAP_ADMIN_KEY": None})
-        wrong = _demo(hub, env={"RELAIS_BOOTSTRAP_ADMIN_KEY": None, "RELAIS_ADMIN_KEY": "rk_x" * 9})
-        custom = _demo(hub)
+        nothing = run_demo(hub, env={"RELAIS_BOOTSTRAP_ADMIN_KEY": None})
+        wrong = run_demo(
+            hub, env={"RELAIS_BOOTSTRAP_ADMIN_KEY": None, "RELAIS_ADMIN_KEY": "rk_x" * 9}
+        )
+        custom = run_demo(hub)
     finally:
         code = hub.stop()
     assert code == 0, hub.output
@@ -196,11 +171,11 @@ def test_the_demo_finds_the_key_the_hub_was_started_with_or_says_where_it_looked
 
 
 def test_the_demo_leaves_its_services_inactive_after_it_ends_even_on_ctrl_c(tmp_path):
-    hub = Hub(tmp_path / "data")
+    hub = LocalHub(tmp_path / "data")
     hub.run()
     try:
         admin = (tmp_path / "data" / "admin.key").read_text().strip()
-        done = _demo(hub)
+        done = run_demo(hub)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "services set inactive" in done.stdout
         _left_as_found(hub, admin)
@@ -208,7 +183,7 @@ def test_the_demo_leaves_its_services_inactive_after_it_ends_even_on_ctrl_c(tmp_
         interrupted = subprocess.Popen(
             [sys.executable, str(ROOT / "tools" / "demo.py"), "--timeout", "30"],
             cwd=ROOT,
-            env=_env(hub),
+            env=demo_env(hub),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -6,76 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.embedded_pg import free_port
+from tests.e2e.processes import ADMIN_KEY, SERVICES, Services
+from tests.factories import case_body
 from tests.notifications.receiver import Receiver
-from tests.registry.helpers import case_body
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("registry", "referrals", "notifications")
-ADMIN_KEY = "rk_end-to-end-admin-key-" + "x" * 24
-
-
-class Services:
-    def __init__(self, database_url: str) -> None:
-        self.ports = {name: free_port() for name in SERVICES}
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "RELAIS_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-            "RELAIS_ENV": "development",
-            "WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3,0.3,0.3",
-            "WEBHOOK_TIMEOUT_SECONDS": "5",
-            "RELAIS_POLL_INTERVAL_SECONDS": "0.2",
-            "RELAIS_LOG_LEVEL": "WARNING",
-            **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
-        }
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    async def start(self, name: str) -> None:
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env
-        )
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while True:
-                assert self.processes[name].poll() is None, f"{name} exited"
-                try:
-                    if (await client.get(self.url(name) + "/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, f"{name} not ready"
-                await asyncio.sleep(0.1)
-
-    def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 class Partner:

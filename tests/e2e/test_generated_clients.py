@@ -31,8 +31,7 @@ from openapi_python_client.strings import ClassName
 from standardwebhooks.webhooks import Webhook
 
 from shared.events_catalog import CATALOG
-from tests import pg
-from tests.e2e.test_full_pathway import ADMIN_KEY, SERVICES, Services
+from tests.e2e.processes import ADMIN_KEY, SERVICES, Services
 from tests.notifications.receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -62,26 +61,8 @@ class Generated:
 
 
 @pytest.fixture(scope="module")
-def hub_database(pg_server: str, template_database: str) -> Iterator[str]:
-    name = pg.clone_database(pg_server, template_database)
-    yield pg.with_database(pg_server, name)
-    pg.drop_database(pg_server, name)
-
-
-@pytest.fixture(scope="module")
-def hub(hub_database: str) -> Iterator[Services]:
-    services = Services(hub_database)
-    try:
-        for name in SERVICES:
-            asyncio.run(services.start(name))
-        yield services
-    finally:
-        services.stop_all()
-
-
-@pytest.fixture(scope="module")
 def generated(
-    hub: Services, tmp_path_factory: pytest.TempPathFactory
+    hub_processes: Services, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Generated]]:
     """Each service's client, generated once from the document the running service serves.
     The generator runs its default post-hooks (ruff) with the ruff installed beside Python,
@@ -92,7 +73,7 @@ def generated(
     sys.path.insert(0, str(root))
     try:
         for name in SERVICES:
-            document = httpx.get(hub.url(name) + "/openapi.json", timeout=30).json()
+            document = httpx.get(hub_processes.url(name) + "/openapi.json", timeout=30).json()
             path = root / f"{name}.json"
             path.write_text(json.dumps(document))
             package = f"relais_{name}_client"
@@ -164,9 +145,9 @@ def webhook_model(generated: Generated, event_type: str) -> type:
     return generated.model(ClassName(reference.rsplit("/", 1)[-1], ""))
 
 
-async def new_partner(registry: Generated, hub: Services, body: dict) -> tuple[Any, str]:
+async def new_partner(registry: Generated, hub_processes: Services, body: dict) -> tuple[Any, str]:
     """Admin registers a partner and gives it a key: (partner, key)."""
-    admin = registry.client(hub.url("registry"), ADMIN_KEY)
+    admin = registry.client(hub_processes.url("registry"), ADMIN_KEY)
     async with admin:
         created = await registry.operation("partners", "partners_create_partner").asyncio_detailed(
             client=admin, body=registry.model("PartnerCreate").from_dict(body)
@@ -180,24 +161,26 @@ async def new_partner(registry: Generated, hub: Services, body: dict) -> tuple[A
     return partner, key.parsed.key
 
 
-async def test_a_post_replayed_with_its_idempotency_key_returns_the_first_answer(generated, hub):
+async def test_a_post_replayed_with_its_idempotency_key_returns_the_first_answer(
+    generated, hub_processes
+):
     registry = generated["registry"]
     create = registry.operation("partners", "partners_create_partner")
     body = registry.model("PartnerCreate").from_dict({"name": "ONG Replay", "kind": "ngo"})
     key = f"partner-{uuid.uuid4()}"
-    async with registry.client(hub.url("registry"), ADMIN_KEY) as admin:
+    async with registry.client(hub_processes.url("registry"), ADMIN_KEY) as admin:
         first = await create.asyncio_detailed(client=admin, body=body, idempotency_key=key)
         again = await create.asyncio_detailed(client=admin, body=body, idempotency_key=key)
     assert first.status_code == again.status_code == 201
     assert again.parsed.id == first.parsed.id
 
 
-async def test_accept_is_called_without_a_body(generated, hub):
+async def test_accept_is_called_without_a_body(generated, hub_processes):
     _partner, key = await new_partner(
-        generated["registry"], hub, {"name": "Centre sans corps", "kind": "ngo"}
+        generated["registry"], hub_processes, {"name": "Centre sans corps", "kind": "ngo"}
     )
     referrals = generated["referrals"]
-    async with referrals.client(hub.url("referrals"), key) as client:
+    async with referrals.client(hub_processes.url("referrals"), key) as client:
         client.raise_on_unexpected_status = False
         response = await referrals.operation("referrals", "referrals_accept").asyncio_detailed(
             uuid.uuid4(), client=client
@@ -207,13 +190,13 @@ async def test_accept_is_called_without_a_body(generated, hub):
     assert response.parsed.status == 404
 
 
-async def test_the_referral_filters_are_enums(generated, hub):
+async def test_the_referral_filters_are_enums(generated, hub_processes):
     _partner, key = await new_partner(
-        generated["registry"], hub, {"name": "Centre filtres", "kind": "ngo"}
+        generated["registry"], hub_processes, {"name": "Centre filtres", "kind": "ngo"}
     )
     referrals = generated["referrals"]
     listing = referrals.operation("referrals", "referrals_list_referrals")
-    async with referrals.client(hub.url("referrals"), key) as client:
+    async with referrals.client(hub_processes.url("referrals"), key) as client:
         page = await listing.asyncio_detailed(
             client=client,
             role=enum_member(listing.asyncio_detailed, "role", "incoming"),
@@ -223,13 +206,13 @@ async def test_the_referral_filters_are_enums(generated, hub):
     assert page.parsed.items == []
 
 
-async def test_feed_items_are_typed_events(generated, hub):
+async def test_feed_items_are_typed_events(generated, hub_processes):
     partner, key = await new_partner(
-        generated["registry"], hub, {"name": "Centre flux", "kind": "ngo"}
+        generated["registry"], hub_processes, {"name": "Centre flux", "kind": "ngo"}
     )
     notifications = generated["notifications"]
     feed = notifications.operation("feed", "feed_feed")
-    async with notifications.client(hub.url("notifications"), key) as client:
+    async with notifications.client(hub_processes.url("notifications"), key) as client:
         page = await feed.asyncio_detailed(client=client, types="partner.*", wait=10)
     assert page.status_code == 200
     (item,) = page.parsed.items
@@ -245,13 +228,13 @@ def test_every_event_type_has_a_webhook_with_a_generated_model(generated):
         assert_typed(model, f"the {event_type.name} webhook")
 
 
-async def test_the_readme_journey_with_generated_clients_only(generated, hub):
+async def test_the_readme_journey_with_generated_clients_only(generated, hub_processes):
     registry, referrals, notifications = (generated[name] for name in SERVICES)
     receiver = Receiver()
     await receiver.start()
     try:
         async with AsyncExitStack() as stack:
-            await journey(stack, registry, referrals, notifications, hub, receiver)
+            await journey(stack, registry, referrals, notifications, hub_processes, receiver)
     finally:
         await receiver.stop()
 
@@ -261,18 +244,18 @@ async def journey(
     registry: Generated,
     referrals: Generated,
     notifications: Generated,
-    hub: Services,
+    hub_processes: Services,
     receiver: Receiver,
 ) -> None:
-    reg, ref, notif = (hub.url(name) for name in SERVICES)
+    reg, ref, notif = (hub_processes.url(name) for name in SERVICES)
     models = registry.model
 
     # The coordination registers two partners and gives each a key.
     iom, iom_key = await new_partner(
-        registry, hub, {"name": "OIM Mali", "acronym": "OIM", "kind": "un_agency"}
+        registry, hub_processes, {"name": "OIM Mali", "acronym": "OIM", "kind": "un_agency"}
     )
     cfp, cfp_key = await new_partner(
-        registry, hub, {"name": "Centre de formation de Kayes", "kind": "ngo"}
+        registry, hub_processes, {"name": "Centre de formation de Kayes", "kind": "ngo"}
     )
     assert iom.id != cfp.id
 

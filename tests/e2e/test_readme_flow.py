@@ -12,15 +12,11 @@ import signal
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from shared.embedded_pg import free_port
-from tests.e2e.test_demo import _demo
-from tests.e2e.test_make_run import Hub
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.processes import ROOT, LocalHub, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +27,7 @@ def _readme_block() -> str:
     return re.search(r"^```sh\n(.*?)^```$", section, re.S | re.M)[1]
 
 
-def _run(hub: Hub, receiver_port: int) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+def _run(hub: LocalHub, receiver_port: int) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     """The block in bash (stopping at the first failing command), then the ids it kept."""
     script = (
         _readme_block() + '\necho; echo "KEPT IOM=$IOM CFP=$CFP CASE=$CASE REFERRAL=$REFERRAL"\n'
@@ -58,7 +54,7 @@ def _run(hub: Hub, receiver_port: int) -> tuple[subprocess.CompletedProcess, dic
     return run, dict(pair.split("=", 1) for pair in kept[1].split())
 
 
-def _get(hub: Hub, service: str, path: str, key: str) -> dict:
+def _get(hub: LocalHub, service: str, path: str, key: str) -> dict:
     request = urllib.request.Request(f"http://127.0.0.1:{hub.ports[service]}{path}")
     request.add_header("Authorization", f"Bearer {key}")
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -66,11 +62,11 @@ def _get(hub: Hub, service: str, path: str, key: str) -> dict:
 
 
 def test_the_readme_curl_flow_runs_twice_on_a_hub_where_the_demo_ran(tmp_path):
-    hub = Hub(tmp_path / "data")
+    hub = LocalHub(tmp_path / "data")
     hub.run()
     try:
         admin = (tmp_path / "data" / "admin.key").read_text().strip()
-        demo = _demo(hub)
+        demo = run_demo(hub)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         receiver_port = free_port()
         runs = [_run(hub, receiver_port) for _ in range(2)]

@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from shared.embedded_pg import free_port
+from tests.e2e.processes import ROOT
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _serve_and_stop(name: str, database_url: str, log_path: Path) -> None:
