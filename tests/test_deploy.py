@@ -327,3 +327,66 @@ def test_the_packaging_must_carry_the_migrations(copy: Path) -> None:
     problems = check(copy)
     assert any("alembic.ini: not in the wheel" in line for line in problems), problems
     assert any("script.py.mako: not in the wheel" in line for line in problems), problems
+
+
+# --- what any Dockerfile, YAML or compose file must be: the tools .ci/run runs ----------
+
+BIN = Path(sys.executable).parent
+LINTERS = {
+    "hadolint": [str(BIN / "hadolint"), "--config", str(ROOT / ".hadolint.yaml")],
+    "yamllint": [str(BIN / "yamllint"), "--strict", "--config-file", str(ROOT / ".yamllint.yaml")],
+    "compose schema": [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec"],
+}
+LINTED = {
+    "hadolint": "deploy/Dockerfile",
+    "yamllint": "deploy",
+    "compose schema": "deploy/docker-compose.yml",
+}
+
+
+def lint(tool: str, root: Path) -> subprocess.CompletedProcess:
+    executable = Path(LINTERS[tool][0])
+    assert executable.is_file(), f"{executable.name} is missing: `make install` (dev extra)"
+    return subprocess.run(
+        [*LINTERS[tool], str(root / LINTED[tool])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+
+
+@pytest.mark.parametrize("tool", sorted(LINTERS))
+def test_the_linters_pass_on_the_repository(tool: str) -> None:
+    result = lint(tool, ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+LINTER_BREAKS = {
+    "hadolint": (
+        lambda root: edit(root / "deploy/Dockerfile", "USER 10001:10001\n", "USER root\n"),
+        "DL3002",
+    ),
+    "yamllint": (
+        lambda root: edit(
+            root / "deploy/kubernetes/configmap.yaml",
+            "  RELAIS_LOG_LEVEL: INFO\n",
+            "  RELAIS_LOG_LEVEL:   INFO   \n",
+        ),
+        "trailing-spaces",
+    ),
+    "compose schema": (
+        lambda root: edit(
+            root / "deploy/docker-compose.yml", '    restart: "no"\n', "    restart_policy: never\n"
+        ),
+        "restart_policy",
+    ),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(LINTER_BREAKS))
+def test_the_linters_catch_a_broken_copy(copy: Path, tool: str) -> None:
+    breaks, message = LINTER_BREAKS[tool]
+    breaks(copy)
+    result = lint(tool, copy)
+    assert result.returncode != 0 and message in result.stdout + result.stderr, result
