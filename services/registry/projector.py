@@ -13,10 +13,10 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import bindparam, case, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.tables import cases, plan_steps
+from services.registry.store import Session
+from services.registry.store import steps as store
+from services.registry.store.steps import REFERRAL_FIELDS
 from shared.eventlog.model import Event
 from shared.pathway import plan_statuses
 
@@ -38,29 +38,7 @@ def is_newer(data: Mapping[str, Any], step: Mapping[str, Any]) -> bool:
     return theirs > ours
 
 
-REFERRAL_FIELDS = (
-    "referral_id",
-    "referral_attempt",
-    "referral_version",
-    "referral_status",
-    "referral_assignee_id",
-    "referral_service_id",
-    "owner_status",
-)
-_WRITE_STEP = (
-    update(plan_steps)
-    .where(plan_steps.c.id == bindparam("step_id"))
-    .values(
-        **{name: bindparam(name) for name in REFERRAL_FIELDS},
-        status=bindparam("new_status"),
-        status_reason=bindparam("new_status_reason"),
-        # Like an owner's change, a change of status dates the step; referral news alone not.
-        updated_at=case((bindparam("touch"), func.now()), else_=plan_steps.c.updated_at),
-    )
-)
-
-
-async def project(session: AsyncSession, events: Sequence[Event]) -> None:
+async def project(session: Session, events: Sequence[Event]) -> None:
     """Apply a batch of events; non-referral events are passed over. The touched cases are
     locked together (in id order, as the API's actions lock one), their steps read in one
     statement, the events applied in order in memory, and the steps that changed written
@@ -75,33 +53,13 @@ async def project(session: AsyncSession, events: Sequence[Event]) -> None:
             log.warning("referral_event_without_step", event_id=str(event.id))
     if not updates:
         return
-    case_of = dict(
-        (
-            await session.execute(
-                select(plan_steps.c.id, plan_steps.c.case_id).where(
-                    plan_steps.c.id.in_({step_id for _, step_id in updates})
-                )
-            )
-        ).all()
-    )
+    case_of = await store.cases_of_steps(session, step_ids=[step_id for _, step_id in updates])
     case_ids = sorted(set(case_of.values()))
     if not case_ids:
         for event, _ in updates:
             log.warning("referral_event_for_unknown_step", event_id=str(event.id))
         return
-    found = await session.execute(
-        select(cases).where(cases.c.id.in_(case_ids)).order_by(cases.c.id).with_for_update()
-    )
-    locked = {row["id"]: dict(row) for row in found.mappings()}
-    plans: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in locked}
-    for row in (
-        await session.execute(
-            select(plan_steps)
-            .where(plan_steps.c.case_id.in_(list(locked)))
-            .order_by(plan_steps.c.case_id, plan_steps.c.position)
-        )
-    ).mappings():
-        plans[row["case_id"]].append(dict(row))
+    locked, plans = await store.lock_plans(session, case_ids=case_ids)
     by_id = {step["id"]: step for plan in plans.values() for step in plan}
     before = {
         step_id: tuple(step[name] for name in (*REFERRAL_FIELDS, "status", "status_reason"))
@@ -150,8 +108,7 @@ async def project(session: AsyncSession, events: Sequence[Event]) -> None:
                         "touch": (status, reason) != before[step["id"]][-2:],
                     }
                 )
-    if writes:
-        await session.execute(_WRITE_STEP, writes)
+    await store.write_referral_news(session, writes=writes)
 
 
 def _uuid(value: object) -> UUID | None:

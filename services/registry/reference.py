@@ -2,7 +2,8 @@
 
 The parsing functions are pure: they take the bytes of a CSV file and return the validated
 rows, or raise `ReferenceDataError` listing every problem with its line number (the header
-is line 1). The store functions below them take a session; the caller owns the transaction.
+is line 1). The loading functions below them parse and write through the store
+(`store/reference.py`, the only place of the queries); the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 import shared
-from shared.errors import Conflict
-from shared.eventlog.listener import lock_key
-from shared.pagination import DEFAULT_LIMIT, keyset, page_of
-from shared.tables import areas, service_types
+from services.registry.store import Session
+from services.registry.store import reference as store
 
 log = structlog.get_logger("relais.registry.reference")
 
@@ -48,9 +44,6 @@ DESCRIPTION_MAX = 2000
 # Codes appear in URL paths (`/areas/{code}`): letters, digits and `.`, `_`, `-` only.
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 CODE_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
-
-UPSERT_BATCH = 1000  # rows per INSERT: well under asyncpg's 32767 parameters
-AREAS_LOCK = lock_key("reference:areas")
 
 
 # --- parsing (pure) ---------------------------------------------------------------------
@@ -450,12 +443,15 @@ def parse_service_types(data: bytes) -> list[ServiceType]:
     return rows
 
 
-# --- store ------------------------------------------------------------------------------
+# --- loading: the parsed rows through the store ----------------------------------------------
 
 
-async def _known_areas(session: AsyncSession) -> list[Area]:
-    rows = (await session.execute(select(areas))).mappings().all()
-    return [
+async def _store_areas(
+    session: Session, data: bytes, *, code_list_version: str | None
+) -> list[Area]:
+    # One writer of the tree at a time: the check against the known areas must hold.
+    await store.lock_areas(session)
+    known = [
         Area(
             code=r["code"],
             name=r["name"],
@@ -465,73 +461,26 @@ async def _known_areas(session: AsyncSession) -> list[Area]:
             depth=r["depth"],
             path=tuple(r["path"]),
         )
-        for r in rows
+        for r in await store.all_areas(session)
     ]
-
-
-async def _upsert_areas(session: AsyncSession, rows: Sequence[Area]) -> None:
-    """Insert or update, parents before children, a thousand rows per statement."""
-    ordered = sorted(rows, key=lambda a: len(a.path))
-    changed = ["name", "level", "depth", "parent_code", "path", "code_list_version"]
-    for start in range(0, len(ordered), UPSERT_BATCH):
-        statement = pg_insert(areas).values(
-            [a.values() for a in ordered[start : start + UPSERT_BATCH]]
-        )
-        new = statement.excluded
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[areas.c.code],
-                set_={c: new[c] for c in changed},
-                # Unchanged rows are left alone: a restart rewrites nothing.
-                where=tuple_(*(areas.c[c] for c in changed)).is_distinct_from(
-                    tuple_(*(new[c] for c in changed))
-                ),
-            )
-        )
-
-
-async def _upsert_service_types(session: AsyncSession, rows: Sequence[ServiceType]) -> None:
-    changed = ["name", "dimension", "description"]
-    for start in range(0, len(rows), UPSERT_BATCH):
-        statement = pg_insert(service_types).values(
-            [t.values() for t in rows[start : start + UPSERT_BATCH]]
-        )
-        new = statement.excluded
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[service_types.c.code],
-                set_={c: new[c] for c in changed},
-                where=tuple_(*(service_types.c[c] for c in changed)).is_distinct_from(
-                    tuple_(*(new[c] for c in changed))
-                ),
-            )
-        )
-
-
-async def _store_areas(
-    session: AsyncSession, data: bytes, *, code_list_version: str | None
-) -> list[Area]:
-    # One writer of the tree at a time: the check against the known areas must hold.
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AREAS_LOCK})
-    known = await _known_areas(session)
     parsed = await asyncio.to_thread(
         parse_areas, data, known=known, code_list_version=code_list_version
     )
-    await _upsert_areas(session, [*parsed.rows, *parsed.rederived])
+    await store.upsert_areas(session, rows=[a.values() for a in (*parsed.rows, *parsed.rederived)])
     return parsed.rows
 
 
-async def load_seed_data(session: AsyncSession) -> None:
+async def load_seed_data(session: Session) -> None:
     """Load the project's copies of the areas and service types, idempotently."""
     area_data = await asyncio.to_thread((SEED_DIR / AREAS_SEED).read_bytes)
     type_data = await asyncio.to_thread((SEED_DIR / SERVICE_TYPES_SEED).read_bytes)
     loaded = await _store_areas(session, area_data, code_list_version=None)
     types = parse_service_types(type_data)
-    await _upsert_service_types(session, types)
+    await store.upsert_service_types(session, rows=[t.values() for t in types])
     log.info("reference_data_loaded", areas=len(loaded), service_types=len(types))
 
 
-async def import_areas(session: AsyncSession, *, data: bytes, code_list_version: str) -> int:
+async def import_areas(session: Session, *, data: bytes, code_list_version: str) -> int:
     """Load an areas CSV (all rows or, on `ReferenceDataError`, none); the count of its rows.
 
     Parents may be areas already stored; `code_list_version` is set on every row. Run it in
@@ -540,89 +489,3 @@ async def import_areas(session: AsyncSession, *, data: bytes, code_list_version:
     rows = await _store_areas(session, data, code_list_version=code_list_version)
     log.info("areas_imported", rows=len(rows), code_list_version=code_list_version)
     return len(rows)
-
-
-def areas_query(*, parent: str | None = None, level: str | None = None) -> Select:
-    """Areas, optionally only the direct children of `parent` and only of `level`."""
-    query = select(areas)
-    if parent is not None:
-        query = query.where(areas.c.parent_code == parent)
-    if level is not None:
-        query = query.where(areas.c.level == level.lower())
-    return query
-
-
-async def list_areas(
-    session: AsyncSession,
-    *,
-    parent: str | None = None,
-    level: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-    cursor: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of areas by code, and the cursor of the next page (None on the last)."""
-    query = keyset(
-        areas_query(parent=parent, level=level),
-        order_by=[areas.c.code],
-        cursor=cursor,
-        limit=limit,
-        parse=[str],
-    )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["code"],))
-    return [dict(r) for r in items], next_cursor
-
-
-async def get_area(session: AsyncSession, *, code: str) -> dict[str, Any] | None:
-    """An area with `ancestors` ({code, name, level} from the root down); None if unknown."""
-    row = (
-        (await session.execute(select(areas).where(areas.c.code == code))).mappings().one_or_none()
-    )
-    if row is None:
-        return None
-    above = list(row["path"][:-1])
-    found: dict[str, dict[str, Any]] = {}
-    if above:
-        result = await session.execute(
-            select(areas.c.code, areas.c.name, areas.c.level).where(areas.c.code.in_(above))
-        )
-        found = {r["code"]: dict(r) for r in result.mappings()}
-    return {**row, "ancestors": [found[c] for c in above if c in found]}
-
-
-async def list_service_types(
-    session: AsyncSession,
-    *,
-    dimension: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-    cursor: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of service types by code, optionally of one dimension, and the next cursor."""
-    query = select(service_types)
-    if dimension is not None:
-        query = query.where(service_types.c.dimension == dimension)
-    query = keyset(query, order_by=[service_types.c.code], cursor=cursor, limit=limit, parse=[str])
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["code"],))
-    return [dict(r) for r in items], next_cursor
-
-
-async def create_service_type(
-    session: AsyncSession, *, values: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Add a service type; `Conflict` (409) if its code exists."""
-    row = (
-        (
-            await session.execute(
-                pg_insert(service_types)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=[service_types.c.code])
-                .returning(*service_types.c)
-            )
-        )
-        .mappings()
-        .one_or_none()
-    )
-    if row is None:
-        raise Conflict(f"A service type with code {values['code']!r} already exists.")
-    return dict(row)

@@ -16,6 +16,7 @@ from services.registry.schemas_reference import (
     ServiceTypeCreate,
     ServiceTypeRead,
 )
+from services.registry.store import reference as store
 from shared.deps import Admin, Caller, SessionDep
 from shared.errors import PROBLEM_BASE, FieldError, NotFound, Problem, Unprocessable
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
@@ -73,7 +74,7 @@ async def list_areas(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[AreaRead]:
-    rows, next_cursor = await reference.list_areas(
+    rows, next_cursor = await store.list_areas(
         session, parent=parent, level=level, limit=limit, cursor=cursor
     )
     return Page[AreaRead](items=[AreaRead.model_validate(r) for r in rows], next_cursor=next_cursor)
@@ -93,7 +94,7 @@ async def get_area(
     _caller: Caller,
     session: SessionDep,
 ) -> AreaDetail:
-    row = await reference.get_area(session, code=code)
+    row = await store.get_area(session, code=code)
     if row is None:
         raise NotFound(f"No area with code {code!r}.")
     return AreaDetail.model_validate(row)
@@ -186,7 +187,7 @@ async def list_service_types(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ServiceTypeRead]:
-    rows, next_cursor = await reference.list_service_types(
+    rows, next_cursor = await store.list_service_types(
         session, dimension=dimension, limit=limit, cursor=cursor
     )
     return Page[ServiceTypeRead](
@@ -207,5 +208,5 @@ async def create_service_type(
     body: ServiceTypeCreate, _admin: Admin, session: SessionDep
 ) -> ServiceTypeRead:
     async with session.begin():
-        row = await reference.create_service_type(session, values=body.model_dump())
+        row = await store.create_service_type(session, values=body.model_dump())
     return ServiceTypeRead.model_validate(row)

@@ -6,4 +6,8 @@ caller owns the transaction.
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession as Session
+
+__all__ = ["SOURCE", "Session"]
+
 SOURCE = "/registry"
