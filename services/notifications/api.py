@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
-from sqlalchemy import delete, func, update
 
 from services.notifications import store
 from services.notifications.feed import START, read_feed
@@ -30,7 +29,6 @@ from services.notifications.schemas import (
 )
 from services.notifications.signing import rotate
 from services.notifications.ssrf import TargetRefused, resolve
-from services.notifications.tables import deliveries, endpoints
 from shared.auth import Principal
 from shared.deps import Caller, SessionDep
 from shared.errors import (
@@ -50,9 +48,6 @@ from shared.pagination import (
     CursorQuery,
     LimitQuery,
     Page,
-    keyset,
-    page_of,
-    parse_time,
 )
 from shared.settings import Settings
 from shared.versioning import IfMatch, check_version, expected_version
@@ -133,16 +128,8 @@ async def list_endpoints(
     """A partner lists its own endpoints; an admin lists every endpoint. Secrets are never
     listed.
     """
-    query = keyset(
-        store.visible_endpoints(caller),
-        order_by=[endpoints.c.created_at, endpoints.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[parse_time, UUID],
-    )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(
-        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+    items, next_cursor = await store.list_endpoints(
+        session, caller=caller, limit=limit, cursor=cursor
     )
     return Page[EndpointRead](
         items=[EndpointRead.model_validate(store.endpoint_view(r)) for r in items],
@@ -208,7 +195,7 @@ async def delete_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep
     """
     async with session.begin():
         await _endpoint(session, endpoint_id, caller, for_update=True)
-        await session.execute(delete(endpoints).where(endpoints.c.id == endpoint_id))
+        await store.delete_endpoint(session, endpoint_id=endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -302,19 +289,10 @@ async def recover(
                 current_status=row["status"],
                 allowed_actions=["enable"],
             )
-        result = await session.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.endpoint_id == endpoint_id,
-                deliveries.c.status == "failed",
-                deliveries.c.event_time >= body.since,
-                deliveries.c.event_time <= until,
-            )
-            .values(
-                status="pending", next_attempt_at=func.now(), attempt_count=0, updated_at=func.now()
-            )
+        recovered = await store.recover_deliveries(
+            session, endpoint_id=endpoint_id, since=body.since, until=until
         )
-    return Recovered(recovered=int(result.rowcount or 0))  # type: ignore[attr-defined]
+    return Recovered(recovered=recovered)
 
 
 @router.get("/deliveries", tags=["deliveries"], summary="Deliveries to your endpoints, newest last")
@@ -330,23 +308,14 @@ async def list_deliveries(
     """Deliveries to your endpoints (admins: all), filtered by endpoint, status or event type.
     `status=failed` lists what needs a retry or a recover.
     """
-    query = store.visible_deliveries(caller)
-    if endpoint_id is not None:
-        query = query.where(deliveries.c.endpoint_id == endpoint_id)
-    if status_ is not None:
-        query = query.where(deliveries.c.status == status_)
-    if event_type is not None:
-        query = query.where(deliveries.c.event_type == event_type)
-    query = keyset(
-        query,
-        order_by=[deliveries.c.created_at, deliveries.c.id],
-        cursor=cursor,
+    items, next_cursor = await store.list_deliveries(
+        session,
+        caller=caller,
+        endpoint_id=endpoint_id,
+        status=status_,
+        event_type=event_type,
         limit=limit,
-        parse=[parse_time, UUID],
-    )
-    rows = (await session.execute(query)).mappings().all()
-    items, next_cursor = page_of(
-        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
+        cursor=cursor,
     )
     return Page[DeliveryRead](
         items=[DeliveryRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
@@ -354,18 +323,10 @@ async def list_deliveries(
 
 
 async def _delivery(session, delivery_id: UUID, caller: Principal) -> dict[str, Any]:
-    row = (
-        (
-            await session.execute(
-                store.visible_deliveries(caller).where(deliveries.c.id == delivery_id)
-            )
-        )
-        .mappings()
-        .one_or_none()
-    )
+    row = await store.get_delivery(session, delivery_id=delivery_id, caller=caller)
     if row is None:
         raise NotFound(f"No delivery {delivery_id}.")
-    return dict(row)
+    return row
 
 
 @router.get(
@@ -393,19 +354,8 @@ async def retry_delivery(delivery_id: UUID, caller: Caller, session: SessionDep)
     """Puts the delivery back in the queue now, whatever its status, keeping its `webhook-id`."""
     async with session.begin():
         await _delivery(session, delivery_id, caller)
-        row = (
-            (
-                await session.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == delivery_id)
-                    .values(status="pending", next_attempt_at=func.now(), updated_at=func.now())
-                    .returning(*deliveries.c)
-                )
-            )
-            .mappings()
-            .one()
-        )
-    return DeliveryRead.model_validate(dict(row))
+        row = await store.retry_delivery(session, delivery_id=delivery_id)
+    return DeliveryRead.model_validate(row)
 
 
 @router.get(

@@ -1,23 +1,21 @@
-"""The dispatcher: claims due deliveries, sends them, records every attempt (SPEC 8).
+"""The dispatcher (SPEC 8): claim → send → record → schedule, over and over.
 
-- A claim is one statement: `FOR UPDATE SKIP LOCKED` picks due deliveries and sets a
-  lease, and it commits at once; nothing holds a transaction open while a webhook is sent. A
-  dispatcher that dies leaves leases that expire, and its deliveries are sent again (with
-  the same `webhook-id`): deliveries are at-least-once.
-- Results are recorded in batches: a finished send waits a few milliseconds for others, then
-  one statement writes their attempts, moves their deliveries on and keeps their endpoints'
-  health, as if they had been recorded one by one in the order they finished. A result only
-  moves its delivery on while the delivery still carries its claim (see `_RECORD`). A batch
-  the database refuses for what one result carries is written again by halves, so that only
-  that result fails (`record_all`); the texts a receiver sent are made storable first.
-- A statement that finds its connection gone (PostgreSQL restarted) retires every pooled
-  connection made before, and runs once more on a fresh one (`_fetch`).
-- Claims are fair across endpoints: due deliveries are taken round-robin by endpoint, and
-  no endpoint has more than `PER_ENDPOINT` deliveries in flight across all dispatchers, so
-  a slow or dead endpoint never holds back the others.
-- One pooled `httpx.AsyncClient` sends many at once; no proxy from the environment, no
-  redirects (a 3xx is a failure). Unless private targets are allowed, the target is checked
-  again at send time and the connection goes to the address that was checked.
+- **Claim** (`claim`): due deliveries are leased by one statement that commits at once,
+  fairly across endpoints, at most `PER_ENDPOINT` in flight per endpoint across all
+  dispatchers, so a slow or dead endpoint never holds back the others. Nothing holds a
+  transaction open while a webhook is sent. A dispatcher that dies leaves leases that
+  expire, and its deliveries are sent again (with the same `webhook-id`): at-least-once.
+- **Send** (`send`): sign, connect to the checked address, read at most 2 KB back. One
+  pooled client sends many at once; no proxy from the environment, no redirects (a 3xx is a
+  failure). Unless private targets are allowed, the target is checked again at send time
+  and the connection goes to the address that was checked.
+- **Record** (`record`): results are written in batches: a finished send waits a few
+  milliseconds for others, then one statement writes their attempts, moves their deliveries
+  on and keeps their endpoints' health, as if recorded one by one in the order they
+  finished. A batch the database refuses for what one result carries is written again by
+  halves, so that only that result fails (`record_all`).
+- **Schedule** (`schedule`): each delivery's next state and each endpoint's health are
+  decided by the pure rules of `delivery_rules`; the queries are in `store`.
 """
 
 from __future__ import annotations
@@ -29,16 +27,12 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
-from uuid import UUID
 
-import asyncpg
 import httpx
 import structlog
-from sqlalchemy import TextClause, text
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import store
 from services.notifications.delivery_rules import (
@@ -52,6 +46,7 @@ from services.notifications.delivery_rules import (
 from services.notifications.fanout import DELIVERIES_CHANNEL
 from services.notifications.signing import headers_for, valid_secrets
 from services.notifications.ssrf import TargetRefused, resolve
+from services.notifications.store import Sessionmaker
 from shared.eventlog.consumer import wait_for_wake
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
@@ -62,163 +57,6 @@ log = structlog.get_logger("relais.notifications.dispatcher")
 
 PER_ENDPOINT = 10
 EXCERPT_BYTES = 2048
-ERROR_CHARS = 500  # attempts.error and deliveries.last_error are varchar(500)
-RECORD_TRIES = 3  # a batch that met a deadlock is written again, at most this many times
-_TRY_AGAIN = {"40P01", "40001"}  # deadlock, serialization failure: rolled back, safe to retry
-# Errors of what a statement carries (SQLSTATE classes): data exception (a value PostgreSQL
-# or the driver refuses), integrity constraint, program limit, raised by a function. One
-# result can cause them, so a batch that meets one is written again by halves. Any other
-# error (a lost connection, a full disk, a deadlock met too often) fails the batch as a whole.
-_REFUSED_CLASSES = ("22", "23", "54", "P0")
-
-# Fair claims: per active endpoint (an index scan of ix_deliveries_due_by_endpoint each, so
-# the cost follows the endpoints, not the backlog) its earliest due deliveries no live lease
-# holds, as many as its in-flight room (live leases, counted on
-# ix_deliveries_leased_by_endpoint); then round-robin across endpoints. The one statement also
-# returns what each send needs: the endpoint (URL, secrets, health) and the event.
-_CLAIM = text(
-    """
-    WITH due AS (
-        SELECT d.id, d.endpoint_id, d.next_attempt_at,
-               row_number() OVER (PARTITION BY d.endpoint_id
-                                  ORDER BY d.next_attempt_at, d.id) AS rn
-        FROM notifications.endpoints e
-        CROSS JOIN LATERAL (
-            SELECT x.id, x.endpoint_id, x.next_attempt_at
-            FROM notifications.deliveries x
-            WHERE x.endpoint_id = e.id
-              AND x.status = 'pending'
-              AND x.next_attempt_at <= now()
-              AND (x.lease_until IS NULL OR x.lease_until <= now())
-            ORDER BY x.next_attempt_at, x.id
-            LIMIT :per_endpoint
-        ) d
-        WHERE e.status = 'active' AND e.partner_active
-    ),
-    inflight AS (
-        SELECT f.endpoint_id, count(*) AS n
-        FROM notifications.deliveries f
-        WHERE f.endpoint_id IN (SELECT DISTINCT endpoint_id FROM due)
-          AND f.status = 'pending'
-          AND f.lease_until > now()
-        GROUP BY f.endpoint_id
-    ),
-    picked AS (
-        SELECT due.id
-        FROM due LEFT JOIN inflight i ON i.endpoint_id = due.endpoint_id
-        WHERE due.rn <= :per_endpoint - COALESCE(i.n, 0)
-        ORDER BY due.rn, due.next_attempt_at, due.id
-        LIMIT :limit
-    ),
-    locked AS (
-        SELECT d.id FROM notifications.deliveries d
-        WHERE d.id IN (SELECT id FROM picked)
-          AND d.status = 'pending'
-          AND (d.lease_until IS NULL OR d.lease_until <= now())
-        FOR UPDATE SKIP LOCKED
-    ),
-    claimed AS (
-        UPDATE notifications.deliveries d
-        SET lease_until = now() + make_interval(secs => :lease_seconds)
-        FROM locked
-        WHERE d.id = locked.id
-        RETURNING d.id, d.endpoint_id, d.event_seq, d.attempt_count, d.lease_until
-    )
-    SELECT c.id, c.endpoint_id, c.attempt_count, c.lease_until,
-           e.url, e.secrets, e.failing_since,
-           ev.seq, ev.id AS event_id, ev.tx, ev.type, ev.source, ev.subject, ev.time, ev.actor,
-           ev.audience, ev.correlation_id, ev.causation_id, ev.data
-    FROM claimed c
-    JOIN notifications.endpoints e ON e.id = c.endpoint_id
-    JOIN hub.events ev ON ev.seq = c.event_seq
-    """
-)
-
-
-# Results are recorded in batches: one statement writes the attempts, moves the deliveries
-# on and keeps the endpoints' health. A result is applied to its delivery only while the
-# delivery still carries this claim: the lease it set, or the state `store.disable_endpoint`
-# leaves (no lease, failed as "endpoint disabled", the attempt count of the claim) when its
-# endpoint was disabled meanwhile. Once the endpoint is enabled and `recover` restarted the
-# delivery (pending, count 0), a late result no longer matches. A result that comes after the
-# lease ran out and another claim took the delivery leaves the delivery to that claim
-# ("superseded"); its attempt is recorded all the same. A result whose delivery is gone (its
-# endpoint was deleted while it was in flight, with its deliveries and their attempts) writes
-# nothing: attempts are inserted only for deliveries this statement updated or locked (`kept`,
-# FOR KEY SHARE, so that a concurrent delete either waits for it or has already happened).
-# Run twice (retried after a lost reply), the statement changes nothing more: the deliveries
-# no longer carry the claim, and a superseded attempt already in the history (`fresh` false)
-# is not inserted again.
-_RECORD_ARRAYS = (
-    "ids",
-    "leases",
-    "claimed_counts",
-    "attempted_at",
-    "status_codes",
-    "latencies",
-    "errors",
-    "excerpts",
-    "statuses",
-    "next_attempts",
-)
-_RECORD = text(
-    """
-    WITH r AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[]),
-            CAST(:claimed_counts AS integer[]), CAST(:attempted_at AS timestamptz[]),
-            CAST(:status_codes AS integer[]), CAST(:latencies AS integer[]),
-            CAST(:errors AS text[]), CAST(:excerpts AS text[]), CAST(:statuses AS text[]),
-            CAST(:next_attempts AS timestamptz[])
-        ) WITH ORDINALITY AS r(id, lease_until, claimed_count, attempted_at, status_code,
-                               latency_ms, error, excerpt, status, next_attempt_at, ord)
-    ),
-    recorded AS (
-        UPDATE notifications.deliveries d
-        SET attempt_count = d.attempt_count + 1,
-            lease_until = NULL,
-            last_status_code = r.status_code,
-            last_error = r.error,
-            status = r.status,
-            next_attempt_at = r.next_attempt_at,
-            updated_at = now()
-        FROM r
-        WHERE d.id = r.id
-          AND (d.lease_until = r.lease_until
-               OR (d.lease_until IS NULL AND d.status = 'failed'
-                   AND d.last_error = 'endpoint disabled'
-                   AND d.attempt_count = r.claimed_count))
-        RETURNING d.id
-    ),
-    kept AS (
-        SELECT d.id, NOT EXISTS (SELECT FROM notifications.attempts a
-                                 WHERE a.delivery_id = d.id
-                                   AND a.attempted_at = r.attempted_at) AS fresh
-        FROM notifications.deliveries d JOIN r ON r.id = d.id
-        WHERE r.id NOT IN (SELECT id FROM recorded)
-        FOR KEY SHARE OF d
-    ),
-    attempted AS (
-        INSERT INTO notifications.attempts (delivery_id, attempted_at, status_code, latency_ms,
-                                            error, response_excerpt)
-        SELECT id, attempted_at, status_code, latency_ms, error, excerpt FROM r
-        WHERE id IN (SELECT id FROM recorded) OR id IN (SELECT id FROM kept WHERE fresh)
-        ORDER BY ord
-    ),
-    health AS (
-        UPDATE notifications.endpoints e
-        SET failing_since = CASE WHEN h.reset THEN h.failed_at
-                                 ELSE COALESCE(e.failing_since, h.failed_at) END
-        FROM unnest(CAST(:endpoint_ids AS uuid[]), CAST(:resets AS boolean[]),
-                    CAST(:failed_at AS timestamptz[])) AS h(id, reset, failed_at)
-        WHERE e.id = h.id AND (h.failed_at IS NOT NULL OR e.failing_since IS NOT NULL)
-        RETURNING e.id, e.failing_since
-    )
-    SELECT 'endpoint' AS kind, id, failing_since FROM health
-    UNION ALL
-    SELECT 'superseded', id, NULL FROM kept WHERE fresh
-    """
-)
 
 
 def no_cookies() -> CookieJar:
@@ -249,7 +87,7 @@ class Dispatcher:
 
     async def run(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        sessionmaker: Sessionmaker,
         listener: Listener,
         stop: asyncio.Event,
     ) -> None:
@@ -304,36 +142,11 @@ class Dispatcher:
                 finally:
                     recorder.cancel()
 
-    async def claim(self, sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> list[Any]:
-        rows = await _fetch(
-            sessionmaker,
-            _CLAIM,
-            per_endpoint=PER_ENDPOINT,
-            limit=limit,
-            lease_seconds=self.lease_seconds,
+    async def claim(self, sessionmaker: Sessionmaker, limit: int) -> list[dict[str, Any]]:
+        """Lease up to `limit` due deliveries, each with its endpoint and its event."""
+        return await store.claim_due(
+            sessionmaker, per_endpoint=PER_ENDPOINT, limit=limit, lease_seconds=self.lease_seconds
         )
-        endpoints_by_id: dict[UUID, dict[str, Any]] = {}
-        claimed = []
-        for r in rows:
-            endpoint = endpoints_by_id.get(r["endpoint_id"])
-            if endpoint is None:
-                endpoint = endpoints_by_id[r["endpoint_id"]] = {
-                    "id": r["endpoint_id"],
-                    "url": r["url"],
-                    "secrets": r["secrets"],
-                    "failing_since": r["failing_since"],
-                }
-            claimed.append(
-                {
-                    "id": r["id"],
-                    "endpoint_id": r["endpoint_id"],
-                    "attempt_count": r["attempt_count"],
-                    "lease_until": r["lease_until"],
-                    "endpoint": endpoint,
-                    "event": Event.from_row({**r, "id": r["event_id"]}),
-                }
-            )
-        return claimed
 
     def _start(self, client: httpx.AsyncClient, claimed, wake: asyncio.Event) -> None:
         def finished(task: asyncio.Task[None]) -> None:
@@ -415,7 +228,7 @@ class Dispatcher:
             self._flush.set()  # full, or no other answer is on its way
         await done
 
-    async def _record_loop(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async def _record_loop(self, sessionmaker: Sessionmaker) -> None:
         """Write the results in batches: when `record_batch` are waiting, when no other send
         is under way, when the oldest has waited `record_delay`, or at once while closing."""
         loop = asyncio.get_running_loop()
@@ -450,7 +263,7 @@ class Dispatcher:
 
     async def record_all(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        sessionmaker: Sessionmaker,
         batch: list[Result],
         *,
         part: bool = False,
@@ -464,14 +277,14 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if not _refused(exc):
+            if not store.refused(exc):
                 _resolve(batch, exc)
             elif len(batch) > 1:
                 if not part:
                     log.warning(
                         "record_batch_refused",
                         results=len(batch),
-                        sqlstate=_sqlstate(exc),
+                        sqlstate=store.sqlstate(exc),
                         error=type(exc).__name__,
                     )
                 half = len(batch) // 2
@@ -483,7 +296,7 @@ class Dispatcher:
             _resolve(batch, None)
 
     async def _record_plain(
-        self, sessionmaker: async_sessionmaker[AsyncSession], result: Result, exc: Exception
+        self, sessionmaker: Sessionmaker, result: Result, exc: Exception
     ) -> None:
         """The last try for a result the database refused: without the response excerpt, and
         with the error reduced to ASCII. Logged with ids and the error's kind, never its text
@@ -492,7 +305,7 @@ class Dispatcher:
         fields = {
             "delivery_id": str(result.item["id"]),
             "endpoint_id": str(result.item["endpoint_id"]),
-            "sqlstate": _sqlstate(exc),
+            "sqlstate": store.sqlstate(exc),
             "error": type(exc).__name__,
         }
         if outcome.excerpt is not None or (outcome.error and not outcome.error.isascii()):
@@ -518,36 +331,18 @@ class Dispatcher:
         log.error("delivery_result_refused", **fields)
         _resolve([result], exc)
 
-    async def record(self, sessionmaker, batch: list[Result]) -> None:
+    async def record(self, sessionmaker: Sessionmaker, batch: list[Result]) -> None:
         """The attempts, the deliveries' next states and the endpoints' health of a batch of
         results, in one statement. When the batch may disable an endpoint (a 410, or a failure
-        of an endpoint that was failing at claim time) the disabling shares its transaction.
-        A deadlock with another writer rolled everything back: the batch is written again; so
-        is a batch whose session met a lost connection (once: SQLAlchemy has retired the pool's
-        connections by then; the statement is safe to run twice)."""
-        params, health = self._batch_params(batch)
+        of an endpoint that was failing at claim time) the disabling shares its transaction."""
+        attempts, health = self.schedule(batch)
         may_disable = any(h.may_disable for h in health.values())
-        for attempt in range(1, RECORD_TRIES + 1):
-            try:
-                if may_disable:
-                    async with sessionmaker() as session, session.begin():
-                        rows = (await session.execute(_RECORD, params)).mappings().all()
-                        failing = {
-                            r["id"]: r["failing_since"] for r in rows if r["kind"] == "endpoint"
-                        }
-                        for endpoint_id, reason in to_disable(health, failing).items():
-                            await store.disable_endpoint(
-                                session, endpoint_id=endpoint_id, reason=reason
-                            )
-                else:
-                    rows = await _fetch(sessionmaker, _RECORD, **params)
-                break
-            except Exception as exc:
-                lost = attempt == 1 and getattr(exc, "connection_invalidated", False)
-                if attempt == RECORD_TRIES or (_sqlstate(exc) not in _TRY_AGAIN and not lost):
-                    raise
-                await asyncio.sleep(0.05 * attempt)
-        superseded = [r["id"] for r in rows if r["kind"] == "superseded"]
+        superseded = await store.record_attempts(
+            sessionmaker,
+            attempts=attempts,
+            health=health,
+            disable=partial(to_disable, health) if may_disable else None,
+        )
         if superseded:
             # The lease ran out and another claim took the delivery: its state is that claim's
             # to record; the attempt stays in the history.
@@ -561,31 +356,33 @@ class Dispatcher:
             for r in batch:
                 self.metrics.webhook_latency.observe(r.outcome.latency_ms / 1000)
 
-    def _batch_params(
+    def schedule(
         self, batch: list[Result]
-    ) -> tuple[dict[str, Any], dict[Hashable, EndpointHealth]]:
-        """The arrays of the record statement, and each endpoint's health after the batch,
-        as if its results had been recorded one by one in the order they finished."""
-        columns: dict[str, list[Any]] = {name: [] for name in _RECORD_ARRAYS}
+    ) -> tuple[list[store.AttemptRecord], dict[Hashable, EndpointHealth]]:
+        """Each result as the attempt it records with its delivery's next state, and each
+        endpoint's health after the batch, as if recorded one by one in the order they
+        finished."""
         schedule = self.settings.webhook_retry_schedule
+        attempts = []
         for result in batch:
-            item, outcome, now = result.item, result.outcome, result.at
+            item, outcome = result.item, result.outcome
             state = next_state(
-                outcome, attempts_made=item["attempt_count"] + 1, schedule=schedule, now=now
+                outcome, attempts_made=item["attempt_count"] + 1, schedule=schedule, now=result.at
             )
-            for name, value in (
-                ("ids", item["id"]),
-                ("leases", item["lease_until"]),
-                ("claimed_counts", item["attempt_count"]),
-                ("attempted_at", now),
-                ("status_codes", outcome.status_code),
-                ("latencies", outcome.latency_ms),
-                ("errors", _pg_text(state.error, ERROR_CHARS)),
-                ("excerpts", _pg_text(outcome.excerpt)),
-                ("statuses", state.status),
-                ("next_attempts", state.next_attempt_at),
-            ):
-                columns[name].append(value)
+            attempts.append(
+                store.AttemptRecord(
+                    delivery_id=item["id"],
+                    lease_until=item["lease_until"],
+                    claimed_count=item["attempt_count"],
+                    attempted_at=result.at,
+                    status_code=outcome.status_code,
+                    latency_ms=outcome.latency_ms,
+                    error=state.error,
+                    excerpt=outcome.excerpt,
+                    status=state.status,
+                    next_attempt_at=state.next_attempt_at,
+                )
+            )
         health = endpoint_health(
             Answer(
                 r.item["endpoint_id"],
@@ -595,15 +392,7 @@ class Dispatcher:
             )
             for r in batch
         )
-        # Every endpoint with a success or a failure in the batch: a success clears
-        # failing_since even when a failure recorded after its claim had set it. The statement
-        # writes the row only after a failure, or after a success while failing_since is set.
-        touched = sorted((eid, h) for eid, h in health.items() if h.changed)
-        params: dict[str, Any] = dict(columns)
-        params["endpoint_ids"] = [eid for eid, _ in touched]
-        params["resets"] = [h.reset for _, h in touched]
-        params["failed_at"] = [h.failed_at for _, h in touched]
-        return params, health
+        return attempts, health
 
 
 @dataclass(slots=True)
@@ -617,29 +406,6 @@ class Result:
     done: asyncio.Future[None] | None = None  # resolved when its batch is committed
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of an asyncpg error, raw or wrapped by SQLAlchemy."""
-    return getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the database (or the driver, before sending) refused the statement for what it
-    carries, which one result of a batch may cause (`_REFUSED_CLASSES`)."""
-    if getattr(exc, "connection_invalidated", False):
-        return False
-    return (_sqlstate(exc) or "")[:2] in _REFUSED_CLASSES
-
-
-def _lost(exc: BaseException, driver: Any) -> bool:
-    """Whether a statement failed because its connection is gone (the server restarted or
-    dropped it): not a timeout, not an error PostgreSQL reported on a live connection."""
-    if driver.is_closed() or isinstance(exc, asyncpg.PostgresConnectionError):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):  # 57P01-57P03: shut down, crashed, starting
-        return (exc.sqlstate or "").startswith("57P")
-    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
-
-
 def _resolve(batch: list[Result], exc: BaseException | None) -> None:
     for result in batch:
         if result.done is not None and not result.done.done():
@@ -647,62 +413,6 @@ def _resolve(batch: list[Result], exc: BaseException | None) -> None:
                 result.done.set_result(None)
             else:
                 result.done.set_exception(exc)
-
-
-def _pg_text(value: str | None, limit: int | None = None) -> str | None:
-    """Text as PostgreSQL takes it: no NUL (U+0000, which a text column refuses; it becomes
-    U+FFFD as other undecodable bytes do), no lone surrogate (UTF-8 cannot carry it)."""
-    if value is None:
-        return None
-    if limit is not None and len(value) > limit:
-        value = value[:limit]
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            value = value.encode("utf-8", "replace").decode()
-    return value
-
-
-_ASYNCPG = asyncpg_dialect()
-_POSITIONAL: dict[TextClause, tuple[str, tuple[str, ...]]] = {}
-
-
-async def _fetch(
-    sessionmaker: async_sessionmaker[AsyncSession], statement: TextClause, **params: Any
-) -> list[Any]:
-    """Run one statement on its own (it commits alone: atomic, one round trip) straight on a
-    pooled asyncpg connection, without a session, a BEGIN or a COMMIT. The hot paths of the
-    dispatcher (claims and most records) are single statements."""
-    if statement not in _POSITIONAL:
-        compiled = statement.compile(dialect=_ASYNCPG)
-        _POSITIONAL[statement] = (compiled.string, tuple(compiled.positiontup or ()))
-    sql, names = _POSITIONAL[statement]
-    args = [params[name] for name in names]
-    engine = sessionmaker.kw["bind"]
-    for attempt in (1, 2):
-        async with engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            try:
-                return await driver.fetch(sql, *args)
-            except Exception as exc:
-                lost = _lost(exc, driver)
-                if lost:
-                    # The server went away (a restart): the pool's other connections, made
-                    # before now, are as dead. They are replaced at their next checkout, as
-                    # SQLAlchemy does when a statement of its own meets a disconnect.
-                    engine.sync_engine.pool._invalidate(raw, exc, _checkin=False)
-                if lost or not isinstance(exc, asyncpg.PostgresError):
-                    await connection.invalidate(exc)
-                # Once more on a fresh connection: a claim that ran is undone by its leases
-                # expiring, a record that ran changes nothing more (see `_RECORD`).
-                if not lost or attempt == 2:
-                    raise
-                log.warning("statement_retried_after_disconnect", error=type(exc).__name__)
-    raise AssertionError("unreachable")
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:

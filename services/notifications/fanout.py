@@ -18,11 +18,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.notifications.tables import deliveries, endpoints
+from services.notifications import store
+from services.notifications.delivery_rules import FAILED, PENDING
+from services.notifications.store import Session
 from shared.eventlog.model import Event
 from shared.events_catalog import matches
 
@@ -53,36 +51,18 @@ def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str
     return chosen
 
 
-async def fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
+async def fan_out(session: Session, events: Sequence[Event]) -> None:
     """The consumer's handler."""
     for event in events:
         if event.type == "partner.updated":
-            await session.execute(
-                update(endpoints)
-                .where(endpoints.c.partner_id == UUID(str(event.data["id"])))
-                .values(partner_active=event.data.get("status") == "active")
+            await store.set_partner_active(
+                session,
+                partner_id=UUID(str(event.data["id"])),
+                active=event.data.get("status") == "active",
             )
-    partners = {p for e in events for p in e.audience}
-    rows = (
-        (
-            await session.execute(
-                select(
-                    endpoints.c.id,
-                    endpoints.c.partner_id,
-                    endpoints.c.event_types,
-                    endpoints.c.status,
-                    endpoints.c.since_tx,
-                )
-                .where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(partners)))
-                # An endpoint deleted meanwhile waits for this batch, or is not read: its
-                # deliveries never reference a row that is gone.
-                .with_for_update(read=True, key_share=True)
-            )
-        )
-        .mappings()
-        .all()
+    candidates = await store.fanout_candidates(
+        session, partners={p for e in events for p in e.audience}
     )
-    candidates = [dict(r) for r in rows]
     values = []
     for event in events:
         for endpoint in targets(event, candidates):
@@ -96,15 +76,9 @@ async def fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
                     "event_seq": event.seq,
                     "event_type": event.type,
                     "event_time": event.time,
-                    "status": "pending" if active else "failed",
+                    "status": PENDING if active else FAILED,
                     "next_attempt_at": event.time if active else None,
                     "last_error": None if active else "endpoint disabled",
                 }
             )
-    if not values:
-        return
-    for start in range(0, len(values), 1000):
-        await session.execute(
-            insert(deliveries).values(values[start : start + 1000]).on_conflict_do_nothing()
-        )
-    await session.execute(text(f"SELECT pg_notify('{DELIVERIES_CHANNEL}', '')"))
+    await store.insert_deliveries(session, rows=values, notify=DELIVERIES_CHANNEL)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from services.notifications import store
+from services.notifications.store import Session
 from shared.eventlog.model import Event
 
 START = "0" * 40
@@ -22,7 +21,7 @@ def like_patterns(types: Sequence[str]) -> list[str]:
 
 
 async def read_feed(
-    session: AsyncSession,
+    session: Session,
     *,
     tx: int,
     seq: int,
@@ -31,26 +30,12 @@ async def read_feed(
     types: Sequence[str],
 ) -> list[Event]:
     """Committed events after (tx, seq) that the caller may see (a partner: those whose
-    audience names it; an admin: all), optionally of the given types."""
-    clauses = [
-        "tx < pg_snapshot_xmin(pg_current_snapshot())",
-        "(tx, seq) > (CAST(:tx AS xid8), :seq)",
-    ]
-    params: dict[str, object] = {"tx": tx, "seq": seq, "limit": limit}
-    if partner_id is not None:
-        clauses.append("audience @> ARRAY[CAST(:partner AS uuid)]")
-        params["partner"] = partner_id
-    if types:
-        clauses.append("type LIKE ANY(CAST(:types AS text[]))")
-        params["types"] = like_patterns(types)
-    # Only fixed clauses are joined; every value is a bound parameter.
-    rows = await session.execute(
-        text(
-            "SELECT seq, id, tx, type, source, subject, time, actor, audience, correlation_id, "  # noqa: S608
-            "causation_id, data FROM hub.events WHERE "
-            + " AND ".join(clauses)
-            + " ORDER BY tx, seq LIMIT :limit"
-        ),
-        params,
+    audience names it; an admin: all), optionally of the given types (`*` wildcards)."""
+    return await store.read_feed(
+        session,
+        tx=tx,
+        seq=seq,
+        limit=limit,
+        partner_id=partner_id,
+        like_types=like_patterns(types),
     )
-    return [Event.from_row(r) for r in rows.mappings()]

@@ -15,7 +15,7 @@ import structlog.testing
 from sqlalchemy import text
 
 from services.notifications import store
-from services.notifications.dispatcher import Dispatcher, Outcome, Result, _fetch
+from services.notifications.dispatcher import Dispatcher, Outcome, Result
 from shared.db import create_engine, create_sessionmaker
 from shared.eventlog.append import append
 from shared.observability import Metrics
@@ -602,11 +602,11 @@ async def test_stale_pooled_connections_fail_no_statement_after_the_server_resta
             endpoint = await _endpoint(session)
             ok = await _delivery(session, endpoint)
             gone = await _delivery(session, await _endpoint(session))
-        await asyncio.gather(*(_fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
+        await asyncio.gather(*(store.fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
         assert engine.sync_engine.pool.checkedin() >= 4
         assert await _terminate_other_backends(engine) >= 3
 
-        assert (await _fetch(sessionmaker, _ONE))[0]["one"] == 1
+        assert (await store.fetch(sessionmaker, _ONE))[0]["one"] == 1
         claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
         assert set(claimed) == {ok, gone}
         await dispatcher.record(
@@ -614,7 +614,7 @@ async def test_stale_pooled_connections_fail_no_statement_after_the_server_resta
         )
 
         # The same through a session (a batch that may disable an endpoint).
-        await asyncio.gather(*(_fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
+        await asyncio.gather(*(store.fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
         assert await _terminate_other_backends(engine) >= 3
         await dispatcher.record(
             sessionmaker, [Result(claimed[gone], Outcome(status_code=410), datetime.now(UTC))]

@@ -1,4 +1,4 @@
-"""Endpoints and deliveries: queries and the events the notifications service emits."""
+"""Endpoints: queries, and the events the notifications service emits about them."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.signing import new_secret
-from services.notifications.tables import attempts, deliveries, endpoints
+from services.notifications.tables import deliveries, endpoints
 from shared.auth import Principal
 from shared.constraints import PARTNER_UNKNOWN
 from shared.errors import unknown_reference
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
+from shared.pagination import keyset, page_of, parse_time
 from shared.tables import events
 
 SOURCE = "/notifications"
@@ -116,6 +117,26 @@ async def get_endpoint(
     return dict(row) if row else None
 
 
+async def list_endpoints(
+    session: AsyncSession, *, caller: Principal, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the endpoints the caller sees, oldest first, and the next cursor."""
+    query = keyset(
+        visible_endpoints(caller),
+        order_by=[endpoints.c.created_at, endpoints.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    rows = [dict(r) for r in (await session.execute(query)).mappings()]
+    return page_of(rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"]))
+
+
+async def delete_endpoint(session: AsyncSession, *, endpoint_id: UUID) -> None:
+    """Delete an endpoint; its deliveries and their attempts go with it."""
+    await session.execute(delete(endpoints).where(endpoints.c.id == endpoint_id))
+
+
 async def update_endpoint(
     session: AsyncSession, *, endpoint_id: UUID, values: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -171,17 +192,3 @@ async def disable_endpoint(
     )
     await emit_endpoint_event(session, type="endpoint.disabled", row=row, actor=actor)
     return dict(row)
-
-
-def visible_deliveries(caller: Principal) -> Select:
-    query = select(deliveries)
-    if not caller.is_admin:
-        query = query.where(deliveries.c.partner_id == caller.partner_id)
-    return query
-
-
-async def attempts_of(session: AsyncSession, *, delivery_id: UUID) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.id)
-    )
-    return [dict(r) for r in rows.mappings()]
