@@ -43,7 +43,7 @@ from bench.common import (
     start_receiver,
 )
 from services.notifications.signing import new_secret
-from services.referrals.store import resource
+from services.referrals.resources import resource
 from shared.minimised import minimise_case
 
 TARGET = 1500.0

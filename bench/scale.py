@@ -53,7 +53,7 @@ from bench.common import (
     run_json,
     table,
 )
-from services.referrals.router import FOLD_LOAD_CHANGES
+from services.referrals.store.loads import FOLD_CHANGES
 from shared.eventlog.model import sequence_of
 from shared.pagination import encode_cursor
 
@@ -336,8 +336,8 @@ async def generate(database_url: str, cases: int) -> dict[str, int]:
         if tty:
             print()
         # The trigger on referrals recorded each service's load changes; fold them into the
-        # counters, as the router does once per batch.
-        await conn.execute(FOLD_LOAD_CHANGES)
+        # counters, as the reconciler does once per batch.
+        await conn.execute(FOLD_CHANGES)
         progress("scale: VACUUM ANALYZE")
         await conn.execute("VACUUM ANALYZE")
         counts = {

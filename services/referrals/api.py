@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from sqlalchemy import Select, or_, select
 
-from services.referrals import projections, store
-from services.referrals import router as routing_worker
+from services.referrals import projections
 from services.referrals.lifecycle import transition
-from services.referrals.routing import deadline_for, decide
+from services.referrals.resources import now_utc, resource
+from services.referrals.routing import StepHistory, deadline_for, decide, step_history
+from services.referrals.routing_inputs import RoutingInputs
 from services.referrals.schemas import (
     ActionBody,
     AssignBody,
@@ -25,20 +25,15 @@ from services.referrals.schemas import (
     ReferralRole,
     ReferralStatus,
 )
-from services.referrals.tables import cases, partners, referrals, services, steps
+from services.referrals.store import Session
+from services.referrals.store import projections as projection_store
+from services.referrals.store import referrals as referral_store
 from shared.auth import Principal
 from shared.deps import Admin, Caller, SessionDep
-from shared.errors import FieldError, NotFound, Problem, Unprocessable
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    CursorQuery,
-    LimitQuery,
-    Page,
-    keyset,
-    page_of,
-    parse_time,
-)
+from shared.errors import FieldError, NotFound, Unprocessable
+from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.pathway import plan_statuses
+from shared.problems import Problem
 from shared.versioning import IfMatch, check_version, expected_version
 
 router = APIRouter()
@@ -69,26 +64,30 @@ def roles_of(caller: Principal, referral: dict[str, Any]) -> set[str]:
     return roles
 
 
-async def _read(session, row: dict[str, Any], caller: Principal) -> ReferralRead:
-    history = (await store.history_of(session, referral_ids=[row["id"]]))[row["id"]]
-    case = await store.minimised_for_referral(session, referral=row)
+async def _read(session: Session, row: dict[str, Any], caller: Principal) -> ReferralRead:
+    history = (await referral_store.history_of(session, referral_ids=[row["id"]]))[row["id"]]
+    case = await referral_store.minimised_for_referral(session, referral=row)
     roles = roles_of(caller, row)
-    body = store.resource(
-        row, history=history, case=case, with_decision=bool(roles & {"admin", "owner"})
-    )
+    body = resource(row, history=history, case=case, with_decision=bool(roles & {"admin", "owner"}))
     return ReferralRead.model_validate(body)
 
 
-def visible_referrals(caller: Principal) -> Select:
-    query = select(referrals)
-    if not caller.is_admin:
-        query = query.where(
-            or_(
-                referrals.c.assignee_partner_id == caller.partner_id,
-                referrals.c.owner_partner_id == caller.partner_id,
+async def _listed(
+    session: Session, rows: list[dict[str, Any]], caller: Principal
+) -> list[ReferralRead]:
+    """Referrals as lists serve them: `case` is only `{reference}`."""
+    history = await referral_store.history_of(session, referral_ids=[r["id"] for r in rows])
+    return [
+        ReferralRead.model_validate(
+            resource(
+                r,
+                history=history[r["id"]],
+                case={"reference": r["case_reference"]},
+                with_decision=bool(roles_of(caller, r) & {"admin", "owner"}),
             )
         )
-    return query
+        for r in rows
+    ]
 
 
 @router.get(
@@ -115,51 +114,28 @@ async def list_referrals(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ReferralRead]:
-    query = visible_referrals(caller)
+    equal: list[tuple[str, Any]] = []
     if role == "incoming":
-        query = query.where(referrals.c.assignee_partner_id == caller.partner_id)
+        equal.append(("assignee_partner_id", caller.partner_id))
     elif role == "outgoing":
-        query = query.where(referrals.c.owner_partner_id == caller.partner_id)
+        equal.append(("owner_partner_id", caller.partner_id))
+    filters: dict[str, Any] = {"status": status, "service_type": service_type, "case_id": case_id}
     if caller.is_admin:
-        if assignee_partner_id is not None:
-            query = query.where(referrals.c.assignee_partner_id == assignee_partner_id)
-        if owner_partner_id is not None:
-            query = query.where(referrals.c.owner_partner_id == owner_partner_id)
-    for column, value in (
-        (referrals.c.status, status),
-        (referrals.c.service_type, service_type),
-        (referrals.c.case_id, case_id),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if updated_since is not None:
-        query = query.where(referrals.c.updated_at >= updated_since - COMMIT_MARGIN)
-    query = keyset(
-        query,
-        order_by=[referrals.c.updated_at, referrals.c.id],
+        filters |= {
+            "assignee_partner_id": assignee_partner_id,
+            "owner_partner_id": owner_partner_id,
+        }
+    equal += [(name, value) for name, value in filters.items() if value is not None]
+    items, next_cursor = await referral_store.page(
+        session,
+        viewer_is_admin=caller.is_admin,
+        viewer_partner_id=caller.partner_id,
+        equal=equal,
+        updated_from=updated_since - COMMIT_MARGIN if updated_since is not None else None,
         cursor=cursor,
         limit=limit,
-        parse=[parse_time, UUID],
     )
-    rows = [dict(r) for r in (await session.execute(query)).mappings().all()]
-    items, next_cursor = page_of(
-        rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
-    )
-    history = await store.history_of(session, referral_ids=[r["id"] for r in items])
-    return Page[ReferralRead](
-        items=[
-            ReferralRead.model_validate(
-                store.resource(
-                    r,
-                    history=history[r["id"]],
-                    case={"reference": r["case_reference"]},
-                    with_decision=bool(roles_of(caller, r) & {"admin", "owner"}),
-                )
-            )
-            for r in items
-        ],
-        next_cursor=next_cursor,
-    )
+    return Page[ReferralRead](items=await _listed(session, items, caller), next_cursor=next_cursor)
 
 
 @router.get(
@@ -176,32 +152,8 @@ async def unassigned_queue(
     """Referrals for which no partner could be found (no candidate, or four routed attempts
     ended without a taker). Assign them with `POST /referrals/{id}/assign`.
     """
-    query = keyset(
-        select(referrals).where(referrals.c.status == "unassigned"),
-        order_by=[referrals.c.created_at, referrals.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[parse_time, UUID],
-    )
-    rows = [dict(r) for r in (await session.execute(query)).mappings().all()]
-    items, next_cursor = page_of(
-        rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
-    )
-    history = await store.history_of(session, referral_ids=[r["id"] for r in items])
-    return Page[ReferralRead](
-        items=[
-            ReferralRead.model_validate(
-                store.resource(
-                    r,
-                    history=history[r["id"]],
-                    case={"reference": r["case_reference"]},
-                    with_decision=True,
-                )
-            )
-            for r in items
-        ],
-        next_cursor=next_cursor,
-    )
+    items, next_cursor = await referral_store.unassigned_page(session, cursor=cursor, limit=limit)
+    return Page[ReferralRead](items=await _listed(session, items, _admin), next_cursor=next_cursor)
 
 
 @router.get(
@@ -212,14 +164,14 @@ async def unassigned_queue(
     responses=NOT_FOUND,
 )
 async def get_referral(referral_id: UUID, caller: Caller, session: SessionDep) -> ReferralRead:
-    row = await store.load_referral(session, referral_id=referral_id)
+    row = await referral_store.load_referral(session, referral_id=referral_id)
     if row is None or not roles_of(caller, row):
         raise NotFound(f"No referral {referral_id}.")
     return await _read(session, row, caller)
 
 
 async def _act(
-    session,
+    session: Session,
     *,
     referral_id: UUID,
     caller: Principal,
@@ -231,13 +183,13 @@ async def _act(
 ) -> ReferralRead:
     expected = expected_version(if_match, body.version)
     async with session.begin():
-        row = await store.lock_for_change(session, referral_id=referral_id)
+        row = await referral_store.lock_for_change(session, referral_id=referral_id)
         roles = roles_of(caller, row) if row else set()
         if row is None or not roles:
             raise NotFound(f"No referral {referral_id}.")
         spec = transition(row["status"], action, roles)
         check_version(row["version"], expected)
-        updated = await store.set_status(
+        updated = await referral_store.set_status(
             session,
             referral=row,
             status=spec.target,
@@ -427,16 +379,12 @@ async def assign(
 ) -> ReferralRead:
     expected = expected_version(if_match, body.version)
     async with session.begin():
-        row = await store.lock_for_change(session, referral_id=referral_id)
+        row = await referral_store.lock_for_change(session, referral_id=referral_id)
         if row is None:
             raise NotFound(f"No referral {referral_id}.")
         spec = transition(row["status"], "assign", {"admin"})
         check_version(row["version"], expected)
-        partner = (
-            (await session.execute(select(partners).where(partners.c.id == body.partner_id)))
-            .mappings()
-            .one_or_none()
-        )
+        partner = await projection_store.get_partner(session, partner_id=body.partner_id)
         if partner is None or partner["status"] != "active":
             raise Unprocessable(
                 "Assign to an active partner.",
@@ -449,9 +397,9 @@ async def assign(
         service = await _service_for(
             session, row=row, partner_id=body.partner_id, service_id=body.service_id
         )
-        now = store.now_utc()
+        now = now_utc()
         hours_from = service["response_hours"] if service else 10**6
-        updated = await store.set_status(
+        updated = await referral_store.set_status(
             session,
             referral=row,
             status=spec.target,
@@ -477,18 +425,14 @@ async def assign(
 
 
 async def _service_for(
-    session,
+    session: Session,
     *,
     row: dict[str, Any],
     partner_id: UUID,
     service_id: UUID | None,
 ) -> dict[str, Any] | None:
     if service_id is not None:
-        service = (
-            (await session.execute(select(services).where(services.c.id == service_id)))
-            .mappings()
-            .one_or_none()
-        )
+        service = await projection_store.get_service(session, service_id=service_id)
         if service is None or service["partner_id"] != partner_id:
             raise Unprocessable(
                 "The service must be one of the partner's.",
@@ -500,25 +444,24 @@ async def _service_for(
                     )
                 ],
             )
-        return dict(service)
-    case = (
-        (await session.execute(select(cases).where(cases.c.id == row["case_id"]))).mappings().one()
-    )
+        return service
+    case = await projection_store.get_case(session, case_id=row["case_id"])
+    assert case is not None  # a referral's case is never deleted from the projection
+    inputs = RoutingInputs(session)
     options = [
         o
-        for o in await routing_worker.service_options(session, service_type=row["service_type"])
+        for o in await inputs.service_options(row["service_type"])
         if o.partner_id == partner_id and o.active
     ]
     if not options:
         return None
-    request = await routing_worker.routing_request(
-        session, case=case, service_type=row["service_type"], priority=row["priority"], excluded={}
+    # Exclusions are ignored (SPEC 5.6): the request is built without the step's history.
+    request = await inputs.request(
+        case=case, service_type=row["service_type"], priority=row["priority"]
     )
     decision = decide(request, options)
     chosen = decision.chosen.service_id if decision.chosen else sorted(o.id for o in options)[0]
-    return dict(
-        (await session.execute(select(services).where(services.c.id == chosen))).mappings().one()
-    )
+    return await projection_store.get_service(session, service_id=chosen)
 
 
 @router.get(
@@ -531,33 +474,13 @@ async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> Pathway
     """The case's plan as the referrals service sees it: each step's status and every referral
     it had, in order of attempt.
     """
-    case = (
-        (await session.execute(select(cases).where(cases.c.id == case_id))).mappings().one_or_none()
-    )
+    case = await projection_store.get_case(session, case_id=case_id)
     if case is None or not (caller.is_admin or case["owner_partner_id"] == caller.partner_id):
         raise NotFound(f"No case {case_id}.")
-    plan = [
-        dict(r)
-        for r in (
-            await session.execute(
-                select(steps).where(steps.c.case_id == case_id).order_by(steps.c.position)
-            )
-        ).mappings()
-    ]
-    rows = (
-        (
-            await session.execute(
-                select(referrals)
-                .where(referrals.c.case_id == case_id)
-                .order_by(referrals.c.attempt, referrals.c.created_at)
-            )
-        )
-        .mappings()
-        .all()
-    )
+    plan = (await projection_store.steps_of_cases(session, case_ids=[case_id]))[case_id]
     by_step: dict[UUID, list[dict]] = {s["id"]: [] for s in plan}
-    for r in rows:
-        by_step.setdefault(r["step_id"], []).append(dict(r))
+    for r in await referral_store.referrals_of_case(session, case_id=case_id):
+        by_step.setdefault(r["step_id"], []).append(r)
     status_input = []
     for s in plan:
         latest = by_step[s["id"]][-1] if by_step[s["id"]] else None
@@ -595,24 +518,15 @@ async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> Pathway
     "partners that already rejected, let expire or failed it are excluded as the router would.",
 )
 async def preview(body: PreviewRequest, _admin: Admin, session: SessionDep) -> PreviewRead:
+    inputs = RoutingInputs(session)
+    case: dict[str, Any] | None
     if body.case_id is not None:
-        case = (
-            (await session.execute(select(cases).where(cases.c.id == body.case_id)))
-            .mappings()
-            .one_or_none()
-        )
-        step = (
-            (
-                await session.execute(
-                    select(steps).where(steps.c.id == body.step_id, steps.c.case_id == body.case_id)
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
+        assert body.step_id is not None
+        case = await projection_store.get_case(session, case_id=body.case_id)
+        step = await projection_store.get_step(session, case_id=body.case_id, step_id=body.step_id)
         if case is None or step is None:
             raise NotFound("No such case and step.")
-        _count, excluded, _failures = await routing_worker.step_history(session, step_id=step["id"])
+        history = step_history(await referral_store.referrals_of_step(session, step_id=step["id"]))
         service_type, priority = step["service_type"], step["priority"]
     else:
         hypothetical = body.case
@@ -622,9 +536,9 @@ async def preview(body: PreviewRequest, _admin: Admin, session: SessionDep) -> P
             "vulnerabilities": hypothetical.vulnerabilities,
             "return_area_code": hypothetical.return_.area_code,
         }
-        excluded, service_type, priority = {}, body.service_type, body.priority
-    request = await routing_worker.routing_request(
-        session, case=case, service_type=service_type, priority=priority, excluded=excluded
+        history, service_type, priority = StepHistory(), body.service_type, body.priority
+    request = await inputs.request(
+        case=case, service_type=service_type, priority=priority, history=history
     )
     if not request.area_depths:
         raise Unprocessable(
@@ -635,9 +549,7 @@ async def preview(body: PreviewRequest, _admin: Admin, session: SessionDep) -> P
                 )
             ],
         )
-    decision = decide(
-        request, await routing_worker.service_options(session, service_type=service_type)
-    )
+    decision = decide(request, await inputs.service_options(service_type))
     return PreviewRead(
         chosen_service_id=decision.chosen.service_id if decision.chosen else None,
         chosen_partner_id=decision.chosen.partner_id if decision.chosen else None,

@@ -2,7 +2,8 @@
 
 Each event carries the resource's full snapshot and its `version`; an update whose version
 is not newer than the copy is discarded, so replays and reordering are harmless. The copies
-can be rebuilt from the log from scratch (`rebuild`).
+can be rebuilt from the log from scratch (`rebuild`). The rows are written by
+`store.projections`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.referrals.tables import cases, partners, services, steps
+from services.referrals.store import Session
+from services.referrals.store import projections as projection_store
 from shared.eventlog.consumer import read_after
 from shared.eventlog.model import Event
-
-ROWS_PER_STATEMENT = 1000  # of about ten columns: well under a statement's 32,767 parameters
+from shared.pathway import RESOLVED
 
 BENEFICIARY_FIELDS = (
     "given_name",
@@ -32,65 +29,77 @@ BENEFICIARY_FIELDS = (
 )
 
 
-async def apply_partner(session: AsyncSession, data: Mapping[str, Any]) -> tuple[bool, str | None]:
+async def apply_partner(session: Session, data: Mapping[str, Any]) -> tuple[bool, str | None]:
     """Upsert a partner; returns (applied, its status before)."""
-    before = (
-        await session.execute(
-            select(partners.c.status, partners.c.version).where(
-                partners.c.id == UUID(str(data["id"]))
-            )
-        )
-    ).one_or_none()
-    if before is not None and before.version >= int(data["version"]):
-        return False, before.status
-    values = {
-        "id": UUID(str(data["id"])),
-        "name": data["name"],
-        "acronym": data.get("acronym") or "",
-        "contact_email": data.get("contact_email"),
-        "contact_phone": data.get("contact_phone"),
-        "status": data["status"],
-        "version": int(data["version"]),
-    }
-    await session.execute(
-        insert(partners).values(**values).on_conflict_do_update(index_elements=["id"], set_=values)
+    partner_id = UUID(str(data["id"]))
+    before = await projection_store.partner_state(session, partner_id=partner_id)
+    if before is not None and before[1] >= int(data["version"]):
+        return False, before[0]
+    await projection_store.upsert_partner(
+        session,
+        values={
+            "id": partner_id,
+            "name": data["name"],
+            "acronym": data.get("acronym") or "",
+            "contact_email": data.get("contact_email"),
+            "contact_phone": data.get("contact_phone"),
+            "status": data["status"],
+            "version": int(data["version"]),
+        },
     )
-    return True, before.status if before else None
+    return True, before[0] if before else None
 
 
-async def apply_service(session: AsyncSession, data: Mapping[str, Any]) -> bool:
-    values = {
-        "id": UUID(str(data["id"])),
-        "partner_id": UUID(str(data["partner_id"])),
-        "service_type": data["service_type"],
-        "areas": list(data["areas"]),
-        "eligibility": data.get("eligibility") or {},
-        "capacity": data.get("capacity"),
-        "response_hours": int(data["response_hours"]),
-        "priority": int(data["priority"]),
-        "status": data["status"],
-        "version": int(data["version"]),
-    }
-    result = await session.execute(
-        insert(services)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["id"], set_=values, where=services.c.version < values["version"]
-        )
+async def apply_service(session: Session, data: Mapping[str, Any]) -> bool:
+    return await projection_store.upsert_service(
+        session,
+        values={
+            "id": UUID(str(data["id"])),
+            "partner_id": UUID(str(data["partner_id"])),
+            "service_type": data["service_type"],
+            "areas": list(data["areas"]),
+            "eligibility": data.get("eligibility") or {},
+            "capacity": data.get("capacity"),
+            "response_hours": int(data["response_hours"]),
+            "priority": int(data["priority"]),
+            "status": data["status"],
+            "version": int(data["version"]),
+        },
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def apply_case(session: AsyncSession, data: Mapping[str, Any]) -> bool:
+async def apply_case(session: Session, data: Mapping[str, Any]) -> bool:
     """Upsert a case and its plan; a step's resolution is only ever set, never undone."""
     return UUID(str(data["id"])) in await apply_cases(session, [data])
 
 
-async def apply_cases(session: AsyncSession, snapshots: Sequence[Mapping[str, Any]]) -> set[UUID]:
+async def apply_cases(session: Session, snapshots: Sequence[Mapping[str, Any]]) -> set[UUID]:
     """Upsert cases and their plans from snapshots in log order, in two statements; returns
     the cases changed. Per case the newest snapshot wins, as if each had been applied in turn
     (an older one never overwrites a newer copy), and a step resolved by any of them stays
     resolved: a step's resolution is only ever set, never undone."""
+    latest, resolved = fold_snapshots(snapshots)
+    if not latest:
+        return set()
+    changed = await projection_store.upsert_cases(
+        session, rows=[case_row(case_id, data) for case_id, data in latest.items()]
+    )
+    await projection_store.upsert_steps(
+        session,
+        rows=[
+            step_row(case_id, position, step, resolved)
+            for case_id in sorted(changed, key=str)
+            for position, step in enumerate(latest[case_id].get("plan") or [], start=1)
+        ],
+    )
+    return changed
+
+
+def fold_snapshots(
+    snapshots: Sequence[Mapping[str, Any]],
+) -> tuple[dict[UUID, Mapping[str, Any]], dict[UUID, str]]:
+    """Case snapshots in log order → (each case's newest snapshot, each step any of them
+    resolved → its resolution, the first one seen)."""
     latest: dict[UUID, Mapping[str, Any]] = {}
     resolved: dict[UUID, str] = {}
     for data in snapshots:
@@ -98,50 +107,13 @@ async def apply_cases(session: AsyncSession, snapshots: Sequence[Mapping[str, An
         if case_id not in latest or int(data["version"]) > int(latest[case_id]["version"]):
             latest[case_id] = data
         for step in data.get("plan") or []:
-            if step.get("status") in ("completed", "cancelled"):
+            if step.get("status") in RESOLVED:
                 resolved.setdefault(UUID(str(step["id"])), step["status"])
-    if not latest:
-        return set()
-    rows = [_case_row(case_id, data) for case_id, data in latest.items()]
-    changed: set[UUID] = set()
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        statement = insert(cases).values(chunk)
-        upsert = statement.on_conflict_do_update(
-            index_elements=["id"],
-            set_={name: statement.excluded[name] for name in chunk[0] if name != "id"},
-            where=cases.c.version < statement.excluded.version,
-        )
-        changed.update((await session.execute(upsert.returning(cases.c.id))).scalars())
-    plan_rows = [
-        {
-            "id": UUID(str(step["id"])),
-            "case_id": case_id,
-            "key": step["key"],
-            "position": position,
-            "service_type": step["service_type"],
-            "priority": step["priority"],
-            "delivery": step["delivery"],
-            "depends_on": list(step.get("depends_on") or []),
-            "notes": step.get("notes") or "",
-            "resolution": resolved.get(UUID(str(step["id"]))),
-        }
-        for case_id in sorted(changed, key=str)
-        for position, step in enumerate(latest[case_id].get("plan") or [], start=1)
-    ]
-    # In chunks: a statement takes at most 32,767 parameters, and a plan has no fixed size.
-    for start in range(0, len(plan_rows), ROWS_PER_STATEMENT):
-        chunk = plan_rows[start : start + ROWS_PER_STATEMENT]
-        statement = insert(steps).values(chunk)
-        updates: dict[str, Any] = {
-            name: statement.excluded[name] for name in chunk[0] if name not in ("id", "resolution")
-        }
-        updates["resolution"] = func.coalesce(steps.c.resolution, statement.excluded.resolution)
-        await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
-    return changed
+    return latest, resolved
 
 
-def _case_row(case_id: UUID, data: Mapping[str, Any]) -> dict[str, Any]:
+def case_row(case_id: UUID, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The case's copy: only what routing and the minimised case need."""
     person = data.get("beneficiary") or {}
     return {
         "id": case_id,
@@ -157,15 +129,31 @@ def _case_row(case_id: UUID, data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def resolve_step(session: AsyncSession, *, step_id: UUID, resolution: str) -> None:
-    await session.execute(
-        update(steps)
-        .where(steps.c.id == step_id, steps.c.resolution.is_(None))
-        .values(resolution=resolution)
-    )
+def step_row(
+    case_id: UUID, position: int, step: Mapping[str, Any], resolved: Mapping[UUID, str]
+) -> dict[str, Any]:
+    """A plan step's copy at its position (from 1), with its resolution if one is known."""
+    step_id = UUID(str(step["id"]))
+    return {
+        "id": step_id,
+        "case_id": case_id,
+        "key": step["key"],
+        "position": position,
+        "service_type": step["service_type"],
+        "priority": step["priority"],
+        "delivery": step["delivery"],
+        "depends_on": list(step.get("depends_on") or []),
+        "notes": step.get("notes") or "",
+        "resolution": resolved.get(step_id),
+    }
 
 
-async def apply(session: AsyncSession, event: Event) -> bool:
+async def resolve_step(session: Session, *, step_id: UUID, resolution: str) -> None:
+    """The step ends (completed or cancelled) unless it already has."""
+    await projection_store.resolve_step(session, step_id=step_id, resolution=resolution)
+
+
+async def apply(session: Session, event: Event) -> bool:
     """Apply one event to the projections; True when it changed them."""
     if event.type.startswith("partner."):
         applied, _ = await apply_partner(session, event.data)
@@ -177,13 +165,10 @@ async def apply(session: AsyncSession, event: Event) -> bool:
     return False
 
 
-async def rebuild(session: AsyncSession, *, batch_size: int = 1000) -> int:
+async def rebuild(session: Session, *, batch_size: int = 1000) -> int:
     """Empty the projections and build them again from the whole log. No routing happens:
-    the router keeps its own checkpoint. Returns the number of events read."""
-    await session.execute(delete(steps))
-    await session.execute(delete(cases))
-    await session.execute(delete(services))
-    await session.execute(delete(partners))
+    the reconciler keeps its own checkpoint. Returns the number of events read."""
+    await projection_store.clear(session)
     position, count = (0, 0), 0
     while True:
         batch = await read_after(session, tx=position[0], seq=position[1], limit=batch_size)

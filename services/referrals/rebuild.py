@@ -3,14 +3,15 @@ partners, services and cases from the whole event log, and recount the services'
 the referrals, in one transaction.
 
 Run it with the referrals workers stopped. Referrals themselves are not touched, and the
-router keeps its checkpoint: nothing is routed again.
+reconciler keeps its checkpoint: nothing is routed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from services.referrals import projections, router
+from services.referrals import projections
+from services.referrals.store import loads
 from shared.db import create_engine, create_sessionmaker
 from shared.settings import Settings
 
@@ -20,7 +21,7 @@ async def main(settings: Settings) -> int:
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
             count = await projections.rebuild(session)
-            await router.recount_loads(session)
+            await loads.recount(session)
             return count
     finally:
         await engine.dispose()

@@ -1,8 +1,9 @@
 """The routing decision (SPEC 5.2 to 5.5): candidates, exclusions and ranking. Pure: no I/O.
 
-The router and `POST /routing/preview` call the same `decide`, so a preview is exactly the
-decision the router would make with the same inputs. Routing is deterministic: the same
-inputs give the same service.
+The reconciler, `POST /routing/preview` and an admin's assignment build their request with
+the same `request_for` and call the same `decide`, so a preview is exactly the decision the
+reconciler would make with the same inputs. Routing is deterministic: the same inputs give
+the same service.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
+
+from shared.referral_statuses import EXCLUDING_STATUSES
 
 PRIORITY_HOURS = {"emergency": 24, "urgent": 72, "normal": 336}
 MAX_ROUTED_ATTEMPTS = 4
@@ -100,6 +103,71 @@ class RoutingRequest:
     person: Person
     excluded_partners: Mapping[UUID, str] = field(default_factory=dict)  # → rejected/expired/failed
     now: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StepHistory:
+    """What a step's referrals so far mean for its next routing (SPEC 5.6)."""
+
+    referrals: int = 0  # the next referral's attempt is this plus one
+    excluded_partners: Mapping[UUID, str] = field(default_factory=dict)  # → why
+    routed_failures: int = 0  # attempts that ended in an exclusion
+
+    @property
+    def exhausted(self) -> bool:
+        """The step had its routed attempts: its next referral is unassigned."""
+        return self.routed_failures >= MAX_ROUTED_ATTEMPTS
+
+
+def step_history(referrals: Sequence[Mapping[str, Any]]) -> StepHistory:
+    """A step's referrals (status, assignee_partner_id, attempt) → its history: each partner
+    that rejected, let expire or failed it is excluded (the latest reason kept) and the
+    attempt counts; a cancellation does neither."""
+    excluded: dict[UUID, str] = {}
+    failures = 0
+    for r in sorted(referrals, key=lambda r: r["attempt"]):
+        if r["status"] in EXCLUDING_STATUSES:
+            failures += 1
+            if r["assignee_partner_id"]:
+                excluded[r["assignee_partner_id"]] = r["status"]
+    return StepHistory(
+        referrals=len(referrals), excluded_partners=excluded, routed_failures=failures
+    )
+
+
+def person_of(case: Mapping[str, Any]) -> Person:
+    """The person eligibility looks at, from a case's beneficiary and vulnerabilities."""
+    person = case.get("beneficiary") or {}
+    born = person.get("date_of_birth")
+    return Person(
+        sex=person.get("sex") or "unknown",
+        date_of_birth=date.fromisoformat(born) if born else None,
+        birth_year=person.get("birth_year"),
+        vulnerabilities=tuple(case.get("vulnerabilities") or ()),
+    )
+
+
+def request_for(
+    *,
+    case: Mapping[str, Any],
+    service_type: str,
+    priority: str,
+    area_depths: Mapping[str, int],
+    history: StepHistory,
+    now: datetime,
+) -> RoutingRequest:
+    """The one way a routing request is built: a step (its type and priority) of a case
+    (`return_area_code`, beneficiary, vulnerabilities), the depths of the case's area and its
+    ancestors, and the partners the step's history excludes."""
+    return RoutingRequest(
+        service_type=service_type,
+        priority=priority,
+        area_code=case["return_area_code"],
+        area_depths=dict(area_depths),
+        person=person_of(case),
+        excluded_partners=dict(history.excluded_partners),
+        now=now,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The deadline sweeper: a referral still `requested` past its `deadline_at` expires.
 
 Several sweepers may run at once: each claims due referrals with `FOR UPDATE SKIP LOCKED`
-in a short transaction. The router then routes the step to the next candidate.
+in a short transaction. The reconciler then routes the step to the next candidate.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ import asyncio
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.referrals import store
-from services.referrals.tables import referrals
+from services.referrals.store import Sessionmaker
+from services.referrals.store import referrals as referral_store
 from shared.eventlog.consumer import wait_for_wake
 from shared.eventlog.listener import Listener
 
@@ -27,26 +25,12 @@ class DeadlineSweeper:
     interval: float = 1.0
     batch_size: int = 100
 
-    async def sweep_once(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async def sweep_once(self, sessionmaker: Sessionmaker) -> int:
         """Expire one batch of overdue referrals; returns how many."""
         async with sessionmaker() as session, session.begin():
-            rows = (
-                (
-                    await session.execute(
-                        select(referrals)
-                        .where(
-                            referrals.c.status == "requested", referrals.c.deadline_at <= func.now()
-                        )
-                        .order_by(referrals.c.deadline_at)
-                        .limit(self.batch_size)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                .mappings()
-                .all()
-            )
+            rows = await referral_store.lock_overdue(session, limit=self.batch_size)
             for row in rows:
-                await store.set_status(
+                await referral_store.set_status(
                     session,
                     referral=row,
                     status="expired",
@@ -60,7 +44,7 @@ class DeadlineSweeper:
 
     async def run(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        sessionmaker: Sessionmaker,
         listener: Listener,
         stop: asyncio.Event,
     ) -> None:

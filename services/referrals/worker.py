@@ -1,9 +1,9 @@
-"""The referrals service's workers: the router and the deadline sweeper.
+"""The referrals service's workers: the reconciler and the deadline sweeper.
 Run alone with `python -m services.referrals.worker`."""
 
 from __future__ import annotations
 
-from services.referrals import router
+from services.referrals import reconciler
 from services.referrals.sweeper import DeadlineSweeper
 from shared.eventlog.consumer import Consumer, Worker
 from shared.observability import Metrics
@@ -14,8 +14,8 @@ from shared.worker import run_worker
 def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
     return [
         Consumer(
-            router.CONSUMER_NAME,
-            router.handle,
+            reconciler.CONSUMER_NAME,
+            reconciler.handle,
             batch_size=50,  # smaller batches commit sooner: lower latency under load
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,

@@ -8,8 +8,9 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import text
 
-from services.referrals import projections, rebuild, router
+from services.referrals import projections, rebuild
 from services.referrals.app import create_app as referrals_app
+from services.referrals.store import loads
 from shared.db import create_engine, create_sessionmaker
 from tests.conftest import running
 from tests.factories import bearer
@@ -123,7 +124,7 @@ async def test_a_batch_of_cases_is_spread_by_the_loads_it_creates(settings):
 async def _loads(hub, service_type: str) -> tuple[dict, dict]:
     """(the loads routing reads, the loads counted from the referrals themselves)."""
     async with hub.sessionmaker() as session:
-        options = await router.service_options(session, service_type=service_type)
+        options = await loads.service_options(session, service_type=service_type)
         counted = dict(
             (
                 await session.execute(
@@ -192,7 +193,7 @@ async def test_service_loads_follow_every_transition_and_survive_folding(setting
         read, counted = await eventually(settled)
         assert read == counted
         async with hub.sessionmaker() as session, session.begin():
-            await router.fold_load_changes(session)
+            await loads.fold_changes(session)
         async with hub.sessionmaker() as session:
             left = (
                 await session.execute(text("SELECT count(*) FROM referrals.service_load_changes"))
@@ -317,7 +318,7 @@ async def test_the_rebuild_command_recounts_loads_from_the_referrals(settings):
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as session:
-            options = await router.service_options(
+            options = await loads.service_options(
                 session, service_type="economic.vocational_training"
             )
     finally:

@@ -1,0 +1,88 @@
+"""Services' loads (SPEC 5.3): a service's referrals in `LOAD_COUNTED_STATUSES`.
+
+Kept by the database: a trigger on `referrals.referrals` (migration `service_loads`) records
+each change of a service's load in `service_load_changes`; `fold_changes` adds them up into
+`service_loads`, which only the reconciler writes, once per batch; a load is read as the
+counter plus the changes not yet folded (`service_options`). `recount` sets the counters from
+the referrals themselves.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.referrals.routing import ServiceOption
+from services.referrals.tables import (
+    partners,
+    referrals,
+    service_load_changes,
+    service_loads,
+    services,
+)
+from shared.referral_statuses import LOAD_COUNTED_STATUSES, in_lifecycle_order
+
+FOLD_CHANGES = """
+    WITH folded AS (DELETE FROM referrals.service_load_changes RETURNING service_id, delta)
+    INSERT INTO referrals.service_loads AS loads (service_id, load)
+    SELECT service_id, sum(delta) FROM folded GROUP BY service_id
+    ON CONFLICT (service_id) DO UPDATE SET load = loads.load + EXCLUDED.load
+"""
+_FOLD = text(FOLD_CHANGES)
+
+
+async def fold_changes(session: AsyncSession) -> None:
+    """Fold the recorded load changes into the counters (the reconciler alone does, once per
+    batch; changes committed meanwhile stay for the next fold)."""
+    await session.execute(_FOLD)
+
+
+async def recount(session: AsyncSession) -> None:
+    """Set the load counters from the referrals (after a restore that bypassed triggers, say)."""
+    # Writers of referrals wait while the counters are rebuilt from the referrals themselves.
+    await session.execute(text("LOCK TABLE referrals.referrals IN SHARE MODE"))
+    await session.execute(delete(service_load_changes))
+    await session.execute(delete(service_loads))
+    await session.execute(
+        insert(service_loads).from_select(
+            ["service_id", "load"],
+            select(referrals.c.service_id, func.count())
+            .where(
+                referrals.c.service_id.is_not(None),
+                referrals.c.status.in_(in_lifecycle_order(LOAD_COUNTED_STATUSES)),
+            )
+            .group_by(referrals.c.service_id),
+        )
+    )
+
+
+async def service_options(session: AsyncSession, *, service_type: str) -> list[ServiceOption]:
+    """Every service of the type with its partner's state and its current load: the folded
+    counter plus the changes not yet folded."""
+    pending = (
+        select(func.coalesce(func.sum(service_load_changes.c.delta), 0))
+        .where(service_load_changes.c.service_id == services.c.id)
+        .scalar_subquery()
+    )
+    rows = (
+        (
+            await session.execute(
+                select(
+                    services,
+                    partners.c.status.label("partner_status"),
+                    (func.coalesce(service_loads.c.load, 0) + pending).label("active_load"),
+                )
+                .outerjoin(partners, partners.c.id == services.c.partner_id)
+                .outerjoin(service_loads, service_loads.c.service_id == services.c.id)
+                .where(services.c.service_type == service_type)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return [
+        ServiceOption.from_row(
+            r, partner_active=r["partner_status"] == "active", load=int(r["active_load"])
+        )
+        for r in rows
+    ]
