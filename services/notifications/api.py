@@ -36,7 +36,6 @@ from shared.errors import (
     FieldError,
     Forbidden,
     NotFound,
-    Problem,
     Unprocessable,
     cannot_be_null,
 )
@@ -49,6 +48,7 @@ from shared.pagination import (
     LimitQuery,
     Page,
 )
+from shared.problems import Problem
 from shared.settings import Settings
 from shared.versioning import IfMatch, check_version, expected_version
 

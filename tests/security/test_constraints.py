@@ -27,8 +27,8 @@ from services.registry.app import create_app as registry_app
 from shared.constraints import HUB_CONSTRAINTS, REQUEST_CONSTRAINTS
 from shared.db import create_engine, create_sessionmaker, plain_url
 from shared.embedded_pg import EmbeddedPostgres, free_port
-from shared.errors import PROBLEM_BASE, unexpected_error_response
 from shared.migrate import upgrade
+from shared.problems import PROBLEM_BASE, unexpected_error_response
 from shared.settings import Settings
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key, make_partner, make_partner_key

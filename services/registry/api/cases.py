@@ -34,9 +34,7 @@ from shared.errors import (
     FieldError,
     Forbidden,
     NotFound,
-    Problem,
     Unprocessable,
-    validation_errors,
 )
 from shared.pagination import (
     DEFAULT_LIMIT,
@@ -47,6 +45,7 @@ from shared.pagination import (
     page_of,
     parse_time,
 )
+from shared.problems import Problem, validation_errors
 from shared.resources import CaseReference, MinimisedCase
 from shared.versioning import IfMatch, expected_version
 

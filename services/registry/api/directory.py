@@ -12,8 +12,9 @@ from services.registry.schemas_cases import ServiceCreate, ServiceRead, ServiceU
 from services.registry.store import directory as store
 from services.registry.store import partners as partner_store
 from shared.deps import Caller, SessionDep
-from shared.errors import FieldError, Forbidden, NotFound, Problem, Unprocessable, cannot_be_null
+from shared.errors import FieldError, Forbidden, NotFound, Unprocessable, cannot_be_null
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from shared.problems import Problem
 from shared.versioning import IfMatch, check_version, expected_version
 
 router = APIRouter(tags=["services"])

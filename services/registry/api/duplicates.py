@@ -16,8 +16,9 @@ from services.registry.schemas_cases import (
 from services.registry.store import access_log as access_store
 from services.registry.store import duplicates as duplicates_store
 from shared.deps import Admin, SessionDep
-from shared.errors import Conflict, FieldError, NotFound, Problem, Unprocessable
+from shared.errors import Conflict, FieldError, NotFound, Unprocessable
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from shared.problems import Problem
 
 router = APIRouter()
 

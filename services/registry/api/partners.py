@@ -17,8 +17,9 @@ from services.registry.schemas import (
 )
 from services.registry.store import partners as store
 from shared.deps import Admin, Caller, SessionDep
-from shared.errors import Forbidden, NotFound, Problem, cannot_be_null
+from shared.errors import Forbidden, NotFound, cannot_be_null
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from shared.problems import Problem
 from shared.versioning import IfMatch, expected_version
 
 router = APIRouter()

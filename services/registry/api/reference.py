@@ -18,8 +18,9 @@ from services.registry.schemas_reference import (
 )
 from services.registry.store import reference as store
 from shared.deps import Admin, Caller, SessionDep
-from shared.errors import PROBLEM_BASE, FieldError, NotFound, Problem, Unprocessable
+from shared.errors import FieldError, NotFound, Unprocessable
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
+from shared.problems import PROBLEM_BASE, Problem
 
 router = APIRouter()
 
