@@ -180,7 +180,7 @@ referral_history = Table(
 # --- Service loads -------------------------------------------------------------------------
 # A service's load (its referrals in LOAD_COUNTED_STATUSES) is `service_loads.load`
 # plus the `delta`s of its `service_load_changes`. A trigger on `referrals` inserts the
-# changes; the router folds them into `service_loads`, which only it writes (migration 0006).
+# changes; the reconciler folds them into `service_loads`, which only it writes (migration 0006).
 
 service_loads = Table(
     "service_loads",

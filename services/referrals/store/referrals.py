@@ -32,9 +32,9 @@ async def load_referral(
 
 
 async def lock_for_change(session: AsyncSession, *, referral_id: UUID) -> dict[str, Any] | None:
-    """Lock a referral for a change, after its case: the router reconciles a case holding
+    """Lock a referral for a change, after its case: the reconciler works on a case holding
     the case's lock, so a change waits for a reconciliation under way (and the next one
-    sees it) rather than slipping between the router's reads. One lock order everywhere:
+    sees it) rather than slipping between the reconciler's reads. One lock order everywhere:
     case, then referral."""
     case_id = (
         await session.execute(select(referrals.c.case_id).where(referrals.c.id == referral_id))
