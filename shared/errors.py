@@ -7,7 +7,6 @@ modules, handlers) knows nothing of HTTP.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,26 +89,3 @@ def unknown_reference(field: str, message: str) -> Unprocessable:
     return Unprocessable(
         f"{field}: {message}.", errors=[FieldError(field=field, message=message, type="unknown")]
     )
-
-
-# The HTTP side moved to `shared.problems`; these names are found there until every importer
-# names its new home (looked up by name, so that this module imports no framework).
-_MOVED_TO_PROBLEMS = frozenset(
-    {
-        "PROBLEM_BASE",
-        "PROBLEM_CONTENT_TYPE",
-        "Problem",
-        "UnexpectedErrorMiddleware",
-        "http_problem",
-        "install_error_handlers",
-        "problem_response",
-        "unexpected_error_response",
-        "validation_errors",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_PROBLEMS:
-        return getattr(importlib.import_module("shared.problems"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
