@@ -279,7 +279,7 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
     import asyncpg
 
     from services.registry import matching
-    from services.registry.cases_store import STEP_FIELDS, case_snapshot
+    from services.registry.case_shape import STEP_FIELDS, case_snapshot
     from services.registry.matching import facts_of
     from services.registry.plan import StepDraft, plan_statuses, settle_steps
     from services.registry.schemas_cases import CaseCreate

@@ -10,7 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from services.registry import cases_store as store
+from services.registry import case_actions as actions
+from services.registry import case_rules as rules
+from services.registry.case_shape import case_snapshot
 from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import (
     Beneficiary,
@@ -25,26 +27,19 @@ from services.registry.schemas_cases import (
     StepCreate,
     VersionOnly,
 )
+from services.registry.store import access_log as access_store
+from services.registry.store import cases as store
 from services.registry.store import partners as partner_store
-from services.registry.tables import cases
+from services.registry.store import steps as steps_store
 from shared.auth import Principal
 from shared.deps import Caller, SessionDep
 from shared.errors import (
-    Conflict,
     FieldError,
     Forbidden,
     NotFound,
     Unprocessable,
 )
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    CursorQuery,
-    LimitQuery,
-    Page,
-    keyset,
-    page_of,
-    parse_time,
-)
+from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.problems import Problem, validation_errors
 from shared.resources import CaseReference, MinimisedCase
 from shared.versioning import IfMatch, expected_version
@@ -146,7 +141,7 @@ async def _owned_case(
         raise NotFound(f"No case {case_id}.")
     if caller.is_admin or case["owner_partner_id"] == caller.partner_id:
         return case
-    if caller.partner_id and await store.minimised_for(
+    if caller.partner_id and await actions.minimised_for(
         session, case=case, partner_id=caller.partner_id
     ):
         raise Forbidden("Only the case's owner or an admin may do this.")
@@ -199,7 +194,7 @@ async def create_case(
                     )
                 ],
             )
-        snapshot = await store.create_case(session, owner_id=owner, body=data, caller=caller)
+        snapshot = await actions.create_case(session, owner_id=owner, body=data, caller=caller)
     return _full(snapshot)
 
 
@@ -226,25 +221,16 @@ async def upsert_case(
     async with session.begin():
         case = await store.find_by_external_id(session, owner_id=owner, external_id=external_id)
         if case is None:
-            snapshot = await store.create_case(session, owner_id=owner, body=data, caller=caller)
+            snapshot = await actions.create_case(session, owner_id=owner, body=data, caller=caller)
             response.status_code = status.HTTP_201_CREATED
             return _full(snapshot)
-        store.expect(case, expected_version(if_match))
+        actions.expect(case, expected_version(if_match))
         fields = body.model_fields_set
-        if "consent" in fields and data["consent"]["referral"] != (case["consent"] or {}).get(
-            "referral"
-        ):
-            raise Conflict(
-                "Consent changes through POST /cases/{id}/consent.", current_status=case["status"]
-            )
-        if "plan" in fields:
-            steps = await store.load_steps(session, case_id=case["id"])
-            current = [(s["service_type"]) for s in steps]
-            if [s["service_type"] for s in data["plan"]] != current:
-                raise Conflict(
-                    "The plan changes through the steps actions.", current_status=case["status"]
-                )
-        snapshot = await store.update_case(
+        steps = (
+            await steps_store.load_steps(session, case_id=case["id"]) if "plan" in fields else []
+        )
+        rules.check_upsert_keeps_plan_and_consent(case, steps, data, fields)
+        snapshot = await actions.update_case(
             session,
             case=case,
             changes={
@@ -291,35 +277,23 @@ async def list_cases(
                     FieldError(field="query.updated_since", message="out of range", type="range")
                 ],
             ) from None
-    query = keyset(
-        store.cases_query(
+    async with session.begin():
+        items, next_cursor = await store.list_cases_and_record(
+            session,
             caller=caller,
             status=status_,
             area=area,
             updated_since=updated_since,
             commit_margin=COMMIT_MARGIN,
-        ),
-        order_by=[cases.c.updated_at, cases.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[parse_time, UUID],
-    )
-    async with session.begin():
-        rows = await store.read_page_and_record(
-            session, query=query, limit=limit, caller=caller, route="/cases"
+            limit=limit,
+            cursor=cursor,
+            route="/cases",
         )
-    items, next_cursor = page_of(
-        rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
-    )
     # The page is validated once, straight from the cases' JSON, against the documented
     # model, and serialised once: returned as a Response, it is not validated again against
     # `response_model`.
     page = CASE_PAGE.validate_json(
-        '{"items":['
-        + ",".join(r["case_json"] for r in items)
-        + '],"next_cursor":'
-        + json.dumps(next_cursor)
-        + "}"
+        '{"items":[' + ",".join(items) + '],"next_cursor":' + json.dumps(next_cursor) + "}"
     )
     return Response(CASE_PAGE.dump_json(page, by_alias=True), media_type="application/json")
 
@@ -359,19 +333,19 @@ async def get_case(case_id: UUID, caller: Caller, session: SessionDep) -> Any:
         if case is None:
             raise NotFound(f"No case {case_id}.")
         if caller.is_admin or case["owner_partner_id"] == caller.partner_id:
-            steps = await store.load_steps(session, case_id=case_id)
-            await store.record_access(
+            steps = await steps_store.load_steps(session, case_id=case_id)
+            await access_store.record_access(
                 session, case_ids=[case_id], caller=caller, view="full", route="/cases/{case_id}"
             )
-            return _full(store.case_snapshot(case, steps))
+            return _full(case_snapshot(case, steps))
         minimised = (
-            await store.minimised_for(session, case=case, partner_id=caller.partner_id)
+            await actions.minimised_for(session, case=case, partner_id=caller.partner_id)
             if caller.partner_id
             else None
         )
         if minimised is None:
             raise NotFound(f"No case {case_id}.")
-        await store.record_access(
+        await access_store.record_access(
             session, case_ids=[case_id], caller=caller, view="minimised", route="/cases/{case_id}"
         )
     return ASSIGNEE_VIEW.validate_python(minimised)
@@ -391,22 +365,22 @@ async def update_case(
     expected = expected_version(if_match, patch.pop("version", None))
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
+        actions.expect(case, expected)
         changes: dict[str, Any] = {}
         if "beneficiary" in patch:
             changes["beneficiary"] = _revalidate(
                 Beneficiary,
-                store.merge_patch(case["beneficiary"], patch["beneficiary"]),
+                rules.merge_patch(case["beneficiary"], patch["beneficiary"]),
                 "body.beneficiary",
             )
         if "return" in patch:
             changes["return"] = _revalidate(
-                ReturnInfo, store.merge_patch(case["return_info"], patch["return"]), "body.return"
+                ReturnInfo, rules.merge_patch(case["return_info"], patch["return"]), "body.return"
             )
         for field in ("vulnerabilities", "external_id"):
             if field in patch:
                 changes[field] = patch[field]
-        snapshot = await store.update_case(session, case=case, changes=changes, caller=caller)
+        snapshot = await actions.update_case(session, case=case, changes=changes, caller=caller)
     return _full(snapshot)
 
 
@@ -428,8 +402,8 @@ async def change_consent(
     expected = expected_version(if_match, body.version)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
-        snapshot = await store.change_consent(session, case=case, consent=data, caller=caller)
+        actions.expect(case, expected)
+        snapshot = await actions.change_consent(session, case=case, consent=data, caller=caller)
     return _full(snapshot)
 
 
@@ -447,8 +421,8 @@ async def add_steps(
     expected = expected_version(if_match, body.version)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
-        snapshot = await store.add_steps(
+        actions.expect(case, expected)
+        snapshot = await actions.add_steps(
             session,
             case=case,
             new_steps=[s.model_dump(mode="json") for s in body.steps],
@@ -476,8 +450,8 @@ async def cancel_step(
     expected = expected_version(if_match, body.version if body else None)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
-        snapshot = await store.set_step_owner_status(
+        actions.expect(case, expected)
+        snapshot = await actions.set_step_owner_status(
             session, case=case, step_id=step_id, owner_status="cancelled", caller=caller
         )
     return _full(snapshot)
@@ -500,8 +474,8 @@ async def complete_step(
     expected = expected_version(if_match, body.version if body else None)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
-        snapshot = await store.set_step_owner_status(
+        actions.expect(case, expected)
+        snapshot = await actions.set_step_owner_status(
             session, case=case, step_id=step_id, owner_status="completed", caller=caller
         )
     return _full(snapshot)
@@ -520,8 +494,8 @@ async def close_case(
     expected = expected_version(if_match, body.version)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
-        snapshot = await store.close_case(session, case=case, reason=body.reason, caller=caller)
+        actions.expect(case, expected)
+        snapshot = await actions.close_case(session, case=case, reason=body.reason, caller=caller)
     return _full(snapshot)
 
 
@@ -541,6 +515,6 @@ async def reopen_case(
     expected = expected_version(if_match, body.version if body else None)
     async with session.begin():
         case = await _owned_case(session, case_id=case_id, caller=caller)
-        store.expect(case, expected)
-        snapshot = await store.reopen_case(session, case=case, caller=caller)
+        actions.expect(case, expected)
+        snapshot = await actions.reopen_case(session, case=case, caller=caller)
     return _full(snapshot)

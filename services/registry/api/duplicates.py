@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from services.registry import cases_store
+from services.registry import case_actions
 from services.registry.schemas_cases import (
     AccessLogEntry,
     DuplicateRead,
@@ -14,6 +14,7 @@ from services.registry.schemas_cases import (
     MergeRequest,
 )
 from services.registry.store import access_log as access_store
+from services.registry.store import cases as cases_store
 from services.registry.store import duplicates as duplicates_store
 from shared.deps import Admin, SessionDep
 from shared.errors import Conflict, FieldError, NotFound, Unprocessable
@@ -126,7 +127,7 @@ async def merge(
         assert keep is not None and other is not None
         if other["status"] == "closed" and other["closure_reason"] == "merged":
             raise Conflict("That case was already merged.", current_status="closed")
-        await cases_store.merge_cases(session, keep=keep, other=other, caller=admin)
+        await case_actions.merge_cases(session, keep=keep, other=other, caller=admin)
         row = await duplicates_store.decide(
             session, duplicate_id=duplicate_id, status="merged", kept_case_id=body.keep_case_id
         )

@@ -1,13 +1,14 @@
-"""A case's plan steps: reading them, locking a batch of plans, and writing what referral
-events tell of each step."""
+"""A case's plan steps: reading and adding them, their statuses, locking a batch of plans,
+and writing what referral events tell of each step."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.tables import cases, plan_steps
@@ -72,3 +73,58 @@ async def write_referral_news(
     status changed, so `updated_at` moves)."""
     if writes:
         await session.execute(_WRITE_REFERRAL_NEWS, list(writes))
+
+
+async def load_steps(session: AsyncSession, *, case_id: UUID) -> list[dict[str, Any]]:
+    """A case's steps in plan order."""
+    rows = await session.execute(
+        select(plan_steps).where(plan_steps.c.case_id == case_id).order_by(plan_steps.c.position)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_steps(
+    session: AsyncSession,
+    *,
+    case_id: UUID,
+    settled: Sequence[Mapping[str, Any]],
+    first_position: int,
+) -> None:
+    """Append settled steps to a case's plan, planned, from `first_position` on."""
+    if not settled:
+        return
+    await session.execute(
+        insert(plan_steps),
+        [
+            {
+                "id": uuid.uuid4(),
+                "case_id": case_id,
+                "position": first_position + index,
+                "status": "planned",
+                "status_reason": None,
+                **step,
+            }
+            for index, step in enumerate(settled)
+        ],
+    )
+
+
+async def write_statuses(session: AsyncSession, *, steps: Sequence[Mapping[str, Any]]) -> None:
+    """Write the status and reason these steps now hold."""
+    for step in steps:
+        await session.execute(
+            update(plan_steps)
+            .where(plan_steps.c.id == step["id"])
+            .values(
+                status=step["status"], status_reason=step["status_reason"], updated_at=func.now()
+            )
+        )
+
+
+async def set_owner_status(session: AsyncSession, *, step_id: UUID, owner_status: str) -> None:
+    """Record that the case's owner cancelled or completed the step."""
+    await session.execute(
+        update(plan_steps)
+        .where(plan_steps.c.id == step_id)
+        .values(owner_status=owner_status, updated_at=func.now())
+    )

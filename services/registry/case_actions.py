@@ -1,0 +1,270 @@
+"""The case's actions, each a few steps in the caller's transaction: load through the store,
+decide with `case_rules`, save through the store, and emit the `case.*` event with the
+case's full snapshot. No SQL here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from services.registry import case_rules as rules
+from services.registry.case_shape import case_snapshot
+from services.registry.store import Session
+from services.registry.store import cases as store
+from services.registry.store import duplicates as duplicates_store
+from services.registry.store import partners as partners_store
+from services.registry.store import steps as steps_store
+from shared.auth import Principal
+from shared.errors import Conflict
+from shared.minimised import minimise_case
+from shared.referral_statuses import MINIMISED_CASE_STATUSES
+from shared.versioning import check_version
+
+
+def expect(case: Mapping[str, Any], expected_version: int | None) -> None:
+    """412 when the caller's version is not the case's."""
+    check_version(case["version"], expected_version)
+
+
+async def _restatus_and_emit(
+    session: Session,
+    *,
+    type: str,
+    case: Mapping[str, Any],
+    steps: list[dict[str, Any]] | None = None,
+    caller: Principal,
+) -> dict[str, Any]:
+    """Give the steps the statuses the changed case says, write those that changed, emit
+    the event; answers the case's snapshot."""
+    if steps is None:
+        steps = await steps_store.load_steps(session, case_id=case["id"])
+    await steps_store.write_statuses(session, steps=rules.restatus(case, steps))
+    snapshot = case_snapshot(case, steps)
+    await store.emit_case_event(session, type=type, snapshot=snapshot, caller=caller)
+    return snapshot
+
+
+async def check_codes(
+    session: Session,
+    *,
+    area_code: str | None,
+    step_types: Sequence[str],
+    step_prefix: str = "body.plan",
+) -> None:
+    """422 naming each unknown area or service-type code."""
+    area_known, known, _ = await store.known_codes(
+        session, area_code=area_code, step_types=step_types
+    )
+    rules.check_codes(
+        area_code=area_code,
+        area_known=area_known,
+        step_types=step_types,
+        known=known,
+        step_prefix=step_prefix,
+    )
+
+
+async def create_case(
+    session: Session, *, owner_id: UUID, body: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    """A new case with its plan; its duplicates are looked for in the same transaction."""
+    plan = list(body.get("plan") or [])
+    step_types = [s["service_type"] for s in plan]
+    area_code = body["return"]["area_code"]
+    external_id = body.get("external_id")
+    if owner_id != caller.partner_id:  # an admin names the owner; a partner's key is its own
+        await partners_store.check_partner(
+            session, partner_id=owner_id, field="body.owner_partner_id"
+        )
+    area_known, known, existing = await store.known_codes(
+        session,
+        area_code=area_code,
+        step_types=step_types,
+        owner_id=owner_id,
+        external_id=external_id,
+    )
+    rules.check_codes(
+        area_code=area_code,
+        area_known=area_known,
+        step_types=step_types,
+        known=known,
+        step_prefix="body.plan",
+    )
+    settled = rules.settle_new_steps(plan)
+    if existing is not None:
+        raise Conflict(
+            f"A case with external_id {external_id!r} exists: {existing}. "
+            "Use PUT /cases/by-external-id/{external_id} to update it.",
+            case_id=str(existing),
+        )
+    steps = rules.first_steps(settled, consent=body["consent"])
+    case = await store.insert_case(
+        session,
+        case_id=uuid.uuid4(),
+        reference_prefix=rules.reference_prefix(area_code, year=datetime.now(UTC).year),
+        owner_id=owner_id,
+        body=body,
+        steps=steps,
+    )
+    await duplicates_store.index_case(session, case=case, new=True)
+    snapshot = case_snapshot(case, steps)
+    await store.emit_case_event(session, type="case.created", snapshot=snapshot, caller=caller)
+    return snapshot
+
+
+async def update_case(
+    session: Session, *, case: dict[str, Any], changes: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    """Apply validated changes to `beneficiary`, `return`, `vulnerabilities`, `external_id`."""
+    if "return" in changes:
+        await check_codes(session, area_code=changes["return"]["area_code"], step_types=[])
+    values = rules.stored_changes(case, changes)
+    if "external_id" in values:
+        taken = await store.external_id_taken(
+            session, owner_id=case["owner_partner_id"], external_id=values["external_id"]
+        )
+        if taken is not None:
+            raise Conflict(f"Another case of yours has external_id {values['external_id']!r}.")
+    steps = await steps_store.load_steps(session, case_id=case["id"])
+    if rules.is_unchanged(case, values):
+        return case_snapshot(case, steps)
+    case = await store.save_case(session, case_id=case["id"], values=values)
+    if "beneficiary" in values or "return_info" in values:
+        await duplicates_store.index_case(session, case=case)
+    snapshot = case_snapshot(case, steps)
+    await store.emit_case_event(session, type="case.updated", snapshot=snapshot, caller=caller)
+    return snapshot
+
+
+async def change_consent(
+    session: Session, *, case: dict[str, Any], consent: Mapping[str, Any], caller: Principal
+) -> dict[str, Any]:
+    """Record consent or its withdrawal; the steps' statuses follow."""
+    case = await store.save_case(session, case_id=case["id"], values={"consent": dict(consent)})
+    return await _restatus_and_emit(session, type="case.consent_changed", case=case, caller=caller)
+
+
+async def add_steps(
+    session: Session,
+    *,
+    case: dict[str, Any],
+    new_steps: Sequence[Mapping[str, Any]],
+    caller: Principal,
+) -> dict[str, Any]:
+    """Append steps to the plan."""
+    await check_codes(
+        session,
+        area_code=None,
+        step_types=[s["service_type"] for s in new_steps],
+        step_prefix="body.steps",
+    )
+    existing = await steps_store.load_steps(session, case_id=case["id"])
+    settled = rules.settle_new_steps(new_steps, existing=existing, field_prefix="body.steps")
+    await steps_store.insert_steps(
+        session, case_id=case["id"], settled=settled, first_position=len(existing) + 1
+    )
+    case = await store.save_case(session, case_id=case["id"], values={})
+    return await _restatus_and_emit(session, type="case.plan_changed", case=case, caller=caller)
+
+
+async def set_step_owner_status(
+    session: Session,
+    *,
+    case: dict[str, Any],
+    step_id: UUID,
+    owner_status: str,
+    caller: Principal,
+) -> dict[str, Any]:
+    """Cancel a step (any delivery) or complete a direct step."""
+    steps = await steps_store.load_steps(session, case_id=case["id"])
+    step = rules.step_to_settle(
+        steps, case_id=case["id"], step_id=step_id, owner_status=owner_status
+    )
+    await steps_store.set_owner_status(session, step_id=step_id, owner_status=owner_status)
+    step["owner_status"] = owner_status
+    case = await store.save_case(session, case_id=case["id"], values={})
+    return await _restatus_and_emit(
+        session, type=rules.step_event(owner_status), case=case, steps=steps, caller=caller
+    )
+
+
+async def close_case(
+    session: Session,
+    *,
+    case: dict[str, Any],
+    reason: str,
+    caller: Principal,
+    merged_into: UUID | None = None,
+) -> dict[str, Any]:
+    """Close the case with a reason (or as merged into another); nothing more is routed."""
+    rules.check_may_close(case)
+    case = await store.save_case(
+        session,
+        case_id=case["id"],
+        values={"status": "closed", "closure_reason": reason, "merged_into": merged_into},
+    )
+    event = "case.merged" if merged_into is not None else "case.closed"
+    return await _restatus_and_emit(session, type=event, case=case, caller=caller)
+
+
+async def reopen_case(
+    session: Session, *, case: dict[str, Any], caller: Principal
+) -> dict[str, Any]:
+    """Reopen a closed case that was not merged away."""
+    rules.check_may_reopen(case)
+    case = await store.save_case(
+        session, case_id=case["id"], values={"status": "open", "closure_reason": None}
+    )
+    return await _restatus_and_emit(session, type="case.reopened", case=case, caller=caller)
+
+
+async def merge_cases(
+    session: Session, *, keep: dict[str, Any], other: dict[str, Any], caller: Principal
+) -> dict[str, Any]:
+    """Close `other` as merged into `keep` and move its unfinished steps there, under new keys
+    (`case_rules.moved_steps`). The kept case's plan change routes the moved steps."""
+    rules.check_may_keep(keep)
+    other_steps = await steps_store.load_steps(session, case_id=other["id"])
+    keep_steps = await steps_store.load_steps(session, case_id=keep["id"])
+    moved = rules.moved_steps(
+        other_reference=other["reference"],
+        other_steps=other_steps,
+        keep_steps=keep_steps,
+        key_max=store.KEY_MAX,
+    )
+    await close_case(session, case=other, reason="merged", caller=caller, merged_into=keep["id"])
+    await steps_store.insert_steps(
+        session, case_id=keep["id"], settled=moved, first_position=len(keep_steps) + 1
+    )
+    keep = await store.save_case(session, case_id=keep["id"], values={})
+    return await _restatus_and_emit(session, type="case.plan_changed", case=keep, caller=caller)
+
+
+async def minimised_for(
+    session: Session, *, case: Mapping[str, Any], partner_id: UUID
+) -> dict[str, Any] | None:
+    """The minimised case for a partner holding a live referral of it, else None."""
+    steps = await steps_store.load_steps(session, case_id=case["id"])
+    mine = [
+        s
+        for s in steps
+        if s["referral_assignee_id"] == partner_id
+        and s["referral_status"] in MINIMISED_CASE_STATUSES
+    ]
+    if not mine:
+        return None
+    named = await store.service_vulnerabilities(
+        session, service_ids={s["referral_service_id"] for s in mine if s["referral_service_id"]}
+    )
+    owner = await partners_store.get_partner(session, partner_id=case["owner_partner_id"])
+    return minimise_case(
+        case=case_snapshot(case, steps),
+        referral_statuses=[s["referral_status"] for s in mine],
+        assignee_steps=mine,
+        service_vulnerabilities=named,
+        referring_partner=owner,
+        today=date.today(),
+    )

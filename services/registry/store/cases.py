@@ -1,0 +1,398 @@
+"""Cases: reading, inserting and saving them, the codes an intake checks, the page of
+GET /cases as JSON built by PostgreSQL, and the `case.*` events.
+
+The case's `version` counts the changes made through the API (`save_case`); step statuses
+derived from referral events do not change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.registry.case_shape import CASE_COLUMNS, STEP_FIELDS
+from services.registry.store import SOURCE
+from services.registry.tables import access_log, cases, plan_steps, services
+from shared.auth import AUTOCOMMIT, Principal
+from shared.eventlog.append import append
+from shared.pagination import keyset, page_of, parse_time
+from shared.tables import areas
+
+KEY_MAX = plan_steps.c.key.type.length
+
+
+async def load_case(
+    session: AsyncSession, *, case_id: UUID, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(cases).where(cases.c.id == case_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    return dict(row) if row else None
+
+
+async def find_by_external_id(
+    session: AsyncSession, *, owner_id: UUID, external_id: str
+) -> dict[str, Any] | None:
+    """The owner's case with this external id, locked; None if it has none."""
+    row = (
+        (
+            await session.execute(
+                select(cases)
+                .where(cases.c.owner_partner_id == owner_id, cases.c.external_id == external_id)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row else None
+
+
+async def external_id_taken(
+    session: AsyncSession, *, owner_id: UUID, external_id: str
+) -> UUID | None:
+    """The id of the owner's case with this external id, if any."""
+    return (
+        await session.execute(
+            select(cases.c.id).where(
+                cases.c.owner_partner_id == owner_id, cases.c.external_id == external_id
+            )
+        )
+    ).scalar()
+
+
+# The codes a request names that exist, and the owner's case with the external id, if any:
+# one statement for what an intake checks before it writes.
+_KNOWN = text(
+    """
+    SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = :area
+    UNION ALL
+    SELECT 'service_type', code FROM hub.service_types WHERE code = ANY(:types)
+    UNION ALL
+    SELECT 'case', CAST(id AS text) FROM registry.cases
+    WHERE owner_partner_id = :owner AND external_id = :external_id
+    """
+).bindparams(
+    bindparam("area", type_=String),
+    bindparam("types", type_=ARRAY(String)),
+    bindparam("owner", type_=PG_UUID(as_uuid=True)),
+    bindparam("external_id", type_=String),
+)
+
+
+async def known_codes(
+    session: AsyncSession,
+    *,
+    area_code: str | None,
+    step_types: Sequence[str],
+    owner_id: UUID | None = None,
+    external_id: str | None = None,
+) -> tuple[bool, set[str], UUID | None]:
+    """(area known, known service types, the owner's case with this external id)."""
+    area_known, types, existing = area_code is None, set(), None
+    if area_code is None and not step_types and external_id is None:
+        return area_known, types, existing
+    rows = await session.execute(
+        _KNOWN,
+        {
+            "area": area_code,
+            "types": sorted(set(step_types)),
+            "owner": owner_id,
+            "external_id": external_id if owner_id is not None else None,
+        },
+    )
+    for kind, value in rows:
+        if kind == "area":
+            area_known = True
+        elif kind == "service_type":
+            types.add(value)
+        else:
+            existing = UUID(value)
+    return area_known, types, existing
+
+
+# The table's columns, in its order: the result's columns are matched to them by position.
+_CASE_COLUMNS = ", ".join(column.name for column in cases.c)
+_INSERT_CASE = (
+    text(
+        f"""
+        WITH number AS MATERIALIZED (
+            SELECT CAST(nextval('registry.case_reference_seq') AS text) AS n
+        ),
+        new_case AS (
+            INSERT INTO registry.cases (id, reference, owner_partner_id, external_id,
+                beneficiary, return_info, return_area_code, vulnerabilities, consent)
+            SELECT :id, :prefix || lpad(n, greatest(6, length(n)), '0'), :owner, :external_id,
+                :beneficiary, :return_info, :area, :vulnerabilities, :consent
+            FROM number
+            RETURNING *
+        ),
+        new_steps AS (
+            INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
+                priority, delivery, depends_on, notes, status, status_reason)
+            SELECT s.id, new_case.id, s.key, s.position, s.service_type, s.priority,
+                s.delivery, s.depends_on, s.notes, s.status, s.status_reason
+            FROM new_case, jsonb_to_recordset(:steps) AS s(id uuid, key text,
+                position integer, service_type text, priority text, delivery text,
+                depends_on text[], notes text, status text, status_reason text)
+        )
+        SELECT {_CASE_COLUMNS}
+        FROM new_case
+        """  # noqa: S608 - the names are the table's own columns
+    )
+    .bindparams(
+        bindparam("id", type_=PG_UUID(as_uuid=True)),
+        bindparam("prefix", type_=String),
+        bindparam("owner", type_=PG_UUID(as_uuid=True)),
+        bindparam("external_id", type_=String),
+        bindparam("beneficiary", type_=JSONB),
+        bindparam("return_info", type_=JSONB),
+        bindparam("area", type_=String),
+        bindparam("vulnerabilities", type_=ARRAY(String)),
+        bindparam("consent", type_=JSONB),
+        bindparam("steps", type_=JSONB),
+    )
+    .columns(*cases.c)
+)
+
+
+async def insert_case(
+    session: AsyncSession,
+    *,
+    case_id: UUID,
+    reference_prefix: str,
+    owner_id: UUID,
+    body: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Insert a case (its reference numbered after `reference_prefix`) and its steps, as
+    they start, in one statement; answers the case's row. The steps get their `case_id` and
+    times."""
+    row = (
+        (
+            await session.execute(
+                _INSERT_CASE,
+                {
+                    "id": case_id,
+                    "prefix": reference_prefix,
+                    "owner": owner_id,
+                    "external_id": body.get("external_id"),
+                    "beneficiary": body["beneficiary"],
+                    "return_info": body["return"],
+                    "area": body["return"]["area_code"],
+                    "vulnerabilities": list(body.get("vulnerabilities") or []),
+                    "consent": body["consent"],
+                    "steps": [
+                        {
+                            **{name: step[name] for name in STEP_FIELDS},
+                            "id": str(step["id"]),
+                            "position": step["position"],
+                        }
+                        for step in steps
+                    ],
+                },
+            )
+        )
+        .mappings()
+        .one()
+    )
+    case = dict(row)
+    for step in steps:
+        step["case_id"] = case["id"]  # type: ignore[index]
+        step["created_at"] = step["updated_at"] = case["created_at"]  # type: ignore[index]
+    return case
+
+
+async def save_case(
+    session: AsyncSession, *, case_id: UUID, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write `values` to the case as one more change (its version goes up); the new row."""
+    row = (
+        (
+            await session.execute(
+                update(cases)
+                .where(cases.c.id == case_id)
+                .values(**values, version=cases.c.version + 1, updated_at=func.now())
+                .returning(*cases.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return dict(row)
+
+
+async def emit_case_event(
+    session: AsyncSession,
+    *,
+    type: str,
+    snapshot: Mapping[str, Any],
+    caller: Principal | None,
+    actor: str | None = None,
+) -> None:
+    """Append a `case.*` event carrying the case's snapshot, for its owner."""
+    await append(
+        session,
+        type=type,
+        source=SOURCE,
+        subject=f"cases/{snapshot['id']}",
+        data=snapshot,
+        actor=actor or (caller.actor if caller else "system"),
+        audience=[snapshot["owner_partner_id"]],
+    )
+
+
+async def service_vulnerabilities(session: AsyncSession, *, service_ids: set[UUID]) -> set[str]:
+    """The vulnerabilities these services' eligibility names."""
+    named: set[str] = set()
+    if service_ids:
+        for eligibility in (
+            await session.execute(
+                select(services.c.eligibility).where(services.c.id.in_(service_ids))
+            )
+        ).scalars():
+            named.update((eligibility or {}).get("vulnerabilities_any") or [])
+    return named
+
+
+# --- GET /cases --------------------------------------------------------------------------------
+
+# Each case's plan as a JSON array (the steps' `STEP_FIELDS`, in plan order).
+_PLAN = (
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        *(
+                            part
+                            for name in STEP_FIELDS
+                            for part in (literal_column(f"'{name}'"), plan_steps.c[name])
+                        )
+                    ),
+                    plan_steps.c.position,
+                )
+            ),
+            literal_column("'[]'::json"),
+        )
+    )
+    .where(plan_steps.c.case_id == cases.c.id)
+    .scalar_subquery()
+)
+
+# The Case resource of a row as JSON text (the fields of `case_shape.CASE_COLUMNS`, with the
+# plan), for lists: the page is validated straight from it, with no Python objects between.
+CASE_JSON = cast(
+    func.json_build_object(
+        *(
+            part
+            for name, column in CASE_COLUMNS.items()
+            for part in (
+                literal_column(f"'{name}'"),
+                _PLAN if column is None else cases.c[column],
+            )
+        )
+    ),
+    Text,
+).label("case_json")
+
+_ACCESS_COLUMNS = ["case_id", "partner_id", "key_id", "view", "route"]
+
+
+def _cases_query(
+    *,
+    caller: Principal,
+    status: str | None,
+    area: str | None,
+    updated_since: datetime | None,
+    commit_margin: timedelta,
+):
+    """The cases a caller may list: `id`, `updated_at` and the case as JSON (`case_json`)."""
+    query = select(cases.c.id, cases.c.updated_at, CASE_JSON)
+    if not caller.is_admin:
+        query = query.where(cases.c.owner_partner_id == caller.partner_id)
+    if status is not None:
+        query = query.where(cases.c.status == status)
+    if area is not None:
+        within = select(areas.c.code).where(areas.c.path.contains([area]))
+        query = query.where(cases.c.return_area_code.in_(within))
+    if updated_since is not None:
+        # updated_at is the time of the statement, not of the commit: a change that committed
+        # after `updated_since` may carry an earlier time, up to a transaction's length.
+        query = query.where(cases.c.updated_at >= updated_since - commit_margin)
+    return query
+
+
+async def list_cases_and_record(
+    session: AsyncSession,
+    *,
+    caller: Principal,
+    status: str | None,
+    area: str | None,
+    updated_since: datetime | None,
+    commit_margin: timedelta,
+    limit: int,
+    cursor: str | None,
+    route: str,
+) -> tuple[list[str], str | None]:
+    """A keyset page of the cases the caller may list, as JSON texts of the Case resource,
+    and the next cursor; the page's cases recorded in the access log as listed by the caller
+    (SPEC 9), in one statement: the read and its record succeed or fail together, in one
+    round trip, so the statement runs in autocommit mode (no BEGIN, no COMMIT). Call it first
+    in the session's transaction: the isolation level is set when the connection is taken."""
+    query = keyset(
+        _cases_query(
+            caller=caller,
+            status=status,
+            area=area,
+            updated_since=updated_since,
+            commit_margin=commit_margin,
+        ),
+        order_by=[cases.c.updated_at, cases.c.id],
+        cursor=cursor,
+        limit=limit,
+        parse=[parse_time, UUID],
+    )
+    page = query.cte("page")
+    logged = (
+        insert(access_log)
+        .from_select(
+            _ACCESS_COLUMNS,
+            select(
+                page.c.id,
+                bindparam("log_partner_id", caller.partner_id, type_=PG_UUID(as_uuid=True)),
+                bindparam("log_key_id", caller.key_id, type_=PG_UUID(as_uuid=True)),
+                bindparam("log_view", "list", type_=String),
+                bindparam("log_route", route, type_=String),
+            )
+            .order_by(page.c.updated_at, page.c.id)
+            .limit(limit),
+        )
+        .cte("logged")
+    )
+    statement = select(page).add_cte(logged).order_by(page.c.updated_at, page.c.id)
+    await session.connection(execution_options=AUTOCOMMIT)
+    rows = (await session.execute(statement)).mappings().all()
+    items, next_cursor = page_of(
+        rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
+    )
+    return [r["case_json"] for r in items], next_cursor
