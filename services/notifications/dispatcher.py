@@ -23,18 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
-import httpx
 import structlog
+from aiohttp import ClientSession
 
-from services.notifications import store
+from services.notifications import sender, store
 from services.notifications.delivery_rules import (
     Answer,
     EndpointHealth,
@@ -56,13 +54,6 @@ from shared.settings import Settings
 log = structlog.get_logger("relais.notifications.dispatcher")
 
 PER_ENDPOINT = 10
-EXCERPT_BYTES = 2048
-
-
-def no_cookies() -> CookieJar:
-    """A cookie jar that keeps nothing: a receiver's `Set-Cookie` is never sent back, to it
-    or to anyone (webhooks carry no session state)."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 @dataclass
@@ -92,17 +83,12 @@ class Dispatcher:
         stop: asyncio.Event,
     ) -> None:
         wake = listener.subscribe(DELIVERIES_CHANNEL)
-        timeout = httpx.Timeout(self.settings.webhook_timeout_seconds)
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=64)
         failures = 0
         self._closing = False
         recorder = asyncio.create_task(self._record_loop(sessionmaker))
-        async with httpx.AsyncClient(
-            timeout=timeout,
-            limits=limits,
-            trust_env=False,
-            follow_redirects=False,
-            cookies=no_cookies(),
+        async with sender.open_session(
+            max_connections=self.max_in_flight,
+            timeout_seconds=self.settings.webhook_timeout_seconds,
         ) as client:
             try:
                 while not stop.is_set():
@@ -148,7 +134,7 @@ class Dispatcher:
             sessionmaker, per_endpoint=PER_ENDPOINT, limit=limit, lease_seconds=self.lease_seconds
         )
 
-    def _start(self, client: httpx.AsyncClient, claimed, wake: asyncio.Event) -> None:
+    def _start(self, client: ClientSession, claimed, wake: asyncio.Event) -> None:
         def finished(task: asyncio.Task[None]) -> None:
             self._in_flight.discard(task)
             wake.set()  # a slot is free, and its endpoint may have more due
@@ -159,7 +145,7 @@ class Dispatcher:
             self._in_flight.add(task)
             task.add_done_callback(finished)
 
-    async def _deliver(self, client: httpx.AsyncClient, item: dict[str, Any]) -> None:
+    async def _deliver(self, client: ClientSession, item: dict[str, Any]) -> None:
         try:
             try:
                 outcome = await self.send(client, item)
@@ -173,50 +159,25 @@ class Dispatcher:
                 "delivery_not_recorded", delivery_id=str(item["id"]), error=type(exc).__name__
             )
 
-    async def send(self, client: httpx.AsyncClient, item: dict[str, Any]) -> Outcome:
+    async def send(self, client: ClientSession, item: dict[str, Any]) -> Outcome:
         """One attempt: sign, connect to the checked address, read at most 2 KB back."""
         event: Event = item["event"]
         endpoint = item["endpoint"]
         now = datetime.now(UTC)
         body = json.dumps(event.to_cloudevent(), separators=(",", ":"), ensure_ascii=False)
         headers = headers_for(valid_secrets(endpoint["secrets"], now), str(event.id), now, body)
-        started = time.perf_counter()
         allow_private = bool(self.settings.notifications_allow_private_targets)
         try:
             target = await resolve(endpoint["url"], allow_private=allow_private)
         except TargetRefused as exc:
-            return Outcome(error=f"refused: {exc}"[:500])
-        url = httpx.URL(endpoint["url"])
-        extensions: dict[str, Any] = {}
-        if not allow_private:
-            # Connect to the address that was checked; keep the name for Host and TLS.
-            url = url.copy_with(host=target.address)
-            headers["host"] = _host_header(target.host, target.port, target.scheme)
-            if target.scheme == "https":
-                extensions["sni_hostname"] = target.host
-        try:
-            async with client.stream(
-                "POST", url, content=body.encode(), headers=headers, extensions=extensions
-            ) as response:
-                excerpt = b""
-                async for chunk in response.aiter_bytes():
-                    excerpt += chunk
-                    if len(excerpt) >= EXCERPT_BYTES:
-                        break
-                latency = int((time.perf_counter() - started) * 1000)
-                return Outcome(
-                    status_code=response.status_code,
-                    excerpt=excerpt[:EXCERPT_BYTES].decode("utf-8", errors="replace"),
-                    latency_ms=latency,
-                    retry_after=response.headers.get("retry-after"),
-                )
-        except httpx.TimeoutException:
-            return Outcome(error="timeout", latency_ms=int((time.perf_counter() - started) * 1000))
-        except httpx.HTTPError as exc:
-            return Outcome(
-                error=f"{type(exc).__name__}: {exc}"[:500],
-                latency_ms=int((time.perf_counter() - started) * 1000),
-            )
+            return Outcome(error=f"refused: {exc}")
+        return await sender.post(
+            client,
+            endpoint["url"],
+            body=body.encode(),
+            headers=headers,
+            checked=None if allow_private else target,
+        )
 
     async def _submit(self, item: dict[str, Any], outcome: Outcome) -> None:
         """Queue one result for the next batch; returns once that batch is committed."""
@@ -413,9 +374,3 @@ def _resolve(batch: list[Result], exc: BaseException | None) -> None:
                 result.done.set_result(None)
             else:
                 result.done.set_exception(exc)
-
-
-def _host_header(host: str, port: int, scheme: str) -> str:
-    default = 443 if scheme == "https" else 80
-    shown = f"[{host}]" if ":" in host else host
-    return shown if port == default else f"{shown}:{port}"
