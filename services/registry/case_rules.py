@@ -293,3 +293,35 @@ def moved_steps(
         }
         for s in unfinished
     ]
+
+
+def check_pair_open(pair: Mapping[str, Any]) -> None:
+    """A duplicate pair is decided once (409 after)."""
+    if pair["status"] != "open":
+        raise Conflict(f"The pair is already {pair['status']}.", current_status=pair["status"])
+
+
+def merged_away_of(pair: Mapping[str, Any], *, keep_case_id: UUID) -> UUID:
+    """The case of the pair that a merge keeping `keep_case_id` closes: 422 if that case is
+    not in the pair, 409 for two owners' cases (they are linked, not merged)."""
+    ids = [pair["case_a_id"], pair["case_b_id"]]
+    if keep_case_id not in ids:
+        raise Unprocessable(
+            "keep_case_id must be one of the pair.",
+            errors=[
+                FieldError(field="body.keep_case_id", message="not in this pair", type="value")
+            ],
+        )
+    if pair["a_owner"] != pair["b_owner"]:
+        raise Conflict(
+            "Only two cases of the same owner merge; link cases of two owners.",
+            current_status="open",
+            allowed_actions=["link", "dismiss"],
+        )
+    return next(i for i in ids if i != keep_case_id)
+
+
+def check_may_merge_away(other: Mapping[str, Any]) -> None:
+    """A case already merged is not merged again (409)."""
+    if other["status"] == "closed" and other["closure_reason"] == "merged":
+        raise Conflict("That case was already merged.", current_status="closed")

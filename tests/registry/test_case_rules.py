@@ -279,3 +279,21 @@ def test_a_snapshot_is_a_valid_case_resource():
     assert list(snapshot) == list(CASE_COLUMNS)
     read = CaseRead.model_validate(snapshot)
     assert read.return_.area_code == "ML-1" and [s.key for s in read.plan] == ["1"]
+
+
+def test_a_pair_merges_once_only_two_cases_of_one_owner_keeping_one_of_them():
+    a, b, owner = uuid4(), uuid4(), uuid4()
+    pair = {"status": "open", "case_a_id": a, "case_b_id": b, "a_owner": owner, "b_owner": owner}
+    rules.check_pair_open(pair)
+    assert rules.merged_away_of(pair, keep_case_id=a) == b
+    with pytest.raises(Conflict, match="already dismissed"):
+        rules.check_pair_open({**pair, "status": "dismissed"})
+    with pytest.raises(Unprocessable) as refused:
+        rules.merged_away_of(pair, keep_case_id=uuid4())
+    assert [e.field for e in refused.value.errors] == ["body.keep_case_id"]
+    with pytest.raises(Conflict) as two_owners:
+        rules.merged_away_of({**pair, "b_owner": uuid4()}, keep_case_id=a)
+    assert two_owners.value.extra["allowed_actions"] == ["link", "dismiss"]
+    rules.check_may_merge_away(case(status="closed", closure_reason="left_area"))
+    with pytest.raises(Conflict, match="already merged"):
+        rules.check_may_merge_away(case(status="closed", closure_reason="merged"))

@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.registry import case_actions
+from services.registry import case_rules as rules
 from services.registry.schemas_cases import (
     AccessLogEntry,
     DuplicateRead,
@@ -17,7 +18,7 @@ from services.registry.store import access_log as access_store
 from services.registry.store import cases as cases_store
 from services.registry.store import duplicates as duplicates_store
 from shared.deps import Admin, SessionDep
-from shared.errors import Conflict, FieldError, NotFound, Unprocessable
+from shared.errors import NotFound
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.problems import Problem
 
@@ -54,8 +55,7 @@ async def _open_pair(session, duplicate_id: UUID) -> dict:
     pair = await duplicates_store.get_duplicate(session, duplicate_id=duplicate_id, for_update=True)
     if pair is None:
         raise NotFound(f"No duplicate pair {duplicate_id}.")
-    if pair["status"] != "open":
-        raise Conflict(f"The pair is already {pair['status']}.", current_status=pair["status"])
+    rules.check_pair_open(pair)
     return pair
 
 
@@ -104,29 +104,14 @@ async def merge(
 ) -> DuplicateRead:
     async with session.begin():
         pair = await _open_pair(session, duplicate_id)
-        ids = [pair["case_a_id"], pair["case_b_id"]]
-        if body.keep_case_id not in ids:
-            raise Unprocessable(
-                "keep_case_id must be one of the pair.",
-                errors=[
-                    FieldError(field="body.keep_case_id", message="not in this pair", type="value")
-                ],
-            )
-        if pair["a_owner"] != pair["b_owner"]:
-            raise Conflict(
-                "Only two cases of the same owner merge; link cases of two owners.",
-                current_status="open",
-                allowed_actions=["link", "dismiss"],
-            )
+        other_id = rules.merged_away_of(pair, keep_case_id=body.keep_case_id)
         locked = {
             case_id: await cases_store.load_case(session, case_id=case_id, for_update=True)
-            for case_id in sorted(ids, key=str)
+            for case_id in sorted((body.keep_case_id, other_id), key=str)
         }
-        keep = locked[body.keep_case_id]
-        other = locked[next(i for i in ids if i != body.keep_case_id)]
+        keep, other = locked[body.keep_case_id], locked[other_id]
         assert keep is not None and other is not None
-        if other["status"] == "closed" and other["closure_reason"] == "merged":
-            raise Conflict("That case was already merged.", current_status="closed")
+        rules.check_may_merge_away(other)
         await case_actions.merge_cases(session, keep=keep, other=other, caller=admin)
         row = await duplicates_store.decide(
             session, duplicate_id=duplicate_id, status="merged", kept_case_id=body.keep_case_id
