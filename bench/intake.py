@@ -3,8 +3,8 @@ the driver, in the same run.
 
 The registry runs alone (`RELAIS_RUN_WORKERS=false`) on a fresh database. A load process
 posts distinct beneficiaries from N keep-alive connections for a few seconds; then another
-load process runs the statements of one intake (`cases_store.create_case` and
-`duplicates_store.index_case`) through asyncpg with the same N connections for as long.
+load process runs the statements of one intake (`case_actions.create_case`, with
+`store/duplicates.py` `index_case`) through asyncpg with the same N connections for as long.
 HTTP and driver runs alternate; each figure is the median of its runs.
 """
 

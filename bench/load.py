@@ -7,8 +7,8 @@ process spends as little of the two cores as possible.
 
 Modes:
 - `intake_http`: `POST /cases` from N concurrent connections, for a duration or a count.
-- `intake_sql`: the SQL of one intake (services/registry/cases_store.py `create_case` and
-  duplicates_store.py `index_case`, statement for statement) straight through asyncpg, from N
+- `intake_sql`: the SQL of one intake (services/registry/case_actions.py `create_case`, with
+  store/duplicates.py `index_case`, statement for statement) straight through asyncpg, from N
   concurrent connections: the ceiling of intake.
 - `paced`: `POST /cases` at a fixed rate (open loop), recording when each answer arrived.
 - `gets`: GET requests one after the other, with the latency of each.
@@ -190,7 +190,7 @@ _AUTH = (
     "hub.api_keys.last_used_at \nFROM hub.api_keys \nWHERE hub.api_keys.key_hash = $1::BYTEA "
     "AND hub.api_keys.revoked_at IS NULL AND hub.api_keys.partner_active IS true"
 )
-# services/registry/cases_store.py `_KNOWN`, `_INSERT_CASE`; duplicates_store.py `_INDEX`.
+# services/registry/store/cases.py `_KNOWN`, `_INSERT_CASE`; store/duplicates.py `_INDEX`.
 _KNOWN = """
     SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = $1::VARCHAR
     UNION ALL
