@@ -230,7 +230,7 @@ class Dispatcher:
         part: bool = False,
     ) -> None:
         """Record a batch and resolve each result's `done`. A batch the database refuses for
-        what it carries (`_refused`) is written again by halves, in order, so that only a
+        what it carries (`store.refused`) is written again by halves, in order, so that only a
         result it cannot take fails; that one is tried once more without the receiver's texts.
         A result that fails keeps its lease: it expires and the delivery is sent again."""
         try:
