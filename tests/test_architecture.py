@@ -1,4 +1,5 @@
-"""The architecture contract: no service imports another; `shared` imports no service."""
+"""The architecture contracts: no service imports another; `shared` imports no service; only
+the stores import the database libraries; the referrals API does not reach into its worker."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def test_the_committed_code_keeps_the_contract():
     [
         ("services/registry/app.py", "from services.referrals import app as _forbidden\n"),
         ("shared/db.py", "import services.notifications.app as _forbidden\n"),
+        # SQL lives in the stores: an API module that imports the database library itself.
+        ("services/registry/api/cases.py", "from sqlalchemy import text as _forbidden\n"),
+        ("services/notifications/dispatcher.py", "import asyncpg as _forbidden\n"),
+        ("services/referrals/api.py", "from services.referrals import reconciler as _forbidden\n"),
+    ],
+    ids=[
+        "service-to-service",
+        "shared-to-service",
+        "sql-in-api",
+        "driver-in-worker",
+        "api-to-worker",
     ],
 )
 def test_the_contract_fails_when_a_forbidden_import_is_added(tmp_path, module, line):
