@@ -3,6 +3,7 @@ the stores import the database libraries; the referrals API does not reach into 
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,11 @@ def test_the_committed_code_keeps_the_contract():
         ("services/registry/api/cases.py", "from sqlalchemy import text as _forbidden\n"),
         ("services/notifications/dispatcher.py", "import asyncpg as _forbidden\n"),
         ("services/referrals/api.py", "from services.referrals import reconciler as _forbidden\n"),
+        # A module added later is checked as it comes.
+        ("services/registry/new_module.py", "import asyncpg as _forbidden\n"),
+        # Decisions live in pure modules: no store, no network.
+        ("services/registry/plan.py", "from services.registry import store as _forbidden\n"),
+        ("services/notifications/delivery_rules.py", "import aiohttp as _forbidden\n"),
     ],
     ids=[
         "service-to-service",
@@ -41,6 +47,9 @@ def test_the_committed_code_keeps_the_contract():
         "sql-in-api",
         "driver-in-worker",
         "api-to-worker",
+        "sql-in-a-new-module",
+        "store-in-a-pure-module",
+        "network-in-a-pure-module",
     ],
 )
 def test_the_contract_fails_when_a_forbidden_import_is_added(tmp_path, module, line):
@@ -51,7 +60,7 @@ def test_the_contract_fails_when_a_forbidden_import_is_added(tmp_path, module, l
     shutil.copytree(ROOT / "shared", copy / "shared", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
     target = copy / module
-    target.write_text(line + target.read_text())
+    target.write_text(line + (target.read_text() if target.exists() else ""))
     result = subprocess.run(
         [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
         cwd=copy,
@@ -62,3 +71,27 @@ def test_the_contract_fails_when_a_forbidden_import_is_added(tmp_path, module, l
     )
     assert result.returncode != 0
     assert "BROKEN" in result.stdout or "broken" in result.stdout.lower()
+
+
+def _private_names_of_others(path: Path) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+
+
+def test_no_code_uses_the_private_names_of_another_object():
+    """`engine.sync_engine.pool._invalidate(...)` and the like break on a library's upgrade:
+    only `self` and `cls` have their private names used."""
+    found = [
+        hit
+        for folder in ("services", "shared")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if "migrations" not in path.parts
+        for hit in _private_names_of_others(path)
+    ]
+    assert not found, found
