@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match, compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from shared.problems import http_problem
 
@@ -61,57 +62,26 @@ def accepted_media_types(table: Sequence[Operation], method: str, path: str) -> 
     return ()
 
 
-class RequestMediaTypeMiddleware:
-    """Answers 415 to a request body in a media type its operation does not take, before
-    anything reads the body. A body sent without `Content-Type` to an operation that takes
-    JSON is read as JSON: curl and small scripts often leave the header out, and the bearer
-    key every such operation requires already keeps browsers' cross-site requests away."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._table: list[Operation] | None = None
-
-    def _operations(self, scope: Scope) -> list[Operation]:
-        if self._table is None:
-            self._table = operations_from_openapi(scope["app"].openapi())
-        return self._table
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        content_type: bytes | None = None
-        has_body = False
-        for name, value in scope.get("headers", []):
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                has_body = value.strip() not in (b"", b"0")
-            elif name == b"transfer-encoding":
-                has_body = True
-        if not has_body:
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        accepted = accepted_media_types(self._operations(scope), scope["method"], path)
-        if not accepted:
-            await self.app(scope, receive, send)
-            return
-        if content_type is None:
-            if JSON in accepted:
-                headers = [*scope["headers"], (b"content-type", JSON.encode())]
-                await self.app({**scope, "headers": headers}, receive, send)
-                return
-            sent = None
-        else:
-            sent = media_type(content_type.decode("latin-1"))
-            if sent in accepted or (sent in FORMS and not FORMS.isdisjoint(accepted)):
-                await self.app(scope, receive, send)
-                return
-        await unsupported_media_type(scope["method"], accepted, sent)(scope, receive, send)
+def media_type_verdict(
+    table: Sequence[Operation], method: str, path: str, content_type: bytes | None
+) -> Literal["pass", "json"] | JSONResponse:
+    """What a request with a body gets: `pass` when its operation takes the body's media type
+    (or is not documented), `json` when it sent no `Content-Type` to an operation that takes
+    JSON (read as JSON: curl and small scripts often leave the header out, and the bearer key
+    every such operation requires already keeps browsers' cross-site requests away), else the
+    415 naming what the operation takes."""
+    accepted = accepted_media_types(table, method, path)
+    if not accepted:
+        return "pass"
+    if content_type is None:
+        if JSON in accepted:
+            return "json"
+        sent = None
+    else:
+        sent = media_type(content_type.decode("latin-1"))
+        if sent in accepted or (sent in FORMS and not FORMS.isdisjoint(accepted)):
+            return "pass"
+    return unsupported_media_type(method, accepted, sent)
 
 
 def unsupported_media_type(method: str, accepted: Sequence[str], sent: str | None) -> JSONResponse:

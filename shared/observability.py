@@ -1,4 +1,4 @@
-"""JSON logs with a request id, Prometheus metrics, and the request-id middleware.
+"""JSON logs with a request id, Prometheus metrics, and the access line of each request.
 
 Logs carry ids, never personal data: the access line names the route template (not the raw
 path, which may hold an external id), the status, the duration and the caller's partner id.
@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 import uuid
 from contextvars import ContextVar
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -146,59 +145,36 @@ class Metrics:
         )
 
 
-def new_request_id() -> str:
+def request_id_for(incoming: bytes | None) -> str:
+    """The request's id: the caller's `X-Request-ID` when it is a plausible one, else a new one."""
+    if incoming:
+        text = incoming.decode("latin-1")
+        if _REQUEST_ID_OK.match(text):
+            return text
     return uuid.uuid4().hex
 
 
-class RequestContextMiddleware:
-    """Accepts or makes `X-Request-ID`, echoes it, logs one access line, counts the request."""
+class AccessLog:
+    """One access line and the HTTP metrics per request, by route template (never the raw
+    path, which may hold an external id)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.log = structlog.get_logger("relais.access")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = None
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        rid = incoming if incoming and _REQUEST_ID_OK.match(incoming) else new_request_id()
-        token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
-        started = time.perf_counter()
-        status_holder = {"status": 500}
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            status = status_holder["status"]
-            self.metrics.http_requests.labels(template, method, str(status)).inc()
-            self.metrics.http_latency.labels(template, method).observe(elapsed)
-            if template not in {"/healthz", "/metrics"}:
-                self.log.info(
-                    "request",
-                    service=self.metrics.service,
-                    method=method,
-                    route=template,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                    caller=scope.get("state", {}).get("caller"),
-                )
-            request_id_var.reset(token)
+    def record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.metrics.http_requests.labels(template, method, str(status)).inc()
+        self.metrics.http_latency.labels(template, method).observe(elapsed)
+        if template not in {"/healthz", "/metrics"}:
+            self.log.info(
+                "request",
+                service=self.metrics.service,
+                method=method,
+                route=template,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                caller=scope.get("state", {}).get("caller"),
+            )

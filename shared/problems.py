@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import errors as domain
 from shared.constraints import database_error, is_outage, refusal_for
@@ -314,30 +313,3 @@ def unexpected_error_response(exc: BaseException, path_params: Container[str] = 
         "Internal error",
         "An unexpected error occurred. Quote the request id when reporting it.",
     )
-
-
-class UnexpectedErrorMiddleware:
-    """Turns any exception the handlers did not take into a problem document, and logs it once."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            response = unexpected_error_response(exc, scope.get("path_params") or {})
-            if started:
-                return  # the response is under way; the log line is all that can be done
-            await response(scope, receive, send)

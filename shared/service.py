@@ -19,23 +19,18 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import create_engine, create_sessionmaker
 from shared.docs import install_docs
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
-from shared.http_conventions import RequestMediaTypeMiddleware, method_not_allowed
-from shared.idempotency import MAX_KEY_LENGTH, IdempotencyMiddleware, purge_expired
+from shared.http_conventions import method_not_allowed
+from shared.http_layer import HttpLayer
+from shared.idempotency import MAX_KEY_LENGTH, purge_expired
 from shared.migrate import schema_status
-from shared.observability import Metrics, RequestContextMiddleware, configure_logging
-from shared.problems import (
-    Problem,
-    UnexpectedErrorMiddleware,
-    install_error_handlers,
-    problem_response,
-)
+from shared.observability import Metrics, configure_logging
+from shared.problems import Problem, install_error_handlers, problem_response
 from shared.settings import Settings
 
 log = structlog.get_logger("relais.service")
@@ -67,67 +62,6 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     403: {"model": Problem, "description": "The key's role may not do this."},
     422: {"model": Problem, "description": "Invalid input; `errors` names each field."},
 }
-
-
-class BodySizeLimitMiddleware:
-    """Refuses request bodies over the limit with 413, before any handler reads them.
-
-    A declared Content-Length over the limit is refused at once; a chunked body is read up
-    to the limit (bodies are small JSON documents) and handed on whole, or refused."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = None
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = self.max_bytes + 1
-        if declared is not None:
-            if declared > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await problem_response(
-            413,
-            "payload-too-large",
-            "Request body too large",
-            f"Request bodies are limited to {self.max_bytes} bytes.",
-        )(scope, receive, send)
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -387,9 +321,5 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
     app.include_router(_health_router())
     install_docs(app)
 
-    app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(RequestMediaTypeMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(UnexpectedErrorMiddleware)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(HttpLayer, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
