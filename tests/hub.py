@@ -9,58 +9,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from devkit.client import HubClient
 from services.notifications.app import create_app as notifications_app
 from services.referrals.app import create_app as referrals_app
 from services.registry.app import create_app as registry_app
 from shared.settings import Settings
 from tests.conftest import running
-from tests.factories import bearer, make_admin_key
+from tests.factories import make_admin_key
 
 
 @dataclass
-class Hub:
-    registry: httpx.AsyncClient
-    referrals: httpx.AsyncClient
-    notifications: httpx.AsyncClient
-    admin: str
-    sessionmaker: Any
+class Hub(HubClient):
+    """The hub's client (devkit/client.py) with the registry's sessionmaker."""
 
-    async def partner(self, name: str, kind: str = "ngo") -> dict:
-        partner = (
-            await self.registry.post(
-                "/partners",
-                json={
-                    "name": name,
-                    "acronym": name[:8],
-                    "kind": kind,
-                    "contact_email": "contact@example.org",
-                },
-                headers=bearer(self.admin),
-            )
-        ).json()
-        key = await self.registry.post(
-            f"/partners/{partner['id']}/api-keys", json={"name": "test"}, headers=bearer(self.admin)
-        )
-        partner["key"] = key.json()["key"]
-        return partner
-
-    async def service(
-        self, partner: dict, service_type: str, areas: list[str], **fields: Any
-    ) -> dict:
-        response = await self.registry.post(
-            "/services",
-            json={
-                "service_type": service_type,
-                "name": f"{partner['name']} {service_type}",
-                "areas": areas,
-                **fields,
-            },
-            headers=bearer(partner["key"]),
-        )
-        assert response.status_code == 201, response.text
-        return response.json()
+    sessionmaker: Any = None
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
