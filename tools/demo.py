@@ -31,24 +31,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import secrets
-import socket
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+# The hub client and the webhook receiver the tests and the bench use too (devkit/): found
+# from the repository, as `python tools/demo.py` puts only tools/ on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devkit.client import HubClient, HubError, problem
+from devkit.receiver import Received, Receiver
 
 ENDPOINT_DESCRIPTION = "Relais demo receiver (tools/demo.py)"
 KEY_NAME = "Relais demo (tools/demo.py)"
@@ -225,75 +228,14 @@ def clip(text: str, width: int) -> str:
 # --- The hub's API -----------------------------------------------------------------------
 
 
-class DemoError(Exception):
+class DemoError(HubError):
     """A failure the demo explains in one message and ends on (exit code 1)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the HTTP status the hub answered, if it answered
 
+class Hub(HubClient):
+    """The hub's client (devkit/client.py), raising the demo's error."""
 
-def _problem(method: str, url: str, response: httpx.Response) -> str:
-    text = f"{method} {url} answered {response.status_code}"
-    try:
-        body = response.json()
-    except ValueError:
-        return f"{text}: {clip(response.text.strip(), 300)}"
-    if not isinstance(body, dict):
-        return f"{text}: {clip(str(body), 300)}"
-    parts = [str(body.get(k)) for k in ("title", "detail") if body.get(k)]
-    for error in body.get("errors") or []:
-        parts.append(f"{error.get('field')}: {error.get('message')}")
-    if body.get("request_id"):
-        parts.append(f"request id {body['request_id']}")
-    return f"{text}: " + "; ".join(parts)
-
-
-class Hub:
-    def __init__(self, urls: dict[str, str], client: httpx.AsyncClient) -> None:
-        self.urls = urls
-        self.client = client
-
-    async def call(
-        self,
-        method: str,
-        service: str,
-        path: str,
-        *,
-        key: str,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        ok: tuple[int, ...] = (200, 201, 204),
-        hints: dict[int, str] | None = None,
-    ) -> Any:
-        url = self.urls[service] + path
-        try:
-            response = await self.client.request(
-                method, url, json=json, params=params, headers={"Authorization": f"Bearer {key}"}
-            )
-        except httpx.HTTPError as exc:
-            raise DemoError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code not in ok:
-            hint = (hints or {}).get(response.status_code)
-            raise DemoError(
-                _problem(method, url, response) + (f". {hint}" if hint else ""),
-                status=response.status_code,
-            )
-        return response.json() if response.content else None
-
-    async def items(
-        self, service: str, path: str, *, key: str, params: dict[str, Any] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every item of a paginated list, page after page."""
-        cursor = None
-        while True:
-            query = {**(params or {}), "limit": 500, **({"cursor": cursor} if cursor else {})}
-            page = await self.call("GET", service, path, key=key, params=query)
-            for item in page["items"]:
-                yield item
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+    error = DemoError
 
 
 def check_ready(urls: dict[str, str]) -> None:
@@ -348,75 +290,6 @@ def no_admin_key(sources: list[KeySource]) -> str:
     return f"no admin key: looked in {looked}; {ADMIN_KEY_HINT}."
 
 
-# --- The webhook receiver ----------------------------------------------------------------
-
-
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves Ctrl-C to the demo (which then cleans up)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class Receiver:
-    """A tiny ASGI app on a loopback port: POST /hooks/<slug> is handed to `handle`, which
-    answers the status code to return."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        self.server: uvicorn.Server | None = None
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-
-    def url(self, slug: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{slug}"
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        arrived = time.time()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status = 405
-        if scope["method"] == "POST" and scope["path"].startswith("/hooks/"):
-            slug = scope["path"].removeprefix("/hooks/")
-            status = await self.handle(slug, headers, body, arrived)
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def start(self) -> None:
-        config = uvicorn.Config(self, log_level="warning", lifespan="off", access_log=False)
-        self.server = _QuietServer(config)
-        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if self.task.done():
-                self.task.result()
-                raise DemoError("the webhook receiver did not start")
-            if time.monotonic() > deadline:
-                raise DemoError("the webhook receiver did not start in 10 s")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-            try:
-                await asyncio.wait_for(self.task, timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                self.task.cancel()
-        self.sock.close()
-
-
 # --- The demo ----------------------------------------------------------------------------
 
 
@@ -444,7 +317,7 @@ class Demo:
         self.timeout = timeout
         self.parties: dict[str, Party] = {}
         self.names: dict[str, str] = {}  # partner id -> name, for the table
-        self.receiver = Receiver(self.on_webhook)
+        self.receiver = Receiver(respond=self.answer_webhook, port=0)
         self.case: dict[str, Any] | None = None
         self.case_known = asyncio.Event()
         self.steps: dict[str, dict[str, Any]] = {}  # step id -> step
@@ -477,12 +350,13 @@ class Demo:
         found = [source for source in self.key_sources if source.key]
         if not found:
             raise DemoError(no_admin_key(self.key_sources))
-        url = self.hub.urls["referrals"] + "/queues/unassigned"
+        path = "/queues/unassigned"
+        url = f"{self.hub.referrals.base_url}".rstrip("/") + path
         refused: list[str] = []
         for source in found:
             try:
-                response = await self.hub.client.get(
-                    url, params={"limit": 1}, headers={"Authorization": f"Bearer {source.key}"}
+                response = await self.hub.referrals.get(
+                    path, params={"limit": 1}, headers={"Authorization": f"Bearer {source.key}"}
                 )
             except httpx.HTTPError as exc:
                 raise DemoError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
@@ -497,7 +371,7 @@ class Demo:
             elif response.status_code == 403:
                 refused.append(f"{source.origin} (403: a partner's key)")
             else:
-                raise DemoError(_problem("GET", url, response))
+                raise DemoError(problem("GET", url, response))
         refusals = ", ".join(refused)
         raise DemoError(f"the hub refused the admin key from {refusals}; {ADMIN_KEY_HINT}.")
 
@@ -675,7 +549,7 @@ class Demo:
                 "/endpoints",
                 key=party.key,
                 json={
-                    "url": self.receiver.url(party.slug),
+                    "url": self.receiver.url_for(f"/hooks/{party.slug}"),
                     "event_types": event_types,
                     "description": ENDPOINT_DESCRIPTION,
                 },
@@ -766,6 +640,16 @@ class Demo:
         if self.error is None:
             self.error = message
         self.finished.set()
+
+    def answer_webhook(self, received: list[Received]) -> Awaitable[tuple[int, dict]]:
+        """The receiver's answer to the request that just arrived (the demo keeps none)."""
+        return self._answer(received.pop())
+
+    async def _answer(self, request: Received) -> tuple[int, dict]:
+        if request.method != "POST" or not request.path.startswith("/hooks/"):
+            return 405, {}
+        slug = request.path.removeprefix("/hooks/")
+        return await self.on_webhook(slug, request.headers, request.body, request.wall), {}
 
     async def on_webhook(self, slug: str, headers: dict[str, str], body: bytes, at: float) -> int:
         party = self.parties.get(slug)
@@ -1156,8 +1040,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _main(urls: dict[str, str], key_sources: list[KeySource], wait_seconds: float) -> int:
-    async with httpx.AsyncClient(timeout=15, trust_env=False) as client:
-        return await Demo(Hub(urls, client), key_sources, wait_seconds).run()
+    async with Hub.connect(urls, timeout=15) as hub:
+        return await Demo(hub, key_sources, wait_seconds).run()
 
 
 def main(argv: list[str] | None = None) -> int:
