@@ -161,13 +161,22 @@ class AccessLog:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.log = structlog.get_logger("relais.access")
+        # Each (route, method, status)'s counter and histogram, found once: `labels()` takes a
+        # lock and checks its arguments on every call.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
-        self.metrics.http_requests.labels(template, method, str(status)).inc()
-        self.metrics.http_latency.labels(template, method).observe(elapsed)
+        series = self._series.get((template, method, status))
+        if series is None:
+            series = self._series[(template, method, status)] = (
+                self.metrics.http_requests.labels(template, method, str(status)),
+                self.metrics.http_latency.labels(template, method),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
         if template not in {"/healthz", "/metrics"}:
             self.log.info(
                 "request",
