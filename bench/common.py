@@ -3,7 +3,9 @@ processes, the load processes, progress lines and the machine's description.
 
 Nothing here runs inside a service: the services are started as processes
 (`python -m services.<name>`, `python -m services.<name>.worker`) on loopback ports, and the
-load comes from other processes (`python -m bench.load`, `python -m bench.receiver`).
+load comes from other processes (`python -m bench.load`, and the webhook receiver the tests
+and the demo use too, `python -m devkit.receiver`). The partners, services and endpoints a
+measure needs are set up through the APIs with the hub client of `devkit/client.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from devkit.client import HubClient
 from shared.db import plain_url
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.migrate import upgrade
@@ -327,6 +330,10 @@ class Hub:
         self.procs.profile(proc)
         return proc
 
+    def client(self) -> AbstractAsyncContextManager[HubClient]:
+        """The hub client (devkit/client.py) of these services, with the admin's key."""
+        return HubClient.connect({name: self.url(name) for name in SERVICES}, admin=ADMIN_KEY)
+
     def start_worker(self, name: str, **extra: str) -> Proc:
         env = service_env(self.database_url, self.ports, run_workers=True, **extra)
         argv = [sys.executable, "-m", f"services.{name}.worker"]
@@ -427,67 +434,13 @@ def have(command: str) -> bool:
     return shutil.which(command) is not None
 
 
-# --- Setting up partners, services and endpoints through the APIs ------------------------------
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def make_partner(client: httpx.AsyncClient, registry: str, name: str) -> dict[str, Any]:
-    """A partner with an API key (`key`), created by the admin through the registry."""
-    response = await client.post(
-        f"{registry}/partners",
-        json={
-            "name": name,
-            "acronym": name[:8],
-            "kind": "ngo",
-            "contact_email": "contact@example.org",
-        },
-        headers=bearer(ADMIN_KEY),
-    )
-    response.raise_for_status()
-    partner = response.json()
-    key = await client.post(
-        f"{registry}/partners/{partner['id']}/api-keys",
-        json={"name": "bench"},
-        headers=bearer(ADMIN_KEY),
-    )
-    key.raise_for_status()
-    partner["key"] = key.json()["key"]
-    return partner
-
-
-async def make_service(
-    client: httpx.AsyncClient, registry: str, key: str, service_type: str, areas: list[str]
-) -> dict[str, Any]:
-    response = await client.post(
-        f"{registry}/services",
-        json={"service_type": service_type, "name": f"bench {service_type}", "areas": areas},
-        headers=bearer(key),
-    )
-    if response.status_code != 201:
-        raise RuntimeError(response.text)
-    return response.json()
-
-
-async def make_endpoint(
-    client: httpx.AsyncClient, notifications: str, key: str, url: str, event_types: list[str]
-) -> dict[str, Any]:
-    response = await client.post(
-        f"{notifications}/endpoints",
-        json={"url": url, "event_types": event_types, "description": "bench receiver"},
-        headers=bearer(key),
-    )
-    if response.status_code != 201:
-        raise RuntimeError(response.text)
-    return response.json()
+# --- The webhook receiver -------------------------------------------------------------------
 
 
 async def start_receiver(procs: Processes) -> tuple[Proc, str]:
-    """The receiver process and its base URL, once it answers."""
+    """The receiver process (`python -m devkit.receiver`) and its base URL, once it answers."""
     port = free_port()
-    proc = procs.spawn("receiver", [sys.executable, "-m", "bench.receiver", str(port)])
+    proc = procs.spawn("receiver", [sys.executable, "-m", "devkit.receiver", str(port)])
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     async with httpx.AsyncClient(timeout=2) as client:

@@ -3,7 +3,7 @@ receiver, against a general Python Postgres task queue (procrastinate) doing the
 deliveries, in the same run.
 
 On a fresh database: one partner's endpoint (`referral.*`, a `whsec_` secret) pointing at the
-receiver process (bench/receiver.py). A run appends N `referral.created` events whose
+receiver process (`python -m devkit.receiver`). A run appends N `referral.created` events whose
 audience is that partner (each carries a Referral with its minimised case, as the router
 writes them) and the N pending deliveries the fan-out would make of them (the fan-out's
 checkpoint is moved past them, so it has nothing to do during the run), then starts one

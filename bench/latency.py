@@ -27,9 +27,6 @@ from bench.common import (
     connect,
     cpu_note,
     loader,
-    make_endpoint,
-    make_partner,
-    make_service,
     percentile,
     progress,
     run_json,
@@ -124,17 +121,13 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
     for name in ("registry", "referrals", "notifications"):
         await hub.start(name, run_workers=True)
     registry = hub.url("registry")
-    async with httpx.AsyncClient(timeout=30) as client:
-        owner = await make_partner(client, registry, "ONG Sabou")
-        provider = await make_partner(client, registry, "ANPE")
+    async with hub.client() as hub_client, httpx.AsyncClient(timeout=30) as client:
+        owner = await hub_client.partner("ONG Sabou", key_name="bench")
+        provider = await hub_client.partner("ANPE", key_name="bench")
         for service_type in PLAN_TYPES:
-            await make_service(client, registry, provider["key"], service_type, ["ML"])
-        await make_endpoint(
-            client,
-            hub.url("notifications"),
-            provider["key"],
-            f"{receiver}/hooks",
-            ["referral.created"],
+            await hub_client.service(provider, service_type, ["ML"])
+        await hub_client.endpoint(
+            provider, f"{receiver}/hooks", ["referral.created"], "bench receiver"
         )
         progress("latency: warm-up, 3 s at half the rate")
         warm = await _paced(registry, owner["key"], rate / 2, 3, 1)

@@ -7,9 +7,9 @@ process spends as little of the two cores as possible.
 
 Modes:
 - `intake_http`: `POST /cases` from N concurrent connections, for a duration or a count.
-- `intake_sql`: the SQL of one intake (services/registry/case_actions.py `create_case`, with
-  store/duplicates.py `index_case`, statement for statement) straight through asyncpg, from N
-  concurrent connections: the ceiling of intake.
+- `intake_direct`: one intake as the registry runs it (the key's look-up, then
+  `services/registry/case_actions.py` `create_case` with its store functions) on the
+  service's own engine, without HTTP, from N concurrent sessions: the ceiling of intake.
 - `paced`: `POST /cases` at a fixed rate (open loop), recording when each answer arrived.
 - `gets`: GET requests one after the other, with the latency of each.
 """
@@ -22,8 +22,6 @@ import json
 import resource
 import sys
 import time
-import uuid
-from datetime import UTC, date, datetime
 from typing import Any
 
 from bench.data import case_body
@@ -183,110 +181,21 @@ async def intake_http(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --- intake straight through the driver --------------------------------------------------------
-
-_AUTH = (
-    "SELECT hub.api_keys.id, hub.api_keys.role, hub.api_keys.partner_id, hub.api_keys.key_hash, "
-    "hub.api_keys.last_used_at \nFROM hub.api_keys \nWHERE hub.api_keys.key_hash = $1::BYTEA "
-    "AND hub.api_keys.revoked_at IS NULL AND hub.api_keys.partner_active IS true"
-)
-# services/registry/store/cases.py `_KNOWN`, `_INSERT_CASE`; store/duplicates.py `_INDEX`.
-_KNOWN = """
-    SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = $1::VARCHAR
-    UNION ALL
-    SELECT 'service_type', code FROM hub.service_types WHERE code = ANY($2::VARCHAR[])
-    UNION ALL
-    SELECT 'case', CAST(id AS text) FROM registry.cases
-    WHERE owner_partner_id = $3::UUID AND external_id = $4::VARCHAR
-    """
-_INSERT_CASE = """
-        WITH number AS MATERIALIZED (
-            SELECT CAST(nextval('registry.case_reference_seq') AS text) AS n
-        ),
-        new_case AS (
-            INSERT INTO registry.cases (id, reference, owner_partner_id, external_id,
-                beneficiary, return_info, return_area_code, vulnerabilities, consent)
-            SELECT $1::UUID, $2::VARCHAR || lpad(n, greatest(6, length(n)), '0'), $3::UUID,
-                $4::VARCHAR, $5::JSONB, $6::JSONB, $7::VARCHAR, $8::VARCHAR[], $9::JSONB
-            FROM number
-            RETURNING id, reference, owner_partner_id, external_id, beneficiary, return_info,
-                return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
-                version, created_at, updated_at
-        ),
-        new_steps AS (
-            INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
-                priority, delivery, depends_on, notes, status, status_reason)
-            SELECT s.id, new_case.id, s.key, s.position, s.service_type, s.priority,
-                s.delivery, s.depends_on, s.notes, s.status, s.status_reason
-            FROM new_case, jsonb_to_recordset($10::JSONB) AS s(id uuid, key text,
-                position integer, service_type text, priority text, delivery text,
-                depends_on text[], notes text, status text, status_reason text)
-        )
-        SELECT id, reference, owner_partner_id, external_id, beneficiary, return_info,
-            return_area_code, vulnerabilities, consent, status, closure_reason, merged_into,
-            version, created_at, updated_at
-        FROM new_case
-        """
-_INDEX = """
-        WITH added AS (
-            INSERT INTO registry.duplicate_keys (case_id, key)
-            SELECT $1::UUID, k.key FROM unnest(CAST($2::VARCHAR[] AS text[])) AS k(key)
-        ),
-        candidates AS (
-            SELECT DISTINCT d.case_id
-            FROM unnest(CAST($2::VARCHAR[] AS text[])) AS k(key)
-            CROSS JOIN LATERAL (
-                SELECT case_id FROM registry.duplicate_keys
-                WHERE key = k.key AND case_id <> $1::UUID
-                ORDER BY case_id
-                LIMIT $3::INTEGER
-            ) AS d
-        )
-        SELECT c.id, c.beneficiary, c.return_area_code
-        FROM registry.cases AS c JOIN candidates ON c.id = candidates.case_id
-        WHERE coalesce(c.closure_reason, '') <> 'merged'
-        """
-_UPSERT_DUPLICATE = (
-    "INSERT INTO registry.duplicates (id, case_a_id, case_b_id, score, reasons) "
-    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_a_id, case_b_id) DO UPDATE "
-    "SET score = excluded.score, reasons = excluded.reasons "
-    "WHERE registry.duplicates.status = 'open'"
-)
-_APPEND = (
-    "INSERT INTO hub.events (id, type, source, subject, actor, audience, correlation_id, "
-    "causation_id, data) VALUES ($1::UUID, $2::VARCHAR, $3::VARCHAR, $4::VARCHAR, $5::VARCHAR, "
-    "$6::UUID[], $7::VARCHAR, $8::UUID, $9::JSONB) RETURNING hub.events.seq, hub.events.id, "
-    "hub.events.tx, hub.events.type, hub.events.source, hub.events.subject, hub.events.time, "
-    "hub.events.actor, hub.events.audience, hub.events.correlation_id, "
-    "hub.events.causation_id, hub.events.data"
-)
+# --- the intake's own code without HTTP ---------------------------------------------------------
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
-    """The statements of one intake, in order: the key's look-up outside a transaction (the
-    service runs it on the request's connection in autocommit mode), then one transaction per
-    case."""
-    import asyncpg
-
-    from services.registry import matching
-    from services.registry.case_shape import STEP_FIELDS, case_snapshot
-    from services.registry.matching import facts_of
-    from services.registry.plan import StepDraft, plan_statuses, settle_steps
+async def intake_direct(config: dict[str, Any]) -> dict[str, Any]:
+    """One intake as the registry runs it, without HTTP: on the service's engine and
+    sessionmaker (`shared.db`), the key looked up on the session's connection in autocommit
+    mode as `shared.deps.get_caller` does, then in one transaction
+    `services.registry.case_actions.create_case` (its store functions: the codes and the
+    external id, the case with its steps, the duplicate keys and candidates, the event)."""
+    from services.registry import case_actions
     from services.registry.schemas_cases import CaseCreate
-    from shared.auth import hash_key
+    from shared.auth import AUTOCOMMIT, look_up
+    from shared.db import create_engine, create_sessionmaker
+    from shared.settings import Settings
 
-    owner = uuid.UUID(config["owner_id"])
-    digest = hash_key(config["key"])
     start_index = int(config["start_index"])
     duration = float(config["duration"])
     concurrency = int(config["concurrency"])
@@ -297,145 +206,56 @@ async def intake_sql(config: dict[str, Any]) -> dict[str, Any]:
         CaseCreate.model_validate(case_body(i)).model_dump(mode="json", by_alias=True)
         for i in range(start_index, start_index + planned)
     ]
-
-    async def init(conn: asyncpg.Connection) -> None:
-        for name in ("json", "jsonb"):
-            await conn.set_type_codec(
-                name,
-                encoder=lambda v: json.dumps(v, default=_json_default),
-                decoder=json.loads,
-                schema="pg_catalog",
-            )
-
-    pool = await asyncpg.create_pool(
-        config["database_url"], min_size=concurrency, max_size=concurrency, init=init
+    settings = Settings(
+        database_url=config["database_url"], db_pool_size=concurrency, db_max_overflow=0
     )
+    engine = create_engine(settings, application_name="relais-bench-intake")
+    sessionmaker = create_sessionmaker(engine)
     next_index = 0
     done = 0
-    duplicates_found = 0
     latencies: list[float] = []
 
-    async def one(conn: asyncpg.Connection, body: dict[str, Any]) -> None:
-        nonlocal duplicates_found
-        key_row = await conn.fetchrow(_AUTH, digest)
-        assert key_row is not None
-        plan = body["plan"]
-        async with conn.transaction():
-            area = body["return"]["area_code"]
-            step_types = [s["service_type"] for s in plan]
-            known = await conn.fetch(
-                _KNOWN, area, sorted(set(step_types)), owner, body["external_id"]
-            )
-            assert {r["value"] for r in known if r["kind"] != "case"} == {area, *step_types}
-            assert not any(r["kind"] == "case" for r in known)
-            settled = settle_steps(
-                [
-                    StepDraft(
-                        service_type=s["service_type"],
-                        priority=s.get("priority", "normal"),
-                        delivery=s.get("delivery", "referral"),
-                        key=s.get("key"),
-                        depends_on=s.get("depends_on"),
-                        notes=s.get("notes", ""),
-                    )
-                    for s in plan
-                ]
-            )
-            steps = [
-                {
-                    "id": uuid.uuid4(),
-                    "position": n,
-                    "owner_status": None,
-                    "referral_status": None,
-                    **s,
-                }
-                for n, s in enumerate(settled, start=1)
-            ]
-            statuses = plan_statuses(
-                steps,
-                consent_granted=(body["consent"] or {}).get("referral") == "granted",
-                case_open=True,
-            )
-            for step, (status, reason) in zip(steps, statuses, strict=True):
-                step["status"], step["status_reason"] = status, reason
-            case_id = uuid.uuid4()
-            prefix = f"{area.split('-', 1)[0].upper()}-{datetime.now(UTC).year}-"
-            case = dict(
-                await conn.fetchrow(
-                    _INSERT_CASE,
-                    case_id,
-                    prefix,
-                    owner,
-                    body["external_id"],
-                    body["beneficiary"],
-                    body["return"],
-                    area,
-                    list(body.get("vulnerabilities") or []),
-                    body["consent"],
-                    [
-                        {
-                            "id": str(s["id"]),
-                            "position": s["position"],
-                            **{k: s[k] for k in STEP_FIELDS[1:]},
-                        }
-                        for s in steps
-                    ],
+    async def one(body: dict[str, Any]) -> None:
+        async with sessionmaker() as session:
+            await session.connection(execution_options=AUTOCOMMIT)
+            caller = await look_up(session, config["key"])
+            await session.commit()
+            assert caller is not None and caller.partner_id is not None
+            async with session.begin():
+                await case_actions.create_case(
+                    session, owner_id=caller.partner_id, body=body, caller=caller
                 )
-            )
-            facts = facts_of(case)
-            keys = sorted(matching.blocking_keys(facts))
-            if keys:
-                pairs = []
-                for other in await conn.fetch(_INDEX, case_id, keys, matching.MAX_CANDIDATES):
-                    match = matching.score(facts, facts_of(other))
-                    if match is None:
-                        continue
-                    a, b = sorted((case_id, other["id"]), key=str)
-                    pairs.append((uuid.uuid4(), a, b, match.score, list(match.reasons)))
-                if pairs:
-                    duplicates_found += len(pairs)
-                    await conn.executemany(_UPSERT_DUPLICATE, pairs)
-            snapshot = case_snapshot(case, steps)
-            await conn.fetchrow(
-                _APPEND,
-                uuid.uuid4(),
-                "case.created",
-                "/registry",
-                f"cases/{case_id}",
-                str(owner),
-                [owner],
-                None,
-                None,
-                json.loads(json.dumps(snapshot, default=_json_default)),
-            )
 
     stop_at = 0.0
 
     async def worker() -> None:
         nonlocal next_index, done
-        async with pool.acquire() as conn:
-            while time.monotonic() < stop_at and next_index < len(bodies):
-                body = bodies[next_index]
-                next_index += 1
-                sent = time.monotonic()
-                await one(conn, body)
-                latencies.append(time.monotonic() - sent)
-                done += 1
+        while time.monotonic() < stop_at and next_index < len(bodies):
+            body = bodies[next_index]
+            next_index += 1
+            sent = time.monotonic()
+            await one(body)
+            latencies.append(time.monotonic() - sent)
+            done += 1
 
+    # The pool's connections opened, and their statements prepared, before the clock starts,
+    # as the service's are by the warm-up.
+    await asyncio.gather(*(one(body) for body in bodies[:concurrency]))
+    next_index = concurrency
     cpu0 = cpu_seconds()
     started = time.monotonic()
     stop_at = started + duration
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.monotonic() - started
-    await pool.close()
+    await engine.dispose()
     return {
         "count": done,
         "seconds": elapsed,
         "rate": done / elapsed,
         "p50_ms": _ms(latencies, 50),
         "p99_ms": _ms(latencies, 99),
-        "duplicates": duplicates_found,
         "exhausted": next_index >= len(bodies),
+        "next_index": start_index + next_index,
         "loader_cpu_s": cpu_seconds() - cpu0,
     }
 
@@ -537,7 +357,12 @@ async def gets(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-MODES = {"intake_http": intake_http, "intake_sql": intake_sql, "paced": paced, "gets": gets}
+MODES = {
+    "intake_http": intake_http,
+    "intake_direct": intake_direct,
+    "paced": paced,
+    "gets": gets,
+}
 
 
 def main() -> None:

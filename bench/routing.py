@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 
-import httpx
-
 from bench.common import (
     CpuMeter,
     Hub,
@@ -25,8 +23,6 @@ from bench.common import (
     connect,
     cpu_note,
     loader,
-    make_partner,
-    make_service,
     median,
     progress,
     run_json,
@@ -54,12 +50,12 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
     hub = Hub(procs, database)
     registry = hub.url("registry")
     await hub.start("registry", run_workers=False)
-    async with httpx.AsyncClient(timeout=30) as client:
-        owner = await make_partner(client, registry, "ONG Sabou")
+    async with hub.client() as client:
+        owner = await client.partner("ONG Sabou", key_name="bench")
         for name, areas in PROVIDERS:
-            provider = await make_partner(client, registry, name)
+            provider = await client.partner(name, key_name="bench")
             for service_type in PLAN_TYPES:
-                await make_service(client, registry, provider["key"], service_type, areas)
+                await client.service(provider, service_type, areas)
     index = 1
     rates, counts = [], []
     async with connect(database) as conn:
