@@ -1,7 +1,7 @@
-"""`make bench` = `python -m bench`: the five measures of SPEC section 10, one after another,
+"""`make bench` = `python -m bench`: the six measures of SPEC section 10, one after another,
 each on a fresh database with the services it needs started as processes, then the table.
 
-Options: `--only intake,routing,dispatch,latency,scale` runs some of them; `--quick`
+Options: `--only intake,routing,dispatch,latency,cpu,scale` runs some of them; `--quick`
 shortens every run (for trying the bench, not for figures). Environment: `BENCH_DATABASE_URL`
 (a server where the bench may create databases; default: the embedded PostgreSQL),
 `BENCH_RUNS` (runs per throughput figure, default 3), and the per-measure sizes named in
@@ -16,7 +16,7 @@ import json
 import time
 import traceback
 
-from bench import dispatch, intake, latency, routing, scale
+from bench import cpu, dispatch, intake, latency, routing, scale
 from bench.common import Processes, Row, machine, pg_server, progress, run_dir, table
 
 MEASURES = {
@@ -24,6 +24,7 @@ MEASURES = {
     "routing": routing.measure,
     "dispatch": dispatch.measure,
     "latency": latency.measure,
+    "cpu": cpu.measure,
     "scale": scale.measure_reduced,
 }
 

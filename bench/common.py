@@ -552,9 +552,12 @@ class CpuMeter:
     """CPU used during a phase: by given processes, by the embedded PostgreSQL, by this bench
     (with its loaders, receivers and services), and by everything else on the machine."""
 
-    def __init__(self, server: PgServer, pids: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, server: PgServer, pids: dict[str, int] | None = None, *, trees: bool = False
+    ) -> None:
         self.server = server
         self.pids = dict(pids or {})
+        self.trees = trees  # count each process with its descendants
         self.start = self._read()
 
     def _postmaster(self) -> int | None:
@@ -571,7 +574,7 @@ class CpuMeter:
         postmaster = self._postmaster()
         values["postgres"] = tree_cpu(postmaster) if postmaster else float("nan")
         for name, pid in self.pids.items():
-            values[name] = process_cpu(pid)
+            values[name] = tree_cpu(pid) if self.trees else process_cpu(pid)
         return values
 
     def stop(self) -> dict[str, float]:

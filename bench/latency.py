@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass
 
 import httpx
 
 from bench.common import (
+    SERVICES,
     CpuMeter,
     Hub,
     PgServer,
+    Proc,
     Processes,
     Row,
     at_most,
@@ -38,13 +41,13 @@ TARGET_P50_MS = 30.0
 TARGET_P99_MS = 150.0
 
 
-async def _paced(registry: str, key: str, rate: float, seconds: float, start: int) -> dict:
+async def paced(registry: str, key: str, rate: float, seconds: float, start: int) -> dict:
     return await run_json(
         loader("paced", url=registry, key=key, rate=rate, duration=seconds, start_index=start)
     )
 
 
-async def _collect(
+async def collect(
     client: httpx.AsyncClient, receiver: str, cases: list, within: float
 ) -> tuple[list[float], int, dict[str, float]]:
     """Latencies (ms) of the cases whose first referral webhook arrived, and how many never
@@ -111,17 +114,34 @@ async def hops(database: str, cases: list, first: dict[str, float]) -> str:
     )
 
 
-async def measure(server: PgServer, procs: Processes, *, quick: bool = False) -> list[Row]:
-    rate = float(os.environ.get("BENCH_LATENCY_RATE", "100"))
-    seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "8" if quick else "20"))
-    progress("latency: fresh database, receiver, the three services with their workers")
-    database = await server.fresh_database("latency")
-    _receiver_proc, receiver = await start_receiver(procs)
+@dataclass
+class WholeHub:
+    """The three services with their workers on a fresh database, the receiver process, a
+    case owner, and a provider whose endpoint (`referral.created`) points at the receiver."""
+
+    hub: Hub
+    database: str
+    receiver: str
+    receiver_proc: Proc
+    owner: dict
+
+    @property
+    def registry(self) -> str:
+        return self.hub.url("registry")
+
+
+async def whole_hub(
+    server: PgServer, procs: Processes, label: str, client: httpx.AsyncClient, warm_rate: float
+) -> WholeHub:
+    """Start and set up the whole hub, then warm it up: 3 s of cases at `warm_rate`, each
+    routed and its first webhook received."""
+    progress(f"{label}: fresh database, receiver, the three services with their workers")
+    database = await server.fresh_database(label)
+    receiver_proc, receiver = await start_receiver(procs)
     hub = Hub(procs, database)
-    for name in ("registry", "referrals", "notifications"):
+    for name in SERVICES:
         await hub.start(name, run_workers=True)
-    registry = hub.url("registry")
-    async with hub.client() as hub_client, httpx.AsyncClient(timeout=30) as client:
+    async with hub.client() as hub_client:
         owner = await hub_client.partner("ONG Sabou", key_name="bench")
         provider = await hub_client.partner("ANPE", key_name="bench")
         for service_type in PLAN_TYPES:
@@ -129,26 +149,37 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
         await hub_client.endpoint(
             provider, f"{receiver}/hooks", ["referral.created"], "bench receiver"
         )
-        progress("latency: warm-up, 3 s at half the rate")
-        warm = await _paced(registry, owner["key"], rate / 2, 3, 1)
-        _, missing, _ = await _collect(client, receiver, warm["cases"], 30)
-        if missing:
-            raise RuntimeError(f"warm-up: {missing} cases got no referral webhook")
-        await client.get(f"{receiver}/reset")
+    whole = WholeHub(hub, database, receiver, receiver_proc, owner)
+    progress(f"{label}: warm-up, 3 s at {warm_rate:.0f} cases/s")
+    warm = await paced(whole.registry, owner["key"], warm_rate, 3, 1)
+    _, missing, _ = await collect(client, receiver, warm["cases"], 30)
+    if missing:
+        raise RuntimeError(f"warm-up: {missing} cases got no referral webhook")
+    await client.get(f"{receiver}/reset")
+    return whole
+
+
+async def measure(server: PgServer, procs: Processes, *, quick: bool = False) -> list[Row]:
+    rate = float(os.environ.get("BENCH_LATENCY_RATE", "100"))
+    seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "8" if quick else "20"))
+    async with httpx.AsyncClient(timeout=30) as client:
+        whole = await whole_hub(server, procs, "latency", client, rate / 2)
+        hub, database, receiver, owner = whole.hub, whole.database, whole.receiver, whole.owner
+        registry = whole.registry
         # What the pipeline takes when it keeps up: a low rate first, for the record.
         low_rate = float(os.environ.get("BENCH_LATENCY_LOW_RATE", "10"))
         progress(f"latency: {low_rate:.0f} cases/s for 8 s (for comparison)")
-        low = await _paced(registry, owner["key"], low_rate, 8, 50_000)
-        low_latencies, low_missing, low_first = await _collect(client, receiver, low["cases"], 30)
+        low = await paced(registry, owner["key"], low_rate, 8, 50_000)
+        low_latencies, low_missing, low_first = await collect(client, receiver, low["cases"], 30)
         low_hops = await hops(database, low["cases"], low_first)
         low_latencies += [float("inf")] * low_missing
         await client.get(f"{receiver}/reset")
         progress(f"latency: {rate:.0f} cases/s for {seconds:.0f} s")
         pids = {name: proc.pid for name, proc in hub.running.items()}
         meter = CpuMeter(server, pids)
-        run = await _paced(registry, owner["key"], rate, seconds, 100_000)
+        run = await paced(registry, owner["key"], rate, seconds, 100_000)
         used = meter.stop()
-        latencies, missing, first = await _collect(client, receiver, run["cases"], 30)
+        latencies, missing, first = await collect(client, receiver, run["cases"], 30)
         run_hops = await hops(database, run["cases"], first)
     procs.stop_all()
     await server.drop(database)

@@ -301,6 +301,7 @@ async def paced(config: dict[str, Any]) -> dict[str, Any]:
             idle.append(conn)
 
     tasks = []
+    cpu0 = cpu_seconds()
     started = time.monotonic()
     # A hub that cannot keep up would stretch the run: nothing is posted after the duration
     # (plus 20 %), and what was not posted is reported.
@@ -328,6 +329,7 @@ async def paced(config: dict[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "late_posts": late,
         "connections": len(idle),
+        "loader_cpu_s": cpu_seconds() - cpu0,
     }
 
 
