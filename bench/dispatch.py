@@ -2,11 +2,13 @@
 receiver, against a general Python Postgres task queue (procrastinate) doing the same
 deliveries, in the same run.
 
-On a fresh database: one partner's endpoint (`referral.*`, a `whsec_` secret) pointing at the
-receiver process (`python -m devkit.receiver`). A run appends N `referral.created` events whose
-audience is that partner (each carries a Referral with its minimised case, as the router
-writes them) and the N pending deliveries the fan-out would make of them (the fan-out's
-checkpoint is moved past them, so it has nothing to do during the run), then starts one
+On a fresh database: two partners and one endpoint of one of them (`referral.*`) pointing at
+the receiver process (`python -m devkit.receiver`), made through the registry's and the
+notifications' APIs. A run appends N `referral.created` events whose audience is that partner
+(each carries a Referral with its minimised case, as the router writes them) with the event
+log's `append_many`, and has the fan-out's own consumer make their N pending deliveries in
+the bench process (the fan-out's checkpoint is then past them, so the worker's fan-out has
+nothing to do during the run); then it starts one
 `python -m services.notifications.worker` and counts the webhooks the receiver gets; the rate
 is taken between 5 % and 95 % of them from the receiver's arrival times. Then procrastinate
 gets the same N events as N jobs and one procrastinate worker (bench/queue_worker.py) sends
@@ -30,6 +32,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bench.common import (
     CpuMeter,
+    Hub,
     PgServer,
     Processes,
     Row,
@@ -42,9 +45,13 @@ from bench.common import (
     run_json,
     start_receiver,
 )
-from services.notifications.signing import new_secret
+from services.notifications import fanout
 from services.referrals.resources import resource
+from shared.db import create_engine, create_sessionmaker
+from shared.eventlog.append import append_many
+from shared.eventlog.consumer import Consumer
 from shared.minimised import minimise_case
+from shared.settings import Settings
 
 TARGET = 1500.0
 TARGET_TIMES = 4.0
@@ -112,11 +119,14 @@ def referral_event_data(owner: uuid.UUID, assignee: uuid.UUID) -> dict[str, Any]
 
 
 async def add_deliveries(
-    database_url: str, *, n: int, owner: uuid.UUID, assignee: uuid.UUID, endpoint_id: uuid.UUID
+    database_url: str, *, n: int, owner: uuid.UUID, assignee: uuid.UUID
 ) -> tuple[int, int]:
-    """N referral.created events and their pending deliveries; returns (first seq, last seq)."""
+    """N referral.created events (appended with `shared.eventlog.append.append_many`) and
+    their pending deliveries, made by the fan-out's own consumer (`fanout.fan_out`, run here
+    until the log is drained, so that the worker's fan-out has nothing to do during the
+    run); returns (first seq, last seq)."""
     template = referral_event_data(owner, assignee)
-    records = []
+    drafts = []
     for i in range(n):
         referral_id = uuid.uuid4()
         reference = f"ML-2026-{i:06d}"
@@ -128,52 +138,34 @@ async def add_deliveries(
             "step_id": str(uuid.uuid4()),
             "case": {**template["case"], "reference": reference},
         }
-        records.append(
-            (
-                uuid.uuid4(),
-                "referral.created",
-                "/referrals",
-                f"referrals/{referral_id}",
-                "system",
-                sorted([owner, assignee], key=str),
-                json.dumps(data),
-            )
+        drafts.append(
+            {
+                "type": "referral.created",
+                "source": "/referrals",
+                "subject": f"referrals/{referral_id}",
+                "actor": "system",
+                "audience": sorted([owner, assignee], key=str),
+                "data": data,
+            }
         )
+    settings = Settings(database_url=database_url, db_pool_size=2, db_max_overflow=0)
+    engine = create_engine(settings, application_name="relais-bench-dispatch")
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        async with sessionmaker() as session, session.begin():
+            stored = await append_many(session, drafts)
+        consumer = Consumer(name=fanout.CONSUMER_NAME, handler=fanout.fan_out, batch_size=500)
+        await consumer.ensure_checkpoint(sessionmaker)
+        while True:
+            handled, more = await consumer.run_once(sessionmaker)
+            if not handled and not more:
+                break
+    finally:
+        await engine.dispose()
     async with connect(database_url) as conn:
-        last = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM hub.events")
-        async with conn.transaction():
-            await conn.copy_records_to_table(
-                "events",
-                schema_name="hub",
-                columns=["id", "type", "source", "subject", "actor", "audience", "data"],
-                records=records,
-            )
-            await conn.execute(
-                """
-                INSERT INTO notifications.deliveries (id, endpoint_id, partner_id, event_id,
-                    event_seq, event_type, event_time, status, next_attempt_at)
-                SELECT gen_random_uuid(), $1, $2, e.id, e.seq, e.type, e.time, 'pending', e.time
-                FROM hub.events e WHERE e.seq > $3 ORDER BY e.seq
-                """,
-                endpoint_id,
-                assignee,
-                last,
-            )
-            # The fan-out would find nothing to add: move its checkpoint past these events.
-            await conn.execute(
-                """
-                INSERT INTO hub.consumer_checkpoints (name, tx, seq)
-                SELECT 'notifications.fanout', tx, seq FROM hub.events ORDER BY tx DESC, seq DESC
-                LIMIT 1
-                ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, seq = excluded.seq
-                """
-            )
-        first, final = await conn.fetchrow(
-            "SELECT min(seq), max(seq) FROM hub.events WHERE seq > $1", last
-        )
         await conn.execute("ANALYZE notifications.deliveries")
         await conn.execute("ANALYZE hub.events")
-    return first, final
+    return stored[0].seq, stored[-1].seq
 
 
 async def count_received(client: httpx.AsyncClient, receiver: str) -> int:
@@ -220,29 +212,19 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
     progress("dispatch: fresh database, receiver process, one endpoint of one partner")
     database = await server.fresh_database("dispatch")
     _receiver_proc, receiver = await start_receiver(procs)
-    owner, assignee, endpoint_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    secret = new_secret()
-    async with connect(database) as conn:
-        await conn.execute(
-            """
-            INSERT INTO notifications.endpoints (id, partner_id, url, event_types, description,
-                secrets)
-            VALUES ($1, $2, $3, $4, 'bench receiver', $5::jsonb)
-            """,
-            endpoint_id,
-            assignee,
-            f"{receiver}/hooks",
-            ["referral.*"],
-            json.dumps(
-                [
-                    {
-                        "secret": secret,
-                        "created_at": datetime.now(UTC).isoformat(),
-                        "expires_at": None,
-                    }
-                ]
-            ),
+    # The partners and the endpoint through the APIs (then stopped: only the worker runs).
+    hub = Hub(procs, database)
+    await hub.start("registry", run_workers=False)
+    await hub.start("notifications", run_workers=False)
+    async with hub.client() as client:
+        owner = await client.partner("ONG Sabou", key_name="bench")
+        assignee = await client.partner("ANPE", key_name="bench")
+        endpoint = await client.endpoint(
+            assignee, f"{receiver}/hooks", ["referral.*"], "bench receiver"
         )
+    for proc in hub.running.values():
+        proc.stop()
+    endpoint_id, secret = endpoint["id"], endpoint["secret"]
     env = {
         "DATABASE_URL": database,
         "RELAIS_ENV": "development",
@@ -252,7 +234,7 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
     async with httpx.AsyncClient(timeout=30) as client:
         for run in range(1, runs + 1):
             first, last = await add_deliveries(
-                database, n=n, owner=owner, assignee=assignee, endpoint_id=endpoint_id
+                database, n=n, owner=uuid.UUID(owner["id"]), assignee=uuid.UUID(assignee["id"])
             )
             await client.get(f"{receiver}/reset")
             worker = procs.spawn(
