@@ -4,9 +4,11 @@
 `python -m bench.scale` (`make bench-scale`) generates the full size; `python -m bench` runs a
 reduced size (50,000 cases, 250,000 events by default) and says so. Rows are generated in
 PostgreSQL (`INSERT ... SELECT ... FROM generate_series`), not through the API, in
-transactions of 5,000 cases, and look like the hub's own:
+transactions of 5,000 cases (no service writes rows in bulk: these statements are the
+bench's, not copies of the services'), and look like the hub's own:
 
-- 20 partners (registry and the referrals projection) with API keys and 3 services each;
+- 20 partners with API keys and 3 services each, made by the registry's store functions and
+  applied to the referrals service's projections by its own `apply_partner`/`apply_service`;
 - `registry.cases` with beneficiary, return, consent, and a 3-step plan in
   `registry.plan_steps` whose statuses follow the referrals;
 - `referrals.referrals` for steps 1 and 2 of every case (requested 40 %, accepted 40 %,
@@ -28,12 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID, uuid4
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bench.common import (
     CpuMeter,
@@ -53,9 +59,15 @@ from bench.common import (
     run_json,
     table,
 )
-from services.referrals.store.loads import FOLD_CHANGES
+from services.referrals import projections
+from services.referrals.store import loads as loads_store
+from services.registry.store import directory as directory_store
+from services.registry.store import partners as partners_store
+from shared.auth import Principal, create_key
+from shared.db import create_engine, create_sessionmaker
 from shared.eventlog.model import sequence_of
 from shared.pagination import encode_cursor
+from shared.settings import Settings
 
 TARGET_P99_MS = 25.0
 PARTNERS = 20
@@ -89,7 +101,7 @@ def _array(values: tuple[str, ...]) -> str:
 # statements of one chunk so that every table agrees without joins.
 X = {
     "case_id": "md5('case:' || n)::uuid",
-    "owner": f"md5('partner:' || (n % {PARTNERS}))::uuid",
+    "owner": f"($3::uuid[])[1 + n % {PARTNERS}]",
     "reference": "'ML-2025-' || lpad(n::text, 7, '0')",
     "area": f"({_array(AREAS)})[1 + n % {len(AREAS)}]",
     "created": "(timestamptz '2024-01-01 00:00:00+00' + make_interval(mins => n::int))",
@@ -119,8 +131,9 @@ R = {
     "step_id": "md5('step:' || n || ':' || k)::uuid",
     "assignee_no": f"((n * 7 + k) % {PARTNERS})",
 }
-R["assignee"] = f"md5('partner:' || {R['assignee_no']})::uuid"
-R["service"] = f"md5('svc:' || {R['assignee_no']} || ':' || k)::uuid"
+R["assignee"] = f"($3::uuid[])[1 + {R['assignee_no']}]"
+# The partner's services in the order of TYPES: its service of type k.
+R["service"] = f"($4::uuid[])[1 + {R['assignee_no']} * {len(TYPES)} + k - 1]"
 R["events"] = (
     f"(CASE WHEN {R['idx']} < 4 OR {R['idx']} = 0 THEN 1 WHEN {R['idx']} < 8 THEN 2 WHEN {R['idx']} = 8 THEN 3 ELSE 4 END)"  # noqa: E501
 )
@@ -135,38 +148,56 @@ def _ts(expr: str) -> str:
     return f'to_char({expr}, \'YYYY-MM-DD"T"HH24:MI:SS"Z"\')'
 
 
-async def setup_partners(conn) -> None:
-    for p in range(PARTNERS):
-        pid = f"md5('partner:{p}')::uuid"
-        name, acronym = f"Partenaire {p:02d}", f"P{p:02d}"
-        await conn.execute(
-            f"""
-            INSERT INTO registry.partners (id, name, acronym, kind, contact_email, status)
-            VALUES ({pid}, '{name}', '{acronym}', 'ngo', 'p{p}@example.org', 'active');
-            INSERT INTO referrals.partners (id, name, acronym, contact_email, status, version)
-            VALUES ({pid}, '{name}', '{acronym}', 'p{p}@example.org', 'active', 1);
-            """
-        )
-        digest = hashlib.sha256(partner_key(p).encode()).digest()
-        await conn.execute(
-            "INSERT INTO hub.api_keys (id, role, partner_id, name, prefix, key_hash) "
-            f"VALUES (gen_random_uuid(), 'partner', {pid}, 'bench', $1, $2)",
-            partner_key(p)[:10],
-            digest,
-        )
-        for k, service_type in enumerate(TYPES, start=1):
-            sid = f"md5('svc:{p}:{k}')::uuid"
-            for table_name in ("registry.services", "referrals.services"):
-                extra = ", name" if table_name == "registry.services" else ""
-                value = f", '{name} {service_type}'" if extra else ""
-                await conn.execute(
-                    f"""
-                    INSERT INTO {table_name} (id, partner_id, service_type, areas, eligibility,
-                        response_hours, priority, status, version{extra})
-                    VALUES ({sid}, {pid}, '{service_type}', ARRAY['ML'], '{{}}'::jsonb, 72,
-                        100, 'active', 1{value})
-                    """
+@asynccontextmanager
+async def store_session(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction on an engine built as the services build theirs."""
+    settings = Settings(database_url=database_url, db_pool_size=1, db_max_overflow=0)
+    engine = create_engine(settings, application_name="relais-bench-scale")
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def setup_partners(database_url: str) -> tuple[list[UUID], list[UUID]]:
+    """The partners, their keys and services, made by the services' own store functions as
+    the admin's requests would (with their `partner.created` and `service.created` events),
+    and applied to the referrals service's projections as its worker would: (the partners'
+    ids, their services' ids in the order of TYPES)."""
+    admin = Principal(key_id=uuid4(), role="admin", partner_id=None)
+    partners, services = [], []
+    async with store_session(database_url) as session:
+        for p in range(PARTNERS):
+            partner = await partners_store.create_partner(
+                session,
+                values={
+                    "name": f"Partenaire {p:02d}",
+                    "acronym": f"P{p:02d}",
+                    "kind": "ngo",
+                    "contact_email": f"p{p}@example.org",
+                },
+                caller=admin,
+            )
+            await projections.apply_partner(session, partner)
+            await create_key(
+                session, role="partner", partner_id=partner["id"], name="bench", key=partner_key(p)
+            )
+            partners.append(partner["id"])
+            for service_type in TYPES:
+                service = await directory_store.create_service(
+                    session,
+                    values={
+                        "partner_id": partner["id"],
+                        "service_type": service_type,
+                        "name": f"Partenaire {p:02d} {service_type}",
+                        "areas": ["ML"],
+                    },
+                    caller=admin,
                 )
+                await projections.apply_service(session, service)
+                services.append(service["id"])
+    return partners, services
 
 
 def chunk_statements() -> list[str]:
@@ -314,19 +345,29 @@ def _bar(done: int, total: int, started: float, label: str) -> str:
     )
 
 
-async def generate(database_url: str, cases: int) -> dict[str, int]:
-    """Generate `cases` cases and what hangs off them; prints a progress bar."""
+def _ids_taken(statement: str, partners: list[UUID], services: list[UUID]) -> list[list[UUID]]:
+    """The ids a chunk statement takes after its range of cases: $3 the partners', $4 their
+    services'."""
+    if "$4" in statement:
+        return [partners, services]
+    return [partners] if "$3" in statement else []
+
+
+async def generate(database_url: str, cases: int) -> tuple[dict[str, int], UUID]:
+    """Generate `cases` cases and what hangs off them; prints a progress bar. Returns the
+    counts of rows and the first partner's id."""
     statements = chunk_statements()
     tty = sys.stdout.isatty()
     started = time.monotonic()
+    partners, services = await setup_partners(database_url)
     async with connect(database_url) as conn:
-        await setup_partners(conn)
         last_line = -1
         for first in range(1, cases + 1, CHUNK):
             last = min(cases, first + CHUNK - 1)
             async with conn.transaction():
                 for statement in statements:
-                    await conn.execute(statement, first, last)
+                    ids = _ids_taken(statement, partners, services)
+                    await conn.execute(statement, first, last, *ids)
             line = _bar(last, cases, started, "cases")
             if tty:
                 print("\r" + line, end="", flush=True)
@@ -337,7 +378,8 @@ async def generate(database_url: str, cases: int) -> dict[str, int]:
             print()
         # The trigger on referrals recorded each service's load changes; fold them into the
         # counters, as the reconciler does once per batch.
-        await conn.execute(FOLD_CHANGES)
+        async with store_session(database_url) as session:
+            await loads_store.fold_changes(session)
         progress("scale: VACUUM ANALYZE")
         await conn.execute("VACUUM ANALYZE")
         counts = {
@@ -353,27 +395,32 @@ async def generate(database_url: str, cases: int) -> dict[str, int]:
         counts["database MB"] = int(
             await conn.fetchval("SELECT pg_database_size(current_database())") / 1e6
         )
-    return counts
+    return counts, partners[0]
 
 
-async def request_plan(database_url: str, rng: random.Random) -> dict[str, list[str]]:
-    """The paths each endpoint group requests, for partner 0."""
-    partner = "md5('partner:0')::uuid"
+async def request_plan(
+    database_url: str, rng: random.Random, partner: UUID
+) -> dict[str, list[str]]:
+    """The paths each endpoint group requests, for partner 0 (`partner`): random rows of its
+    own, picked here (reads of the bench's choosing, not the services' queries)."""
     async with connect(database_url) as conn:
         cases = await conn.fetch(
-            f"SELECT id, updated_at FROM registry.cases WHERE owner_partner_id = {partner} "
-            f"ORDER BY random() LIMIT {REQUESTS}"
+            "SELECT id, updated_at FROM registry.cases WHERE owner_partner_id = $1 "
+            f"ORDER BY random() LIMIT {REQUESTS}",
+            partner,
         )
         incoming = await conn.fetch(
-            f"SELECT id, updated_at FROM referrals.referrals WHERE assignee_partner_id = "
-            f"{partner} ORDER BY random() LIMIT {REQUESTS}"
+            "SELECT id, updated_at FROM referrals.referrals WHERE assignee_partner_id = $1 "
+            f"ORDER BY random() LIMIT {REQUESTS}",
+            partner,
         )
         total = await conn.fetchval("SELECT max(seq) FROM hub.events")
         events = await conn.fetch(
-            f"SELECT tx::text::bigint AS tx, seq FROM hub.events WHERE seq BETWEEN $1 AND $2 "
-            f"AND audience @> ARRAY[{partner}] ORDER BY random() LIMIT {REQUESTS}",
+            "SELECT tx::text::bigint AS tx, seq FROM hub.events WHERE seq BETWEEN $1 AND $2 "
+            f"AND audience @> ARRAY[$3::uuid] ORDER BY random() LIMIT {REQUESTS}",
             total // 3,
             2 * total // 3,
+            partner,
         )
 
     def cursor(row) -> str:
@@ -409,12 +456,12 @@ SERVICE_OF = {
 async def measure_size(server: PgServer, procs: Processes, *, cases: int, label: str) -> list[Row]:
     database = await server.fresh_database("scale")
     progress(f"scale: generating {cases:,} cases and ~{cases * 5:,} events{label}")
-    counts = await generate(database, cases)
+    counts, first_partner = await generate(database, cases)
     progress("scale: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     hub = Hub(procs, database)
     for name in ("registry", "referrals", "notifications"):
         await hub.start(name, run_workers=False)
-    plan = await request_plan(database, random.Random(7))
+    plan = await request_plan(database, random.Random(7), first_partner)
     key = partner_key(0)
     rows = []
     for group, paths in plan.items():
