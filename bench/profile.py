@@ -24,6 +24,7 @@ LIBRARIES = (
     "uvicorn",
     "httpx",
     "httpcore",
+    "aiohttp",
     "structlog",
     "json",
     "asyncio",
