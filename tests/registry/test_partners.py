@@ -158,3 +158,15 @@ async def test_a_stale_if_match_answers_412_and_changes_nothing(hub):
         url, json={"name": "Sabou II"}, headers={**headers, "If-Match": '"2"'}
     )
     assert current.status_code == 200 and current.json()["version"] == 3
+
+
+async def test_partners_are_looked_up_by_name_whatever_its_case(hub):
+    client = hub["client"]
+    for key in (hub["key"], hub["admin"]):
+        found = await client.get("/partners", params={"name": "ong sabou"}, headers=bearer(key))
+        assert found.status_code == 200, found.text
+        assert [p["id"] for p in found.json()["items"]] == [hub["partner"]["id"]]
+    none = await client.get("/partners", params={"name": "ONG"}, headers=bearer(hub["key"]))
+    assert none.json() == {"items": [], "next_cursor": None}
+    empty = await client.get("/partners", params={"name": ""}, headers=bearer(hub["key"]))
+    assert_problem(empty, 422)

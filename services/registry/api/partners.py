@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
 from services.registry.schemas import (
     ApiKeyCreate,
@@ -48,9 +48,19 @@ async def list_partners(
     session: SessionDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
+    name: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only the partners of this name (whatever its case), e.g. to look one "
+            "up before registering it.",
+            examples=["OIM Mali"],
+        ),
+    ] = None,
 ) -> Page[PartnerRead]:
     """The directory of partners, readable by every key, ordered by name."""
-    items, next_cursor = await store.list_partners(session, limit=limit, cursor=cursor)
+    items, next_cursor = await store.list_partners(session, limit=limit, cursor=cursor, name=name)
     return Page[PartnerRead](
         items=[PartnerRead.model_validate(r) for r in items], next_cursor=next_cursor
     )

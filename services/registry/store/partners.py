@@ -71,11 +71,15 @@ async def check_partner(session: AsyncSession, *, partner_id: UUID, field: str) 
 
 
 async def list_partners(
-    session: AsyncSession, *, limit: int, cursor: str | None
+    session: AsyncSession, *, limit: int, cursor: str | None, name: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of partners by name, and the cursor of the next page (None on the last)."""
+    """One page of partners by name, and the cursor of the next page (None on the last);
+    with `name`, only the partners of that name, whatever its case."""
+    chosen = select(partners)
+    if name is not None:
+        chosen = chosen.where(func.lower(partners.c.name) == name.lower())
     query = keyset(
-        select(partners),
+        chosen,
         order_by=[partners.c.name, partners.c.id],
         cursor=cursor,
         limit=limit,
