@@ -70,7 +70,8 @@ async def main(only: list[str], quick: bool) -> int:
     for failure in failures:
         print(f"  FAILED {failure}")
     met = sum(r.met for r in rows)
-    print(f"\n  {met} of {len(rows)} targets met, in {time.monotonic() - started:.0f} s")
+    judged = sum(r.judged for r in rows)
+    print(f"\n  {met} of {judged} targets met, in {time.monotonic() - started:.0f} s")
     (logs / "results.json").write_text(
         json.dumps(
             {"machine": info, "rows": [r.__dict__ for r in rows], "failures": failures}, indent=2

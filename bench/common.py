@@ -467,10 +467,18 @@ class Row:
     measured: str
     ratio: float
     detail: str = ""
+    # False for a figure shown beside a target it does not measure yet: no verdict.
+    judged: bool = True
 
     @property
     def met(self) -> bool:
-        return self.ratio >= 1.0
+        return self.judged and self.ratio >= 1.0
+
+    @property
+    def verdict(self) -> str:
+        if not self.judged:
+            return "not judged"
+        return "met" if self.met else "MISSED"
 
 
 def at_least(measure: str, target: float, value: float, unit: str, detail: str = "") -> Row:
@@ -484,10 +492,7 @@ def at_most(measure: str, target: float, value: float, unit: str, detail: str = 
 
 def table(rows: Sequence[Row]) -> str:
     headers = ("measure", "target", "measured", "ratio", "")
-    body = [
-        (r.measure, r.target, r.measured, f"{r.ratio:.2f}", "met" if r.met else "MISSED")
-        for r in rows
-    ]
+    body = [(r.measure, r.target, r.measured, f"{r.ratio:.2f}", r.verdict) for r in rows]
     widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     out = [line(headers), line(["-" * w for w in widths])]

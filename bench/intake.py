@@ -119,13 +119,18 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
             "cases/s",
             f"median of {runs} runs of {duration:.0f} s ({runs_text}), {concurrency} connections",
         ),
+        # SPEC 10 compares with the same SQL straight through the driver. The stores still
+        # run through SQLAlchemy, so this denominator is not that yet: the figure is shown,
+        # not judged, until the stores run on asyncpg (then the two are one).
         Row(
             "intake: HTTP / same store calls without HTTP",
-            f"≥ {TARGET_SHARE:.0%}",
+            f"≥ {TARGET_SHARE:.0%} of the driver",
             f"{share:.0%} ({http_rate:.0f} / {direct_rate:.0f})",
             share / TARGET_SHARE,
-            "direct runs (case_actions.create_case on the registry's engine): "
+            "direct runs (case_actions.create_case on the registry's engine, through "
+            "SQLAlchemy: not yet the SPEC's straight-through-the-driver figure): "
             + ", ".join(f"{r:.0f}" for r in direct_rates)
             + " cases/s",
+            judged=False,
         ),
     ]
