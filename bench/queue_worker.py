@@ -7,9 +7,11 @@ carrying the CloudEvent exactly as the dispatcher builds it (`Event.to_cloudeven
 `python -m bench.queue_worker work DATABASE_URL CONCURRENCY` runs one procrastinate worker
 until the queue is empty. Each job signs the body with the endpoint's secrets the same way
 (services/notifications/signing.py `headers_for`, the `standardwebhooks` library) and POSTs
-it with one pooled `httpx.AsyncClient` configured as the dispatcher's (no redirects, no
-proxy from the environment); a non-2xx answer fails the job. Like the dispatcher it has at
-most CONCURRENCY requests in flight (the dispatcher's per-endpoint cap is 10).
+it with one pooled `aiohttp.ClientSession`, the HTTP client the dispatcher uses, configured
+as the dispatcher's (no redirects, no proxy from the environment, no cookies), so that the
+comparison is between the queues, not the HTTP clients; a non-2xx answer fails the job.
+Like the dispatcher it has at most CONCURRENCY requests in flight (the dispatcher's
+per-endpoint cap is 10).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import procrastinate
 
 from services.notifications.signing import headers_for, valid_secrets
@@ -28,7 +30,7 @@ from shared.db import plain_url
 from shared.eventlog.model import Event
 
 ENDPOINTS: dict[str, dict[str, Any]] = {}
-CLIENT: httpx.AsyncClient | None = None
+CLIENT: aiohttp.ClientSession | None = None
 
 
 def make_app(database_url: str, pool_size: int = 10) -> procrastinate.App:
@@ -44,9 +46,12 @@ def make_app(database_url: str, pool_size: int = 10) -> procrastinate.App:
         now = datetime.now(UTC)
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         headers = headers_for(valid_secrets(endpoint["secrets"], now), event["id"], now, body)
-        response = await CLIENT.post(endpoint["url"], content=body.encode(), headers=headers)
-        if not 200 <= response.status_code < 300:
-            raise RuntimeError(f"HTTP {response.status_code}")
+        async with CLIENT.post(
+            endpoint["url"], data=body.encode(), headers=headers, allow_redirects=False
+        ) as response:
+            await response.read()
+            if not 200 <= response.status < 300:
+                raise RuntimeError(f"HTTP {response.status}")
 
     app.deliver_webhook = deliver_webhook  # type: ignore[attr-defined]
     return app
@@ -92,9 +97,11 @@ async def work(database_url: str, concurrency: int) -> None:
             ENDPOINTS[str(row["id"])] = {"url": row["url"], "secrets": json.loads(row["secrets"])}
     finally:
         await conn.close()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(15.0), limits=limits, trust_env=False, follow_redirects=False
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=15.0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
     ) as client:
         CLIENT = client
         app = make_app(database_url, pool_size=concurrency + 2)
