@@ -21,8 +21,8 @@ import pytest
 
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.migrate import upgrade
+from tests.factories import case_body, distinct_person
 from tests.notifications.receiver import Receiver
-from tests.registry.helpers import case_body, distinct_person
 
 pytestmark = pytest.mark.slow
 

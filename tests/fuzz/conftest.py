@@ -27,8 +27,7 @@ from services.notifications.app import create_app as notifications_app
 from services.referrals.app import create_app as referrals_app
 from services.registry.app import create_app as registry_app
 from shared.settings import Settings
-from tests.factories import bearer
-from tests.registry.helpers import case_body
+from tests.factories import bearer, case_body
 
 # Registered by the registry at start-up (RELAIS_BOOTSTRAP_ADMIN_KEY), so no test code has
 # to open a database session on schemathesis's event loop.

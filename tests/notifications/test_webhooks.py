@@ -14,10 +14,9 @@ from standardwebhooks.webhooks import Webhook
 from services.notifications.app import create_app as notifications_app
 from shared.eventlog.append import append
 from tests.conftest import running
-from tests.factories import bearer, make_admin_key
+from tests.factories import bearer, case_body, make_admin_key
 from tests.hub import eventually, running_hub
 from tests.notifications.receiver import Receiver
-from tests.registry.helpers import case_body
 
 FAST_RETRIES = (0.2, 0.2, 0.2, 0.2)
 

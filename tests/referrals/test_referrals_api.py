@@ -9,9 +9,8 @@ from sqlalchemy import text
 from services.referrals import projections
 from services.referrals.app import create_app as referrals_app
 from tests.conftest import running
-from tests.factories import bearer
+from tests.factories import bearer, case_body, distinct_person
 from tests.hub import eventually, running_hub
-from tests.registry.helpers import case_body, distinct_person
 
 ONE_STEP = [{"service_type": "economic.vocational_training", "depends_on": []}]
 

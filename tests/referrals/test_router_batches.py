@@ -13,9 +13,8 @@ from services.referrals.app import create_app as referrals_app
 from services.referrals.store import loads
 from shared.db import create_engine, create_sessionmaker
 from tests.conftest import running
-from tests.factories import bearer
+from tests.factories import bearer, case_body, distinct_person
 from tests.hub import eventually, running_hub
-from tests.registry.helpers import case_body, distinct_person
 
 TWO_PARALLEL_STEPS = [
     {"service_type": "psychosocial.individual_counselling", "depends_on": [], "notes": "a"},

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.factories import bearer
+from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
-from tests.registry.helpers import case_body
 
 
 async def _referrals_of(hub, key: str, **params) -> list[dict]:

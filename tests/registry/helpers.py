@@ -1,20 +1,11 @@
 """What registry tests check a request against: the problem document, the event log and a
-fingerprint of every table a write could touch.
-
-The data builders live in `tests.factories`; the names below are imported from there for the
-tests that still reach them through this module."""
+fingerprint of every table a write could touch. The data builders live in `tests.factories`."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select, text
 
 from shared.tables import events
-from tests.factories import (  # noqa: F401  (kept importable from here)
-    case_body,
-    distinct_person,
-    make_case,
-    make_service,
-)
 
 PROBLEM = "application/problem+json"
 

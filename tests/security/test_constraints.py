@@ -31,14 +31,15 @@ from shared.migrate import upgrade
 from shared.problems import PROBLEM_BASE, unexpected_error_response
 from shared.settings import Settings
 from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import (
-    assert_problem,
+from tests.factories import (
+    bearer,
     case_body,
-    database_fingerprint,
-    event_count,
+    make_admin_key,
     make_case,
+    make_partner,
+    make_partner_key,
 )
+from tests.registry.helpers import assert_problem, database_fingerprint, event_count
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 SCHEMAS = ("hub", "registry", "referrals", "notifications")

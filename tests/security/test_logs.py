@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-from tests.factories import bearer
+from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
 from tests.notifications.receiver import Receiver
-from tests.registry.helpers import case_body
 
 PERSONAL = (
     "Aminata",

@@ -10,10 +10,9 @@ import json
 
 from sqlalchemy import text
 
-from tests.factories import bearer
+from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
 from tests.notifications.receiver import Receiver
-from tests.registry.helpers import case_body
 
 PROBES = {"/healthz", "/readyz", "/metrics"}
 

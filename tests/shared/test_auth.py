@@ -12,8 +12,7 @@ from services.registry.tables import cases
 from shared.auth import hash_key
 from shared.tables import api_keys
 from tests.conftest import running
-from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
-from tests.registry.helpers import case_body
+from tests.factories import bearer, case_body, make_admin_key, make_partner, make_partner_key
 
 
 def _is_problem(response, status: int) -> dict:
