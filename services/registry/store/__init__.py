@@ -6,8 +6,39 @@ caller owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
 from sqlalchemy.ext.asyncio import AsyncSession as Session
 
-__all__ = ["SOURCE", "Session"]
+from shared.auth import Principal
+from shared.eventlog.append import append
+
+__all__ = ["SOURCE", "Session", "emit_snapshot"]
 
 SOURCE = "/registry"
+
+
+async def emit_snapshot(
+    session: Session,
+    *,
+    type: str,
+    subject: str,
+    row: Mapping[str, Any],
+    caller: Principal,
+    audience: list[UUID],
+) -> dict[str, Any]:
+    """Append the event of a written partner or service row, whose data is the row itself
+    (the resource as served), in the caller's transaction; return that snapshot."""
+    snapshot = dict(row)
+    await append(
+        session,
+        type=type,
+        source=SOURCE,
+        subject=subject,
+        data=snapshot,
+        actor=caller.actor,
+        audience=audience,
+    )
+    return snapshot

@@ -11,11 +11,10 @@ from sqlalchemy import String, Table, cast, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.store import SOURCE
+from services.registry.store import emit_snapshot
 from services.registry.tables import services
 from shared.auth import Principal
 from shared.errors import FieldError, Unprocessable
-from shared.eventlog.append import append
 from shared.pagination import keyset, page_of
 from shared.tables import areas, service_types
 
@@ -63,10 +62,6 @@ async def check_directory_refs(
         raise Unprocessable("Unknown codes.", errors=errors)
 
 
-def service_snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(row)
-
-
 async def create_service(
     session: AsyncSession, *, values: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
@@ -79,17 +74,14 @@ async def create_service(
         .mappings()
         .one()
     )
-    snapshot = service_snapshot(row)
-    await append(
+    return await emit_snapshot(
         session,
         type="service.created",
-        source=SOURCE,
         subject=f"services/{row['id']}",
-        data=snapshot,
-        actor=caller.actor,
+        row=row,
+        caller=caller,
         audience=[row["partner_id"]],
     )
-    return snapshot
 
 
 async def get_service(
@@ -117,17 +109,14 @@ async def update_service(
         .mappings()
         .one()
     )
-    snapshot = service_snapshot(row)
-    await append(
+    return await emit_snapshot(
         session,
         type="service.updated",
-        source=SOURCE,
         subject=f"services/{service_id}",
-        data=snapshot,
-        actor=caller.actor,
+        row=row,
+        caller=caller,
         audience=[row["partner_id"]],
     )
-    return snapshot
 
 
 async def list_services(

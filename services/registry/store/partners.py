@@ -10,21 +10,16 @@ from uuid import UUID
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.store import SOURCE
+from services.registry.store import emit_snapshot
 from services.registry.tables import partners
 from shared.auth import Principal, create_key
 from shared.constraints import PARTNER_UNKNOWN
 from shared.errors import NotFound, unknown_reference
-from shared.eventlog.append import append
 from shared.pagination import keyset, page_of, parse_time
 from shared.tables import api_keys
 from shared.versioning import check_version
 
 KEY_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
-
-
-def partner_snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(row)
 
 
 async def create_partner(
@@ -39,17 +34,14 @@ async def create_partner(
         .mappings()
         .one()
     )
-    snapshot = partner_snapshot(row)
-    await append(
+    return await emit_snapshot(
         session,
         type="partner.created",
-        source=SOURCE,
         subject=f"partners/{row['id']}",
-        data=snapshot,
-        actor=caller.actor,
+        row=row,
+        caller=caller,
         audience=[row["id"]],
     )
-    return snapshot
 
 
 async def get_partner(session: AsyncSession, *, partner_id: UUID) -> dict[str, Any] | None:
@@ -181,14 +173,11 @@ async def update_partner(
             .where(api_keys.c.partner_id == partner_id)
             .values(partner_active=changes["status"] == "active")
         )
-    snapshot = partner_snapshot(row)
-    await append(
+    return await emit_snapshot(
         session,
         type="partner.updated",
-        source=SOURCE,
         subject=f"partners/{partner_id}",
-        data=snapshot,
-        actor=caller.actor,
+        row=row,
+        caller=caller,
         audience=[partner_id],
     )
-    return snapshot
