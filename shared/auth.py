@@ -16,14 +16,13 @@ from typing import Literal
 from uuid import UUID
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Connection, Database, Statement, driver_of
 from shared.settings import MAX_KEY_LENGTH
 from shared.tables import api_keys
 
 KEY_PREFIX = "rk_"
-# A look-up is one statement (two, once a minute per key): no transaction around it.
-AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 Role = Literal["admin", "partner"]
@@ -65,8 +64,26 @@ def display_prefix(key: str) -> str:
     return key[:10]
 
 
+_CREATE = Statement(
+    insert(api_keys)
+    .values(
+        id=bindparam("id"),
+        role=bindparam("role"),
+        partner_id=bindparam("partner_id"),
+        name=bindparam("name"),
+        prefix=bindparam("prefix"),
+        key_hash=bindparam("key_hash"),
+    )
+    .returning(*[c for c in api_keys.c if c.name != "key_hash"])
+)
+_KEY_BY_HASH = Statement(select(api_keys.c.id).where(api_keys.c.key_hash == bindparam("digest")))
+_UNREVOKE = Statement(
+    update(api_keys).where(api_keys.c.id == bindparam("key_id")).values(revoked_at=None)
+)
+
+
 async def create_key(
-    session: AsyncSession,
+    conn: Connection,
     *,
     role: Role,
     partner_id: UUID | None,
@@ -74,55 +91,46 @@ async def create_key(
     key: str | None = None,
 ) -> tuple[dict, str]:
     """Store a new key (or the given one) and return its row and the key, shown once."""
+    if isinstance(conn, AsyncSession):
+        conn = await driver_of(conn)
     key = key or generate_key()
-    row = (
-        (
-            await session.execute(
-                insert(api_keys)
-                .values(
-                    id=uuid.uuid4(),
-                    role=role,
-                    partner_id=partner_id,
-                    name=name,
-                    prefix=display_prefix(key),
-                    key_hash=hash_key(key),
-                )
-                .returning(*[c for c in api_keys.c if c.name != "key_hash"])
-            )
-        )
-        .mappings()
-        .one()
+    row = await _CREATE.fetchrow(
+        conn,
+        id=uuid.uuid4(),
+        role=role,
+        partner_id=partner_id,
+        name=name,
+        prefix=display_prefix(key),
+        key_hash=hash_key(key),
     )
     return dict(row), key
 
 
-async def ensure_admin_key(session: AsyncSession, key: str, *, name: str = "bootstrap") -> bool:
+async def ensure_admin_key(conn: Connection, key: str, *, name: str = "bootstrap") -> bool:
     """Register `key` as an admin key unless it already is; True when it was added."""
-    existing = (
-        await session.execute(select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key)))
-    ).scalar()
+    existing = await _KEY_BY_HASH.fetchval(conn, digest=hash_key(key))
     if existing is not None:
-        await session.execute(
-            update(api_keys).where(api_keys.c.id == existing).values(revoked_at=None)
-        )
+        await _UNREVOKE.execute(conn, key_id=existing)
         return False
-    await create_key(session, role="admin", partner_id=None, name=name, key=key)
+    await create_key(conn, role="admin", partner_id=None, name=name, key=key)
     return True
 
 
 # Built once: the look-up runs on every request.
-_LOOK_UP = select(
-    api_keys.c.id,
-    api_keys.c.role,
-    api_keys.c.partner_id,
-    api_keys.c.key_hash,
-    api_keys.c.last_used_at,
-).where(
-    api_keys.c.key_hash == bindparam("digest"),
-    api_keys.c.revoked_at.is_(None),
-    api_keys.c.partner_active.is_(True),
+_LOOK_UP = Statement(
+    select(
+        api_keys.c.id,
+        api_keys.c.role,
+        api_keys.c.partner_id,
+        api_keys.c.key_hash,
+        api_keys.c.last_used_at,
+    ).where(
+        api_keys.c.key_hash == bindparam("digest"),
+        api_keys.c.revoked_at.is_(None),
+        api_keys.c.partner_active.is_(True),
+    )
 )
-_TOUCH = (
+_TOUCH = Statement(
     update(api_keys)
     .where(
         api_keys.c.id == bindparam("key_id"),
@@ -140,37 +148,23 @@ def plausible(presented: str) -> bool:
     return 0 < len(presented) <= MAX_KEY_LENGTH
 
 
-async def look_up(session: AsyncSession, presented: str) -> Principal | None:
+async def look_up(db: Database, presented: str) -> Principal | None:
     """The principal of a presented key, or None for an unknown, revoked or disabled one.
 
-    Runs on the session's connection and leaves the session's transaction to the caller to
-    end; `last_used_at` is written when it was due (at most once a minute per key), at once
-    on a connection in autocommit mode (`AUTOCOMMIT`), else when the caller commits.
+    Each statement commits alone (no transaction around them): one round trip, and
+    `last_used_at` written when it was due, at most once a minute per key.
     """
     if not plausible(presented):
         return None
     digest = hash_key(presented)
-    row = (await session.execute(_LOOK_UP, {"digest": digest})).one_or_none()
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
-        return None
-    now = datetime.now(UTC)
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        # A hot row: written at most once a minute per key.
-        await session.execute(
-            _TOUCH, {"key_id": row.id, "stale_before": now - LAST_USED_RESOLUTION, "now": now}
-        )
-    return Principal(key_id=row.id, role=row.role, partner_id=row.partner_id)
-
-
-async def authenticate(
-    sessionmaker: async_sessionmaker[AsyncSession], presented: str
-) -> Principal | None:
-    """`look_up` in a session of its own, in autocommit mode (for callers outside a request's
-    dependencies, such as the idempotency middleware)."""
-    if not plausible(presented):
-        return None
-    async with sessionmaker() as session:
-        await session.connection(execution_options=AUTOCOMMIT)
-        principal = await look_up(session, presented)
-        await session.commit()
-    return principal
+    async with db.connection() as conn:
+        row = await _LOOK_UP.fetchrow(conn, digest=digest)
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            return None
+        now = datetime.now(UTC)
+        if row["last_used_at"] is None or now - row["last_used_at"] >= LAST_USED_RESOLUTION:
+            # A hot row: written at most once a minute per key.
+            await _TOUCH.execute(
+                conn, key_id=row["id"], stale_before=now - LAST_USED_RESOLUTION, now=now
+            )
+    return Principal(key_id=row["id"], role=row["role"], partner_id=row["partner_id"])

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.auth import AUTOCOMMIT, Principal, look_up, plausible
+from shared.auth import Principal, look_up, plausible
+from shared.db import Database
 from shared.errors import Forbidden, Unauthorized
 from shared.http_layer import AUTHENTICATED
 
@@ -18,6 +19,11 @@ bearer_scheme = HTTPBearer(
     scheme_name="ApiKey",
     description="An API key issued by the coordination: `Authorization: Bearer rk_...`.",
 )
+
+
+def get_db(request: Request) -> Database:
+    """The process's database: handlers open their units of work with `db.transaction()`."""
+    return request.app.state.db
 
 
 def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -33,14 +39,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    session: Annotated[AsyncSession, Depends(get_session)],
 ) -> Principal:
     """The authenticated caller; 401 without a valid, unrevoked key of an active partner.
 
-    The key is looked up on the request's own session (FastAPI gives the handler the same
-    one), on its connection in autocommit mode: one round trip, no transaction left open, so
-    that the handler begins its own with `session.begin()` (the connection goes back to the
-    pool in between, its isolation level reset).
+    The key is looked up in autocommit (one round trip, no transaction left open); the
+    handler then opens its own unit of work.
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
@@ -50,9 +53,7 @@ async def get_caller(
     if known is not None and presented == credentials.credentials:
         principal = known
     elif plausible(credentials.credentials):
-        await session.connection(execution_options=AUTOCOMMIT)
-        principal = await look_up(session, credentials.credentials)
-        await session.commit()  # on an error, closing the session rolls it back
+        principal = await look_up(request.app.state.db, credentials.credentials)
     if principal is None:
         raise Unauthorized("The API key is unknown, revoked, or its partner is inactive.")
     request.scope.setdefault("state", {})["caller"] = principal.actor
@@ -66,6 +67,7 @@ async def require_admin(caller: Annotated[Principal, Depends(get_caller)]) -> Pr
     return caller
 
 
+DbDep = Annotated[Database, Depends(get_db)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 Caller = Annotated[Principal, Depends(get_caller)]

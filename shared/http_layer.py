@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import idempotency
-from shared.auth import authenticate
+from shared.auth import look_up
 from shared.http_conventions import JSON, Operation, media_type_verdict, operations_from_openapi
 from shared.observability import AccessLog, Metrics, request_id_for, request_id_var
 from shared.problems import problem_response, unexpected_error_response
@@ -210,8 +210,8 @@ class HttpLayer:
                 f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} characters.",
             )(scope, receive, send)
             return
-        sessionmaker = scope["app"].state.sessionmaker
-        principal = await authenticate(sessionmaker, presented)
+        db = scope["app"].state.db
+        principal = await look_up(db, presented)
         if principal is None:  # the route answers 401
             await self.app(scope, _replaying(body, receive) if body is not None else receive, send)
             return
@@ -228,7 +228,7 @@ class HttpLayer:
 
         ident = idempotency.ident_of(scope=principal.scope, path=scope["path"], key=key)
         fingerprint = idempotency.request_fingerprint(body, (content_type or b"").decode("latin-1"))
-        taken = await idempotency.claim(sessionmaker, ident=ident, fingerprint=fingerprint)
+        taken = await idempotency.claim(db, ident=ident, fingerprint=fingerprint)
         if taken is not None:
             await _taken_response(taken)(scope, receive, send)
             return
@@ -249,13 +249,13 @@ class HttpLayer:
         try:
             await self.app(scope, _replaying(body, receive), capture_send)
         except BaseException:
-            await idempotency.release(sessionmaker, ident=ident)
+            await idempotency.release(db, ident=ident)
             raise
         if status >= 400:
-            await idempotency.release(sessionmaker, ident=ident)
+            await idempotency.release(db, ident=ident)
             return
         await idempotency.complete(
-            sessionmaker,
+            db,
             ident=ident,
             status=status,
             headers=response_headers,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import Database, Statement
 from shared.tables import idempotency_records as records
 
 RETENTION = timedelta(hours=24)
@@ -48,11 +48,14 @@ def request_fingerprint(body: bytes, content_type: str = "") -> bytes:
     return hashlib.sha256(canonical).digest()
 
 
-async def purge_expired(session: AsyncSession) -> int:
-    result = await session.execute(
-        delete(records).where(records.c.created_at < text("now() - interval '24 hours'"))
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+_PURGE = Statement(
+    delete(records).where(records.c.created_at < text("now() - interval '24 hours'"))
+)
+
+
+async def purge_expired(db: Database) -> int:
+    async with db.connection() as conn:
+        return await _PURGE.execute(conn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,80 +77,96 @@ def ident_of(*, scope: str, path: str, key: str) -> dict[str, str]:
     return {"scope": scope, "method": "POST", "path": path[:500], "key": key}
 
 
-def _match(ident: dict[str, str]) -> list:
-    return [
-        records.c.scope == ident["scope"],
-        records.c.method == ident["method"],
-        records.c.path == ident["path"],
-        records.c.key == ident["key"],
-    ]
+_MATCH = (
+    records.c.scope == bindparam("scope"),
+    records.c.method == bindparam("method"),
+    records.c.path == bindparam("path"),
+    records.c.key == bindparam("key"),
+)
+_CLAIM = Statement(
+    insert(records)
+    .values(
+        scope=bindparam("scope"),
+        method=bindparam("method"),
+        path=bindparam("path"),
+        key=bindparam("key"),
+        request_hash=bindparam("fingerprint"),
+        state="in_flight",
+    )
+    .on_conflict_do_nothing()
+    .returning(records.c.key)
+)
+_CURRENT = Statement(
+    select(
+        records,
+        (records.c.created_at < text("now() - interval '24 hours'")).label("expired"),
+        (records.c.created_at < text("now() - interval '60 seconds'")).label("abandoned"),
+    )
+    .where(*_MATCH)
+    .with_for_update()
+)
+_RETAKE = Statement(
+    insert(records)
+    .values(
+        scope=bindparam("scope"),
+        method=bindparam("method"),
+        path=bindparam("path"),
+        key=bindparam("key"),
+        request_hash=bindparam("fingerprint"),
+        state="in_flight",
+    )
+    .on_conflict_do_update(
+        index_elements=["scope", "method", "path", "key"],
+        set_={
+            "request_hash": bindparam("fingerprint"),
+            "state": "in_flight",
+            "created_at": text("now()"),
+            "response_status": None,
+            "response_headers": None,
+            "response_body": None,
+        },
+    )
+)
+_COMPLETE = Statement(
+    update(records)
+    .where(*_MATCH)
+    .values(
+        state="done",
+        response_status=bindparam("status"),
+        response_headers=bindparam("headers"),
+        response_body=bindparam("body"),
+    )
+)
+_RELEASE = Statement(delete(records).where(*_MATCH, records.c.state == "in_flight"))
 
 
-async def claim(
-    sessionmaker: async_sessionmaker[AsyncSession], *, ident: dict[str, str], fingerprint: bytes
-) -> Taken | None:
+async def claim(db: Database, *, ident: dict[str, str], fingerprint: bytes) -> Taken | None:
     """Take the key for this request (None: it may run), or say why it may not."""
-    async with sessionmaker() as session, session.begin():
-        inserted = (
-            await session.execute(
-                insert(records)
-                .values(**ident, request_hash=fingerprint, state="in_flight")
-                .on_conflict_do_nothing()
-                .returning(records.c.key)
-            )
-        ).scalar()
-        if inserted is not None:
+    async with db.connection() as conn:
+        # Most keys are new: one statement, committed alone.
+        if await _CLAIM.fetchval(conn, **ident, fingerprint=fingerprint) is not None:
             return None
-        row = (
-            (
-                await session.execute(
-                    select(
-                        records,
-                        (records.c.created_at < text("now() - interval '24 hours'")).label(
-                            "expired"
-                        ),
-                        (records.c.created_at < text("now() - interval '60 seconds'")).label(
-                            "abandoned"
-                        ),
-                    )
-                    .where(*_match(ident))
-                    .with_for_update()
-                )
+        async with conn.transaction():
+            row = await _CURRENT.fetchrow(conn, **ident)
+            retake = (
+                row is None or row["expired"] or (row["state"] == "in_flight" and row["abandoned"])
             )
-            .mappings()
-            .one_or_none()
-        )
-        retake = row is None or row["expired"] or (row["state"] == "in_flight" and row["abandoned"])
-        if retake:
-            await session.execute(
-                insert(records)
-                .values(**ident, request_hash=fingerprint, state="in_flight")
-                .on_conflict_do_update(
-                    index_elements=["scope", "method", "path", "key"],
-                    set_={
-                        "request_hash": fingerprint,
-                        "state": "in_flight",
-                        "created_at": text("now()"),
-                        "response_status": None,
-                        "response_headers": None,
-                        "response_body": None,
-                    },
-                )
-            )
-            return None
-        if row["request_hash"] != fingerprint:
-            return "reused"
-        if row["state"] == "in_flight":
-            return "in_flight"
-        return Replay(
-            status=row["response_status"],
-            headers=dict(row["response_headers"] or {}),
-            body=row["response_body"] or b"",
-        )
+            if retake:
+                await _RETAKE.execute(conn, **ident, fingerprint=fingerprint)
+                return None
+    if row["request_hash"] != fingerprint:
+        return "reused"
+    if row["state"] == "in_flight":
+        return "in_flight"
+    return Replay(
+        status=row["response_status"],
+        headers=dict(row["response_headers"] or {}),
+        body=row["response_body"] or b"",
+    )
 
 
 async def complete(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    db: Database,
     *,
     ident: dict[str, str],
     status: int,
@@ -160,17 +179,11 @@ async def complete(
         for k, v in headers
         if k.decode("latin-1").lower() in _REPLAYED_HEADERS
     }
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            update(records)
-            .where(*_match(ident))
-            .values(state="done", response_status=status, response_headers=kept, response_body=body)
-        )
+    async with db.connection() as conn:
+        await _COMPLETE.execute(conn, **ident, status=status, headers=kept, body=body)
 
 
-async def release(sessionmaker: async_sessionmaker[AsyncSession], *, ident: dict[str, str]) -> None:
+async def release(db: Database, *, ident: dict[str, str]) -> None:
     """Free a key whose request was refused or failed, so that it may be sent again."""
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            delete(records).where(and_(*_match(ident), records.c.state == "in_flight"))
-        )
+    async with db.connection() as conn:
+        await _RELEASE.execute(conn, **ident)

@@ -8,8 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import Connection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -37,17 +37,13 @@ def code_revisions() -> tuple[str, frozenset[str]]:
     return heads[0], frozenset(rev.revision for rev in script.walk_revisions())
 
 
-async def schema_status(connection: AsyncConnection) -> tuple[bool, str | None]:
+async def schema_status(conn: Connection) -> tuple[bool, str | None]:
     """(ready, database revision): ready at this code's head or at a revision it does not
     know, which is a later one during a rolling upgrade."""
-    exists = (
-        await connection.execute(text("SELECT to_regclass('hub.alembic_version') IS NOT NULL"))
-    ).scalar()
+    exists = await conn.fetchval("SELECT to_regclass('hub.alembic_version') IS NOT NULL")
     if not exists:
         return False, None
-    current = (
-        await connection.execute(text("SELECT version_num FROM hub.alembic_version"))
-    ).scalar()
+    current = await conn.fetchval("SELECT version_num FROM hub.alembic_version")
     head, known = code_revisions()
     if current is None:
         return False, None

@@ -17,10 +17,8 @@ from fastapi.routing import APIRoute
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database, Statement, create_engine, create_sessionmaker
 from shared.docs import install_docs
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
@@ -135,8 +133,7 @@ class Runtime:
         self.settings = settings
         self.spec = spec
         self.metrics = metrics
-        self.engine: AsyncEngine = create_engine(settings, application_name=f"relais-{spec.name}")
-        self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
+        self.db: Database | None = None
         self.listener = Listener(
             settings.require_database_url(),
             application_name=f"relais-{spec.name}-listener",
@@ -144,6 +141,13 @@ class Runtime:
         )
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+
+    async def connect(self) -> Database:
+        db = await Database.connect(self.settings, application_name=f"relais-{self.spec.name}")
+        db.engine = create_engine(self.settings, application_name=f"relais-{self.spec.name}")
+        db.sessionmaker = create_sessionmaker(db.engine)
+        self.db = db
+        return db
 
     async def start(self, app: FastAPI, *, run_workers: bool) -> None:
         for hook in self.spec.on_startup:
@@ -155,7 +159,7 @@ class Runtime:
             for consumer in self.spec.consumers(self.settings, self.metrics):
                 self.tasks.append(
                     asyncio.create_task(
-                        consumer.run(self.sessionmaker, self.listener, self.stop),
+                        consumer.run(self.db, self.listener, self.stop),
                         name=f"consumer:{consumer.name}",
                     )
                 )
@@ -168,16 +172,16 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.listener.stop()
-        await self.engine.dispose()
+        if self.db is not None:
+            await self.db.close()
 
     async def _maintenance(self) -> None:
         rounds = 0
         while not self.stop.is_set():
             try:
-                await update_horizon_metrics(self.sessionmaker, self.metrics)
+                await update_horizon_metrics(self.db, self.metrics)
                 if rounds % PURGE_EVERY == 0:
-                    async with self.sessionmaker() as session, session.begin():
-                        await purge_expired(session)
+                    await purge_expired(self.db)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -187,28 +191,23 @@ class Runtime:
                 await asyncio.wait_for(self.stop.wait(), timeout=MAINTENANCE_SECONDS)
 
 
-async def update_horizon_metrics(
-    sessionmaker: async_sessionmaker[AsyncSession], metrics: Metrics
-) -> None:
+_HORIZON = Statement(
+    """
+    SELECT (pg_snapshot_xmax(s)::text::numeric - pg_snapshot_xmin(s)::text::numeric) AS lag_xids,
+           COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(xact_start))
+                     FROM pg_stat_activity
+                     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), 0) AS oldest_s
+    FROM pg_current_snapshot() AS s
+    """
+)
+
+
+async def update_horizon_metrics(db: Database, metrics: Metrics) -> None:
     """How far the log's read horizon trails: in xids and in the oldest open transaction's age."""
-    async with sessionmaker() as session:
-        row = (
-            await session.execute(
-                text(
-                    """
-                    SELECT (pg_snapshot_xmax(s)::text::numeric
-                            - pg_snapshot_xmin(s)::text::numeric) AS lag_xids,
-                           COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(xact_start))
-                                     FROM pg_stat_activity
-                                     WHERE backend_xid IS NOT NULL
-                                       AND pid <> pg_backend_pid()), 0) AS oldest_s
-                    FROM pg_current_snapshot() AS s
-                    """
-                )
-            )
-        ).one()
-    metrics.horizon_lag_xids.set(float(row.lag_xids))
-    metrics.horizon_oldest_xact_seconds.set(max(0.0, float(row.oldest_s)))
+    async with db.connection() as conn:
+        row = await _HORIZON.fetchrow(conn)
+    metrics.horizon_lag_xids.set(float(row["lag_xids"]))
+    metrics.horizon_oldest_xact_seconds.set(max(0.0, float(row["oldest_s"])))
 
 
 class Health(BaseModel):
@@ -246,8 +245,8 @@ def _health_router() -> APIRouter:
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         try:
-            async with runtime.engine.connect() as connection:
-                ready, revision = await asyncio.wait_for(schema_status(connection), timeout=3)
+            async with runtime.db.connection() as conn:
+                ready, revision = await asyncio.wait_for(schema_status(conn), timeout=3)
         except Exception as exc:
             return problem_response(
                 503, "unavailable", "Not ready", f"database unreachable ({type(exc).__name__})"
@@ -289,8 +288,10 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
         runtime = Runtime(settings, spec, metrics)
         app.state.runtime = runtime
         app.state.settings = settings
-        app.state.sessionmaker = runtime.sessionmaker
         try:
+            db = await runtime.connect()
+            app.state.db = db
+            app.state.sessionmaker = db.sessionmaker
             await runtime.start(app, run_workers=settings.run_workers)
             # What start-up built lives as long as the process: keep it out of the
             # collector's full passes, which otherwise pause requests for 100 ms and more.

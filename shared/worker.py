@@ -10,10 +10,8 @@ from collections.abc import Callable
 import structlog
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database, Statement, create_engine, create_sessionmaker
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
@@ -29,20 +27,20 @@ class XidRegressionError(RuntimeError):
     """The database's transaction ids restarted below the log's (e.g. after a restore)."""
 
 
-async def check_xid_horizon(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+_XIDS = Statement(
+    "SELECT (SELECT max(tx) FROM hub.events) AS max_tx, "
+    "pg_snapshot_xmax(pg_current_snapshot()) AS next_xid"
+)
+
+
+async def check_xid_horizon(db: Database) -> None:
     """Refuse to consume when the log holds xids from the future of this server."""
-    async with sessionmaker() as session:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT (SELECT max(tx) FROM hub.events) AS max_tx, "
-                    "pg_snapshot_xmax(pg_current_snapshot()) AS next_xid"
-                )
-            )
-        ).one()
-    if row.max_tx is not None and int(row.max_tx) >= int(row.next_xid):
+    async with db.connection() as conn:
+        row = await _XIDS.fetchrow(conn)
+    max_tx, next_xid = row["max_tx"], row["next_xid"]
+    if max_tx is not None and int(max_tx) >= int(next_xid):
         raise XidRegressionError(
-            f"hub.events holds tx {row.max_tx} but this server's next xid is {row.next_xid}: "
+            f"hub.events holds tx {max_tx} but this server's next xid is {next_xid}: "
             "the database was restored into a cluster whose transaction ids are lower. "
             "Consumers would miss events. Rebase the log as the README's 'Restoring a backup' "
             "section says, then start the workers again."
@@ -59,22 +57,23 @@ async def run_consumers(
 ) -> None:
     """Run the consumers of a service until `stop` is set."""
     metrics = Metrics(name)
-    engine = create_engine(settings, application_name=f"relais-{name}-worker")
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings, application_name=f"relais-{name}-worker")
+    db.engine = create_engine(settings, application_name=f"relais-{name}-worker")
+    db.sessionmaker = create_sessionmaker(db.engine)
     listener = Listener(
         settings.require_database_url(),
         application_name=f"relais-{name}-listener",
         channels=channels,
     )
     try:
-        await check_xid_horizon(sessionmaker)
+        await check_xid_horizon(db)
         await listener.start()
         consumers = factory(settings, metrics)
         log.info("worker_started", consumers=[c.name for c in consumers])
-        await asyncio.gather(*(c.run(sessionmaker, listener, stop) for c in consumers), stop.wait())
+        await asyncio.gather(*(c.run(db, listener, stop) for c in consumers), stop.wait())
     finally:
         await listener.stop()
-        await engine.dispose()
+        await db.close()
         log.info("worker_stopped")
 
 

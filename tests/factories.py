@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from shared.auth import create_key
+from shared.db import Database
 
 
-async def make_admin_key(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
-    async with sessionmaker() as session, session.begin():
-        _row, key = await create_key(session, role="admin", partner_id=None, name="test admin")
+async def make_admin_key(db: Database) -> str:
+    async with db.transaction() as conn:
+        _row, key = await create_key(conn, role="admin", partner_id=None, name="test admin")
     return key
 
 

@@ -20,8 +20,9 @@ from tests.factories import make_admin_key
 
 @dataclass
 class Hub(HubClient):
-    """The hub's client (devkit/client.py) with the registry's sessionmaker."""
+    """The hub's client (devkit/client.py) with the registry's database."""
 
+    db: Any = None
     sessionmaker: Any = None
 
 
@@ -47,11 +48,12 @@ async def running_hub(settings: Settings, **overrides: Any) -> AsyncIterator[Hub
         registry = await stack.enter_async_context(running(registry_api))
         referrals = await stack.enter_async_context(running(referrals_app(settings)))
         notifications = await stack.enter_async_context(running(notifications_app(settings)))
-        admin = await make_admin_key(registry_api.state.sessionmaker)
+        admin = await make_admin_key(registry_api.state.db)
         yield Hub(
             registry=registry,
             referrals=referrals,
             notifications=notifications,
             admin=admin,
+            db=registry_api.state.db,
             sessionmaker=registry_api.state.sessionmaker,
         )

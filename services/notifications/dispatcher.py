@@ -45,6 +45,7 @@ from services.notifications.fanout import DELIVERIES_CHANNEL
 from services.notifications.signing import headers_for, valid_secrets
 from services.notifications.ssrf import TargetRefused, resolve
 from services.notifications.store import Sessionmaker
+from shared.db import Database
 from shared.eventlog.consumer import wait_for_wake
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
@@ -76,12 +77,8 @@ class Dispatcher:
     def lease_seconds(self) -> float:
         return self.settings.webhook_timeout_seconds + 5.0
 
-    async def run(
-        self,
-        sessionmaker: Sessionmaker,
-        listener: Listener,
-        stop: asyncio.Event,
-    ) -> None:
+    async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None:
+        sessionmaker = db.sessionmaker
         wake = listener.subscribe(DELIVERIES_CHANNEL)
         failures = 0
         self._closing = False

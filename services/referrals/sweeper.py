@@ -13,6 +13,7 @@ import structlog
 
 from services.referrals.store import Sessionmaker
 from services.referrals.store import referrals as referral_store
+from shared.db import Database
 from shared.eventlog.consumer import wait_for_wake
 from shared.eventlog.listener import Listener
 
@@ -42,12 +43,8 @@ class DeadlineSweeper:
             log.info("referrals_expired", count=len(rows))
         return len(rows)
 
-    async def run(
-        self,
-        sessionmaker: Sessionmaker,
-        listener: Listener,
-        stop: asyncio.Event,
-    ) -> None:
+    async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None:
+        sessionmaker = db.sessionmaker
         failures = 0
         while not stop.is_set():
             try:

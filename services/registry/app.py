@@ -42,8 +42,8 @@ async def _bootstrap_admin_key(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     if not settings.bootstrap_admin_key:
         return
-    async with app.state.sessionmaker() as session, session.begin():
-        added = await ensure_admin_key(session, settings.bootstrap_admin_key)
+    async with app.state.db.transaction() as conn:
+        added = await ensure_admin_key(conn, settings.bootstrap_admin_key)
     log.info("bootstrap_admin_key", registered=added)
 
 

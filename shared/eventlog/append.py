@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -20,29 +18,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Connection, Statement, json_text
 from shared.eventlog.model import SOURCES, Event
 from shared.tables import events
 
 NOTIFY_CHANNEL = "hub_events"
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def to_json_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """Event data as plain JSON values (uuids and times as strings)."""
-    return json.loads(json.dumps(data, default=_json_default))
+    return json.loads(json_text(data))
 
 
 def _row(
@@ -72,7 +57,7 @@ def _row(
 
 
 async def append(
-    session: AsyncSession,
+    session: Connection | AsyncSession,
     *,
     type: str,
     source: str,
@@ -98,16 +83,19 @@ async def append(
         causation_id=causation_id,
         event_id=event_id,
     )
-    encoded = json.dumps(data, default=_json_default)
-    stored = (await session.execute(_INSERT_ONE, {**row, "data": encoded})).one()
+    encoded = json_text(data)
+    if isinstance(session, AsyncSession):  # the services not on the asyncpg pool yet
+        stored = (await session.execute(_INSERT_ONE, {**row, "data": encoded})).one()._mapping
+    else:
+        stored = await _INSERT.fetchrow(session, **row, data=encoded)
     return Event(
-        seq=stored.seq,
+        seq=stored["seq"],
         id=row["id"],
-        tx=int(stored.tx),
+        tx=int(stored["tx"]),
         type=type,
         source=source,
         subject=subject,
-        time=stored.time,
+        time=stored["time"],
         actor=actor,
         audience=tuple(row["audience"]),
         data=json.loads(encoded),
@@ -134,9 +122,12 @@ _INSERT_ONE = (
     )
     .columns(seq=BigInteger(), tx=events.c.tx.type, time=DateTime(timezone=True))
 )
+_INSERT = Statement(_INSERT_ONE)
 
 
-async def append_many(session: AsyncSession, drafts: Sequence[Mapping[str, Any]]) -> list[Event]:
+async def append_many(
+    session: Connection | AsyncSession, drafts: Sequence[Mapping[str, Any]]
+) -> list[Event]:
     """Append several events in one statement, in the order given (their `seq` follows it).
 
     Each draft holds the keyword arguments of `append`."""
@@ -149,7 +140,43 @@ async def append_many(session: AsyncSession, drafts: Sequence[Mapping[str, Any]]
         }
         for draft in drafts
     ]
-    stored = await session.execute(
-        insert(events).returning(*events.c, sort_by_parameter_order=True), rows
-    )
-    return [Event.from_row(r) for r in stored.mappings()]
+    if isinstance(session, AsyncSession):  # the services not on the asyncpg pool yet
+        stored = await session.execute(
+            insert(events).returning(*events.c, sort_by_parameter_order=True), rows
+        )
+        return [Event.from_row(r) for r in stored.mappings()]
+    columns = {name: [row[name] for row in rows] for name in _COLUMNS}
+    columns["audience"] = [json_text(a) for a in columns["audience"]]
+    columns["data"] = [json_text(d) for d in columns["data"]]
+    records = await _INSERT_MANY.fetch(session, **columns)
+    return [Event.from_row(r) for r in records]
+
+
+# Several events in one statement, in the order given: the columns as arrays, unnested
+# WITH ORDINALITY so that `seq` follows the drafts' order.
+_COLUMNS = (
+    "id",
+    "type",
+    "source",
+    "subject",
+    "actor",
+    "audience",
+    "correlation_id",
+    "causation_id",
+    "data",
+)
+_INSERT_MANY = Statement(
+    "INSERT INTO hub.events "
+    "(id, type, source, subject, actor, audience, correlation_id, causation_id, data) "
+    "SELECT d.id, d.type, d.source, d.subject, d.actor, "
+    "       ARRAY(SELECT jsonb_array_elements_text(d.audience::jsonb)::uuid), "
+    "       d.correlation_id, d.causation_id, d.data::jsonb "
+    "FROM unnest(CAST(:id AS uuid[]), CAST(:type AS text[]), CAST(:source AS text[]), "
+    "            CAST(:subject AS text[]), CAST(:actor AS text[]), CAST(:audience AS text[]), "
+    "            CAST(:correlation_id AS text[]), CAST(:causation_id AS uuid[]), "
+    "            CAST(:data AS text[])) WITH ORDINALITY "
+    "  AS d(id, type, source, subject, actor, audience, correlation_id, causation_id, data, n) "
+    "ORDER BY d.n "
+    "RETURNING seq, id, tx, type, source, subject, time, actor, audience, correlation_id, "
+    "          causation_id, data"
+)

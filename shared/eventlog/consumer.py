@@ -18,15 +18,16 @@ from typing import Protocol
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Connection, Database, Statement
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
 from shared.observability import Metrics
 
 log = structlog.get_logger("relais.consumer")
 
-Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
+Handler = Callable[[Connection, Sequence[Event]], Awaitable[None]]
 
 
 class Worker(Protocol):
@@ -34,12 +35,7 @@ class Worker(Protocol):
 
     name: str
 
-    async def run(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        listener: Listener,
-        stop: asyncio.Event,
-    ) -> None: ...
+    async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None: ...
 
 
 _READ = text(
@@ -63,15 +59,31 @@ _PENDING = text(
 )
 
 
-async def read_after(session: AsyncSession, *, tx: int, seq: int, limit: int) -> list[Event]:
+_READ_AFTER = Statement(_READ)
+_PENDING_ABOVE = Statement(_PENDING)
+_ENSURE = Statement(
+    "INSERT INTO hub.consumer_checkpoints (name) VALUES (:name) ON CONFLICT (name) DO NOTHING"
+)
+_CHECKPOINT = Statement("SELECT tx, seq FROM hub.consumer_checkpoints WHERE name = :name")
+_ADVANCE = Statement(
+    "UPDATE hub.consumer_checkpoints "
+    "SET tx = CAST(:new_tx AS xid8), seq = :new_seq, "
+    "    events_processed = events_processed + :n, updated_at = now() "
+    "WHERE name = :name AND tx = CAST(:tx AS xid8) AND seq = :seq"
+)
+
+
+async def read_after(conn: Connection, *, tx: int, seq: int, limit: int) -> list[Event]:
     """Committed events after the position (tx, seq), oldest first, never skipping one."""
-    rows = (await session.execute(_READ, {"tx": tx, "seq": seq, "limit": limit})).mappings()
-    return [Event.from_row(row) for row in rows]
+    if isinstance(conn, AsyncSession):  # the services not on the asyncpg pool yet
+        rows = (await conn.execute(_READ, {"tx": tx, "seq": seq, "limit": limit})).mappings()
+        return [Event.from_row(row) for row in rows]
+    return [Event.from_row(r) for r in await _READ_AFTER.fetch(conn, tx=tx, seq=seq, limit=limit)]
 
 
-async def pending_above_horizon(session: AsyncSession, *, tx: int, seq: int) -> bool:
+async def pending_above_horizon(conn: Connection, *, tx: int, seq: int) -> bool:
     """True when events exist after the position but are not readable yet."""
-    return bool((await session.execute(_PENDING, {"tx": tx, "seq": seq})).scalar())
+    return bool(await _PENDING_ABOVE.fetchval(conn, tx=tx, seq=seq))
 
 
 class CheckpointMoved(RuntimeError):
@@ -89,19 +101,41 @@ class Consumer:
     metrics: Metrics | None = None
     _failures: int = field(default=0, init=False)
 
-    async def ensure_checkpoint(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        async with sessionmaker() as session, session.begin():
-            await session.execute(
-                text(
-                    "INSERT INTO hub.consumer_checkpoints (name) VALUES (:name) "
-                    "ON CONFLICT (name) DO NOTHING"
-                ),
-                {"name": self.name},
-            )
+    on_pool: bool = False  # the handler takes an asyncpg connection (else a session)
 
-    async def run_once(self, sessionmaker: async_sessionmaker[AsyncSession]) -> tuple[int, bool]:
+    async def ensure_checkpoint(self, db: Database) -> None:
+        async with db.transaction() as conn:
+            await _ENSURE.execute(conn, name=self.name)
+
+    async def run_once(self, db: Database) -> tuple[int, bool]:
         """Process one batch. Returns (events handled, more events exist above the horizon)."""
-        async with sessionmaker() as session, session.begin():
+        if not self.on_pool:
+            return await self._run_once_on_session(db)
+        async with db.transaction() as conn:
+            cp = await _CHECKPOINT.fetchrow(conn, name=self.name)
+            batch = await read_after(conn, tx=cp["tx"], seq=cp["seq"], limit=self.batch_size)
+            if not batch:
+                return 0, await pending_above_horizon(conn, tx=cp["tx"], seq=cp["seq"])
+            await self.handler(conn, batch)
+            last = batch[-1]
+            moved = await _ADVANCE.execute(
+                conn,
+                name=self.name,
+                new_tx=last.tx,
+                new_seq=last.seq,
+                n=len(batch),
+                tx=cp["tx"],
+                seq=cp["seq"],
+            )
+            if moved != 1:
+                raise CheckpointMoved(self.name)
+        if self.metrics is not None:
+            self.metrics.consumer_events.labels(self.name).inc(len(batch))
+            self.metrics.consumer_position.labels(self.name).set(last.seq)
+        return len(batch), True
+
+    async def _run_once_on_session(self, db: Database) -> tuple[int, bool]:
+        async with db.sessionmaker() as session, session.begin():
             cp = (
                 await session.execute(
                     text("SELECT tx, seq FROM hub.consumer_checkpoints WHERE name = :name"),
@@ -110,7 +144,8 @@ class Consumer:
             ).one()
             batch = await read_after(session, tx=cp.tx, seq=cp.seq, limit=self.batch_size)
             if not batch:
-                return 0, await pending_above_horizon(session, tx=cp.tx, seq=cp.seq)
+                async with db.connection() as conn:
+                    return 0, await pending_above_horizon(conn, tx=cp.tx, seq=cp.seq)
             await self.handler(session, batch)
             last = batch[-1]
             moved = await session.execute(
@@ -136,23 +171,18 @@ class Consumer:
             self.metrics.consumer_position.labels(self.name).set(last.seq)
         return len(batch), True
 
-    async def run(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        listener: Listener,
-        stop: asyncio.Event,
-    ) -> None:
+    async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None:
         """Run until `stop`: wake on NOTIFY, poll as a fallback, stand by without the lock."""
         wake = listener.subscribe()
         try:
-            await self._loop(sessionmaker, listener, stop, wake)
+            await self._loop(db, listener, stop, wake)
         finally:
             listener.unsubscribe(wake)
             await listener.release(self.name)
 
     async def _loop(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        db: Database,
         listener: Listener,
         stop: asyncio.Event,
         wake: asyncio.Event,
@@ -166,9 +196,9 @@ class Consumer:
             wake.clear()
             try:
                 if not checkpoint_ready:
-                    await self.ensure_checkpoint(sessionmaker)
+                    await self.ensure_checkpoint(db)
                     checkpoint_ready = True
-                handled, pending = await self.run_once(sessionmaker)
+                handled, pending = await self.run_once(db)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -47,7 +47,7 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
     process = None
     try:
         async with running(app) as client:
-            admin = await make_admin_key(app.state.sessionmaker)
+            admin = await make_admin_key(app.state.db)
             partner_id = uuid.uuid4()
             async with app.state.sessionmaker() as session, session.begin():
                 # As the registry does: an endpoint is only for a partner it created.

@@ -25,7 +25,7 @@ def _assert_refused(response, field: str, item: str) -> None:
 async def test_an_endpoint_with_an_event_type_that_matches_nothing_is_refused(settings):
     app = notifications_app(settings)
     async with running(app) as client:
-        admin = bearer(await make_admin_key(app.state.sessionmaker))
+        admin = bearer(await make_admin_key(app.state.db))
         refused = await client.post(
             "/endpoints",
             json={"url": URL, "event_types": ["case.*", "referal.*"]},
@@ -52,7 +52,7 @@ async def test_an_endpoint_with_an_event_type_that_matches_nothing_is_refused(se
 async def test_the_feed_refuses_a_type_that_matches_nothing(settings):
     app = notifications_app(settings)
     async with running(app) as client:
-        admin = bearer(await make_admin_key(app.state.sessionmaker))
+        admin = bearer(await make_admin_key(app.state.db))
         refused = await client.get(
             "/feed", params={"types": "referral.*,referal.created"}, headers=admin
         )

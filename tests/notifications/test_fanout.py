@@ -21,7 +21,7 @@ async def test_an_endpoint_deleted_while_its_events_fan_out_gets_no_delivery_and
 ):
     app = notifications_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         created = await client.post(
             "/endpoints", json={"url": "http://127.0.0.1:9/hooks"}, headers=bearer(admin)
         )

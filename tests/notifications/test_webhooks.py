@@ -208,7 +208,7 @@ async def test_private_and_non_https_targets_are_refused_in_production(settings,
     )
     app = notifications_app(production)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         response = await client.post("/endpoints", json={"url": url}, headers=bearer(admin))
         assert response.status_code == 422, response.text
         assert response.headers["content-type"] == "application/problem+json"

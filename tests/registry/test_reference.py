@@ -72,7 +72,7 @@ async def test_seeds_are_loaded_at_start_up(settings):
         assert rows["ML-BKO-01"]["depth"] == 3
         assert rows["ML-BKO-01"]["path"] == ["ML", "ML-BKO", "ML-BKO-01"]
 
-        admin = await make_admin_key(sessionmaker)
+        admin = await make_admin_key(app.state.db)
         listed = await all_pages(client, "/areas", admin)
         assert len(listed) == 76
         mali = next(a for a in listed if a["code"] == "ML")
@@ -123,7 +123,7 @@ async def test_loading_the_seeds_again_neither_duplicates_nor_keeps_stale_names(
 async def test_areas_filter_by_parent_and_level(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         communes = await all_pages(client, "/areas?parent=ML-BKO", admin)
         assert [a["code"] for a in communes] == [f"ML-BKO-0{i}" for i in range(1, 7)]
         assert {a["depth"] for a in communes} == {3}
@@ -140,7 +140,7 @@ async def test_areas_filter_by_parent_and_level(settings):
 async def test_areas_are_paginated_by_code_and_every_area_comes_once(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         whole = [a["code"] for a in await all_pages(client, "/areas", admin)]
         paged = [a["code"] for a in await all_pages(client, "/areas", admin, limit=7)]
         assert paged == whole and len(set(paged)) == 76
@@ -156,7 +156,7 @@ async def test_areas_are_paginated_by_code_and_every_area_comes_once(settings):
 async def test_an_area_comes_with_its_ancestors_from_the_root(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         key = await partner_key(client, admin)  # the directory is readable by every key
         response = await client.get("/areas/ML-BKO-01", headers=bearer(key))
         assert response.status_code == 200, response.text
@@ -174,7 +174,7 @@ async def test_an_area_comes_with_its_ancestors_from_the_root(settings):
 async def test_an_unknown_area_answers_404(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         response = await client.get("/areas/ML-99", headers=bearer(admin))
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"
@@ -187,7 +187,7 @@ async def test_an_unknown_area_answers_404(settings):
 async def test_an_admin_imports_areas_and_they_are_listed(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         csv_text = (
             "code,name,level,parent_code\n"
             "ML-1-05-Q2,Quartier 2,quartier,ML-1-05-01\n"  # its parent comes later in the file
@@ -216,7 +216,7 @@ async def test_an_admin_imports_areas_and_they_are_listed(settings):
 async def test_moving_an_area_moves_the_areas_below_it(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         csv_text = "code,name,level,parent_code\nML-BKO,Bamako,district,ML-2\n"
         response = await client.post("/areas/import", headers=bearer(admin), **upload(csv_text))
         assert response.status_code == 200, response.text
@@ -236,7 +236,7 @@ async def test_moving_an_area_moves_the_areas_below_it(settings):
 async def test_a_file_with_bad_rows_names_their_lines_and_imports_nothing(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         csv_text = (
             "code,name,level,parent_code,code_list_version\n"
             "ML-1-05-01,Kita,commune,ML-1-05,\n"  # line 2: fine
@@ -262,7 +262,7 @@ async def test_a_file_with_bad_rows_names_their_lines_and_imports_nothing(settin
 async def test_a_file_that_is_not_utf8_or_lacks_a_column_is_refused(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         latin1 = "code,name,level,parent_code\nML-4-99,Ségou II,cercle,ML-4\n".encode("latin-1")
         response = await client.post("/areas/import", headers=bearer(admin), **upload(latin1))
         assert response.status_code == 422
@@ -277,7 +277,7 @@ async def test_a_file_that_is_not_utf8_or_lacks_a_column_is_refused(settings):
 async def test_import_requires_the_file_and_the_code_list_version(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         csv_text = "code,name,level,parent_code\nML-4-99,Ségou II,cercle,ML-4\n"
         no_version = await client.post(
             "/areas/import",
@@ -296,7 +296,7 @@ async def test_import_requires_the_file_and_the_code_list_version(settings):
 async def test_a_partner_key_may_not_import_areas(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         key = await partner_key(client, admin)
         csv_text = "code,name,level,parent_code\nML-4-99,Ségou II,cercle,ML-4\n"
         response = await client.post("/areas/import", headers=bearer(key), **upload(csv_text))
@@ -318,7 +318,7 @@ NEW_TYPE = {
 async def test_service_types_filter_by_dimension(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         key = await partner_key(client, admin)
         psychosocial = await all_pages(client, "/service-types?dimension=psychosocial", key)
         assert [t["code"] for t in psychosocial] == [
@@ -335,7 +335,7 @@ async def test_service_types_filter_by_dimension(settings):
 async def test_an_admin_creates_a_service_type_once(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         created = await client.post("/service-types", json=NEW_TYPE, headers=bearer(admin))
         assert created.status_code == 201, created.text
         assert created.json() == NEW_TYPE
@@ -352,7 +352,7 @@ async def test_an_admin_creates_a_service_type_once(settings):
 async def test_a_partner_key_may_not_create_a_service_type(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         key = await partner_key(client, admin)
         response = await client.post("/service-types", json=NEW_TYPE, headers=bearer(key))
         assert response.status_code == 403
@@ -362,7 +362,7 @@ async def test_a_partner_key_may_not_create_a_service_type(settings):
 async def test_an_invalid_service_type_answers_422_naming_the_fields(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         cases = [
             ({**NEW_TYPE, "dimension": "spiritual"}, "body.dimension"),
             ({**NEW_TYPE, "colour": "blue"}, "body.colour"),

@@ -43,7 +43,7 @@ async def test_requests_without_a_valid_key_answer_401(settings, headers):
 async def test_a_revoked_key_answers_401_at_once(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = await make_partner_key(client, admin, partner["id"])
         assert (await client.get("/partners", headers=bearer(key["key"]))).status_code == 200
@@ -56,7 +56,7 @@ async def test_a_revoked_key_answers_401_at_once(settings):
 async def test_a_partner_key_on_an_admin_route_answers_403(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = await make_partner_key(client, admin, partner["id"])
         body = _is_problem(
@@ -73,7 +73,7 @@ async def test_a_partner_key_on_an_admin_route_answers_403(settings):
 async def test_keys_are_stored_only_as_hashes_and_shown_once(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         created = await make_partner_key(client, admin, partner["id"])
         assert created["key"].startswith("rk_") and len(created["key"]) >= 43
@@ -144,7 +144,7 @@ def test_a_bootstrap_admin_key_that_cannot_travel_in_a_header_is_refused_at_star
 async def test_last_used_at_is_written_at_most_once_a_minute(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         for _ in range(3):
             await client.get("/partners", headers=bearer(admin))
         async with app.state.sessionmaker() as session:
@@ -185,7 +185,7 @@ class _CountingSessionmaker:
 async def test_the_caller_is_looked_up_on_the_requests_own_session(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = await make_partner_key(client, admin, partner["id"])
         counting = _CountingSessionmaker(app.state.sessionmaker)
@@ -204,7 +204,7 @@ async def test_the_caller_is_looked_up_on_the_requests_own_session(settings):
 async def test_a_key_revoked_between_two_requests_answers_401_and_writes_nothing(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = await make_partner_key(client, admin, partner["id"])
         first = await client.post("/cases", json=case_body(), headers=bearer(key["key"]))
@@ -229,7 +229,7 @@ async def test_a_key_revoked_between_two_requests_answers_401_and_writes_nothing
 async def test_last_used_at_is_kept_when_the_handler_fails(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         missing = await client.get(f"/cases/{uuid.uuid4()}", headers=bearer(admin))
         _is_problem(missing, 404)  # the handler's transaction rolled back
         async with app.state.sessionmaker() as session:

@@ -50,7 +50,7 @@ async def test_a_body_that_is_not_json_answers_400_saying_where_on_every_json_op
 ):
     app = APPS[name](settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Content-Type": "application/json"}
         operations = [op for op in _operations_with_a_body(app) if "application/json" in op[2]]
         assert operations
@@ -71,7 +71,7 @@ async def test_a_body_that_is_not_json_answers_400_saying_where_on_every_json_op
 async def test_the_json_error_names_the_line_and_column_and_quotes_nothing(settings):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         response = await client.post(
             "/partners",
             content=b'{\n  "name": "Aminata Traore",\n  kind: "ngo"}',
@@ -85,7 +85,7 @@ async def test_the_json_error_names_the_line_and_column_and_quotes_nothing(setti
 async def test_bad_utf8_answers_400_and_valid_json_with_wrong_fields_stays_422(settings):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Content-Type": "application/json"}
         response = await client.post(
             "/partners", content=b'{"name": "\xff\xfe", "kind": "ngo"}', headers=headers
@@ -102,7 +102,7 @@ async def test_a_body_in_a_media_type_the_operation_does_not_take_answers_415_na
 ):
     app = APPS[name](settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         for method, path, types in _operations_with_a_body(app):
             for sent in ("text/plain", "application/x-www-form-urlencoded", "application/json"):
                 if sent in types or (sent in FORMS and FORMS & set(types)):
@@ -121,7 +121,7 @@ async def test_a_body_in_a_media_type_the_operation_does_not_take_answers_415_na
 async def test_a_multipart_form_on_a_json_operation_answers_415(settings):
     app = notifications_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         response = await client.post(
             "/endpoints",
             files={"url": (None, "https://example.org/hook")},
@@ -135,7 +135,7 @@ async def test_a_multipart_form_on_a_json_operation_answers_415(settings):
 async def test_the_area_import_takes_a_form_and_refuses_json_with_415(settings):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         response = await client.post(
             "/areas/import", json={"code_list_version": "v1"}, headers=bearer(admin)
         )
@@ -153,7 +153,7 @@ async def test_the_area_import_takes_a_form_and_refuses_json_with_415(settings):
 async def test_a_json_body_without_content_type_is_read_as_json(settings):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         response = await client.post(
             "/partners", content=b'{"name": "ONG Sabou", "kind": "ngo"}', headers=bearer(admin)
         )
@@ -228,7 +228,7 @@ def test_every_operation_with_a_body_documents_415_and_the_others_keep_401_403_4
 async def test_a_post_without_a_body_documents_the_400_of_a_bad_idempotency_key(settings):
     app = notifications_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         path = "/endpoints/{endpoint_id}/enable"
         operation = app.openapi()["paths"][path]["post"]
         assert "requestBody" not in operation

@@ -12,7 +12,7 @@ from tests.factories import bearer, make_admin_key
 async def test_an_idempotent_post_looks_its_api_key_up_once(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         look_ups: list[str] = []
 
         def count(_conn, _cursor, statement, *_args) -> None:

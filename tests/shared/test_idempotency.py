@@ -12,7 +12,7 @@ from tests.factories import bearer, make_admin_key, make_partner, make_partner_k
 async def test_the_same_key_and_body_give_the_first_response_and_one_partner(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Idempotency-Key": "create-iom-1"}
         first = await client.post(
             "/partners", json={"name": "IOM", "kind": "un_agency"}, headers=headers
@@ -31,7 +31,7 @@ async def test_the_same_key_and_body_give_the_first_response_and_one_partner(set
 async def test_the_same_key_with_another_body_answers_422(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Idempotency-Key": "k-2"}
         await client.post("/partners", json={"name": "IOM", "kind": "un_agency"}, headers=headers)
         other = await client.post(
@@ -45,7 +45,7 @@ async def test_the_same_key_with_another_body_answers_422(settings):
 async def test_keys_are_scoped_to_the_caller(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = (await make_partner_key(client, admin, partner["id"]))["key"]
         # The same Idempotency-Key from another caller is another request.
@@ -74,7 +74,7 @@ async def test_a_key_still_in_flight_answers_409(settings):
 
     app.add_api_route("/slow", slow, methods=["POST"])
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Idempotency-Key": "slow-1"}
         first = asyncio.create_task(client.post("/slow", json={}, headers=headers))
         await entered.wait()
@@ -99,7 +99,7 @@ async def test_server_errors_are_not_stored(settings):
 
     app.add_api_route("/flaky", flaky, methods=["POST"])
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Idempotency-Key": "flaky-1"}
         assert (await client.post("/flaky", json={}, headers=headers)).status_code == 500
         retried = await client.post("/flaky", json={}, headers=headers)
@@ -109,7 +109,7 @@ async def test_server_errors_are_not_stored(settings):
 async def test_a_refused_request_can_be_corrected_and_sent_again_under_the_same_key(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Idempotency-Key": "partner-1"}
         broken = await client.post(
             "/partners",

@@ -10,7 +10,7 @@ from tests.factories import bearer, make_admin_key, make_partner
 async def test_pages_cover_every_row_once_even_with_inserts_between_pages(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         names = [f"Partner {i:02d}" for i in range(0, 23, 2)]
         for name in names:
             await make_partner(client, admin, name)

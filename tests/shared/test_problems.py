@@ -18,7 +18,7 @@ async def _event_count(app) -> int:
 async def test_validation_errors_name_each_field_and_write_nothing(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         before = await _event_count(app)
         response = await client.post(
             "/partners",
@@ -39,7 +39,7 @@ async def test_validation_errors_name_each_field_and_write_nothing(settings):
 async def test_malformed_json_and_bad_utf8_answer_4xx_problems(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Content-Type": "application/json"}
         for payload in (b"{not json", b'{"name": "\xff\xfe", "kind": "ngo"}'):
             response = await client.post("/partners", content=payload, headers=headers)
@@ -50,7 +50,7 @@ async def test_malformed_json_and_bad_utf8_answer_4xx_problems(settings):
 async def test_an_oversized_body_answers_413_before_the_handler(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         big = b'{"name": "' + b"a" * (settings.max_body_bytes + 10) + b'", "kind": "ngo"}'
         response = await client.post(
             "/partners", content=big, headers={**bearer(admin), "Content-Type": "application/json"}
@@ -81,7 +81,7 @@ async def test_an_unexpected_error_answers_500_with_the_request_id_and_no_trace(
 async def test_bad_cursors_and_page_sizes_answer_422(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         for query in ("cursor=%%%", "cursor=WzFd", "limit=0", "limit=501", "limit=abc"):
             response = await client.get(f"/partners?{query}", headers=bearer(admin))
             assert response.status_code == 422, (query, response.text)

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.registry.case_shape import CASE_COLUMNS, STEP_FIELDS
 from services.registry.store import SOURCE
 from services.registry.tables import access_log, cases, plan_steps, services
-from shared.auth import AUTOCOMMIT, Principal
+from shared.auth import Principal
 from shared.eventlog.append import append
 from shared.pagination import keyset, page_of, parse_time
 from shared.tables import areas
@@ -390,7 +390,7 @@ async def list_cases_and_record(
         .cte("logged")
     )
     statement = select(page).add_cte(logged).order_by(page.c.updated_at, page.c.id)
-    await session.connection(execution_options=AUTOCOMMIT)
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     rows = (await session.execute(statement)).mappings().all()
     items, next_cursor = page_of(
         rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
