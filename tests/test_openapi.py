@@ -184,7 +184,7 @@ async def test_accept_takes_no_body_an_empty_body_or_an_empty_object_as_the_docu
     assert operation["requestBody"]["required"] is False
     app = referrals_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         url = "/referrals/7b0f3c52-1d7e-4c1a-9f0e-2b6a1d5e8c43/accept"
         json_type = {"content-type": "application/json"}
         for extra in ({}, {"headers": json_type}, {"headers": json_type, "content": b"{}"}):

@@ -25,7 +25,7 @@ async def hub(settings):
     (`partner`, `key`) and ANPE (`other`, `other_key`)."""
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(
             client, admin, "ONG Sabou", contact_email="contact@sabou.example.org"
         )

@@ -42,7 +42,7 @@ def _referral_event(step: dict, *, attempt: int, version: int, status: str, **da
 async def test_a_batch_of_referral_events_sets_each_steps_status_once(settings):
     app = create_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin, "ONG Sabou")
         key = (await make_partner_key(client, admin, partner["id"]))["key"]
         case = await make_case(client, key)  # steps 1 and 2 in parallel, 3 after both

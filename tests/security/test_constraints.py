@@ -85,7 +85,7 @@ async def test_an_upsert_for_an_owner_that_does_not_exist_answers_422_and_writes
 ):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         await make_partner(client, admin)
         before = await database_fingerprint(app)
         response = await client.put(
@@ -104,7 +104,7 @@ async def test_an_admin_endpoint_for_a_partner_that_does_not_exist_answers_422(s
     settings.notifications_allow_private_targets = True
     registry, notifications = registry_app(settings), notifications_app(settings)
     async with running(registry) as reg, running(notifications) as client:
-        admin = await make_admin_key(registry.state.sessionmaker)
+        admin = await make_admin_key(registry.state.db)
         partner = await make_partner(reg, admin)
         endpoint = {"url": "http://127.0.0.1:9/webhooks", "event_types": ["referral.*"]}
 
@@ -178,7 +178,7 @@ async def test_the_loser_of_two_intakes_racing_for_one_external_id_answers_409(
 ):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         owner = await make_partner(client, admin)
         key = (await make_partner_key(client, admin, owner["id"]))["key"]
         events = await event_count(app)
@@ -372,7 +372,7 @@ async def test_a_database_whose_table_file_vanished_answers_503_with_retry_after
         )
         app = registry_app(settings)
         async with running(app) as client:
-            admin = await make_admin_key(app.state.sessionmaker)
+            admin = await make_admin_key(app.state.db)
             await make_partner(client, admin)
             assert (await client.get("/partners", headers=bearer(admin))).status_code == 200
             async with app.state.sessionmaker() as session:
@@ -409,7 +409,7 @@ async def test_a_merge_moving_steps_whose_long_keys_share_a_prefix_gives_each_it
     alike up to the cut get a numbered suffix that is never cut away."""
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         owner = await make_partner(client, admin)
         key = (await make_partner_key(client, admin, owner["id"]))["key"]
         keep = await make_case(client, key, external_id="OIM-KEEP", plan=[])
@@ -437,7 +437,7 @@ async def test_a_merge_into_a_case_already_merged_away_answers_409_and_changes_n
 ):
     app = registry_app(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         owner = await make_partner(client, admin)
         key = (await make_partner_key(client, admin, owner["id"]))["key"]
         first = await make_case(client, key, external_id="OIM-1", plan=[])

@@ -25,7 +25,7 @@ async def test_hostile_bodies_and_queries_answer_4xx_quickly(settings, name):
     create, write, listing = TARGETS[name]
     app = create(settings)
     async with running(app) as client:
-        admin = await make_admin_key(app.state.sessionmaker)
+        admin = await make_admin_key(app.state.db)
         headers = {**bearer(admin), "Content-Type": "application/json"}
         bodies = {
             "oversized": b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}',
