@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     poll_interval_seconds: float = Field(default=1.0, alias="RELAIS_POLL_INTERVAL_SECONDS")
     max_body_bytes: int = Field(default=1024 * 1024, alias="RELAIS_MAX_BODY_BYTES")
+    hsds_public: bool = Field(
+        default=False,
+        alias="RELAIS_HSDS_PUBLIC",
+        description="Serve the HSDS view of the directory (`/hsds/...`) without a key; it "
+        "holds no personal data.",
+    )
     gc_freeze: bool = Field(
         default=True,
         alias="RELAIS_GC_FREEZE",

@@ -35,6 +35,12 @@ TAGS = [
     {"name": "cases", "description": "Returnees' cases with their plans, consent and closure."},
     {"name": "duplicates", "description": "Probable duplicate cases, for the coordination."},
     {"name": "access-log", "description": "Who read which case, for the coordination."},
+    {
+        "name": "hsds",
+        "description": "The directory as Open Referral's HSDS 3.0 API: organizations (the "
+        "partners), services, the service-type taxonomy. Any key; no key when "
+        "`RELAIS_HSDS_PUBLIC=true`. Mapping in the README.",
+    },
 ]
 
 
