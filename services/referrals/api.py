@@ -25,11 +25,12 @@ from services.referrals.schemas import (
     ReferralRole,
     ReferralStatus,
 )
-from services.referrals.store import Session
+from services.referrals.store import Connection
 from services.referrals.store import projections as projection_store
 from services.referrals.store import referrals as referral_store
 from shared.auth import Principal
-from shared.deps import Admin, Caller, SessionDep
+from shared.db import Database
+from shared.deps import Admin, Caller, DbDep
 from shared.errors import FieldError, NotFound, Unprocessable
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.pathway import plan_statuses
@@ -64,19 +65,19 @@ def roles_of(caller: Principal, referral: dict[str, Any]) -> set[str]:
     return roles
 
 
-async def _read(session: Session, row: dict[str, Any], caller: Principal) -> ReferralRead:
-    history = (await referral_store.history_of(session, referral_ids=[row["id"]]))[row["id"]]
-    case = await referral_store.minimised_for_referral(session, referral=row)
+async def _read(conn: Connection, row: dict[str, Any], caller: Principal) -> ReferralRead:
+    history = (await referral_store.history_of(conn, referral_ids=[row["id"]]))[row["id"]]
+    case = await referral_store.minimised_for_referral(conn, referral=row)
     roles = roles_of(caller, row)
     body = resource(row, history=history, case=case, with_decision=bool(roles & {"admin", "owner"}))
     return ReferralRead.model_validate(body)
 
 
 async def _listed(
-    session: Session, rows: list[dict[str, Any]], caller: Principal
+    conn: Connection, rows: list[dict[str, Any]], caller: Principal
 ) -> list[ReferralRead]:
     """Referrals as lists serve them: `case` is only `{reference}`."""
-    history = await referral_store.history_of(session, referral_ids=[r["id"] for r in rows])
+    history = await referral_store.history_of(conn, referral_ids=[r["id"] for r in rows])
     return [
         ReferralRead.model_validate(
             resource(
@@ -100,7 +101,7 @@ async def _listed(
 )
 async def list_referrals(
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     role: Annotated[
         ReferralRole | None,
         Query(description="`incoming`: addressed to you; `outgoing`: about your cases."),
@@ -126,16 +127,18 @@ async def list_referrals(
             "owner_partner_id": owner_partner_id,
         }
     equal += [(name, value) for name, value in filters.items() if value is not None]
-    items, next_cursor = await referral_store.page(
-        session,
-        viewer_is_admin=caller.is_admin,
-        viewer_partner_id=caller.partner_id,
-        equal=equal,
-        updated_from=updated_since - COMMIT_MARGIN if updated_since is not None else None,
-        cursor=cursor,
-        limit=limit,
-    )
-    return Page[ReferralRead](items=await _listed(session, items, caller), next_cursor=next_cursor)
+    async with db.connection() as conn:
+        items, next_cursor = await referral_store.page(
+            conn,
+            viewer_is_admin=caller.is_admin,
+            viewer_partner_id=caller.partner_id,
+            equal=equal,
+            updated_from=updated_since - COMMIT_MARGIN if updated_since is not None else None,
+            cursor=cursor,
+            limit=limit,
+        )
+        listed = await _listed(conn, items, caller)
+    return Page[ReferralRead](items=listed, next_cursor=next_cursor)
 
 
 @router.get(
@@ -145,15 +148,17 @@ async def list_referrals(
 )
 async def unassigned_queue(
     _admin: Admin,
-    session: SessionDep,
+    db: DbDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ReferralRead]:
     """Referrals for which no partner could be found (no candidate, or four routed attempts
     ended without a taker). Assign them with `POST /referrals/{id}/assign`.
     """
-    items, next_cursor = await referral_store.unassigned_page(session, cursor=cursor, limit=limit)
-    return Page[ReferralRead](items=await _listed(session, items, _admin), next_cursor=next_cursor)
+    async with db.connection() as conn:
+        items, next_cursor = await referral_store.unassigned_page(conn, cursor=cursor, limit=limit)
+        listed = await _listed(conn, items, _admin)
+    return Page[ReferralRead](items=listed, next_cursor=next_cursor)
 
 
 @router.get(
@@ -163,15 +168,16 @@ async def unassigned_queue(
     description="The routing decision is shown to admins and the case owner, not the assignee.",
     responses=NOT_FOUND,
 )
-async def get_referral(referral_id: UUID, caller: Caller, session: SessionDep) -> ReferralRead:
-    row = await referral_store.load_referral(session, referral_id=referral_id)
-    if row is None or not roles_of(caller, row):
-        raise NotFound(f"No referral {referral_id}.")
-    return await _read(session, row, caller)
+async def get_referral(referral_id: UUID, caller: Caller, db: DbDep) -> ReferralRead:
+    async with db.connection() as conn:
+        row = await referral_store.load_referral(conn, referral_id=referral_id)
+        if row is None or not roles_of(caller, row):
+            raise NotFound(f"No referral {referral_id}.")
+        return await _read(conn, row, caller)
 
 
 async def _act(
-    session: Session,
+    db: Database,
     *,
     referral_id: UUID,
     caller: Principal,
@@ -182,15 +188,15 @@ async def _act(
     outcome: str | None = None,
 ) -> ReferralRead:
     expected = expected_version(if_match, body.version)
-    async with session.begin():
-        row = await referral_store.lock_for_change(session, referral_id=referral_id)
+    async with db.transaction() as conn:
+        row = await referral_store.lock_for_change(conn, referral_id=referral_id)
         roles = roles_of(caller, row) if row else set()
         if row is None or not roles:
             raise NotFound(f"No referral {referral_id}.")
         spec = transition(row["status"], action, roles)
         check_version(row["version"], expected)
         updated = await referral_store.set_status(
-            session,
+            conn,
             referral=row,
             status=spec.target,
             event_type=spec.event,
@@ -200,11 +206,11 @@ async def _act(
             outcome=outcome,
         )
         if action == "complete":
-            await projections.resolve_step(session, step_id=row["step_id"], resolution="completed")
+            await projections.resolve_step(conn, step_id=row["step_id"], resolution="completed")
         elif action == "cancel":
             # The owner or an admin cancelling a referral cancels its step too.
-            await projections.resolve_step(session, step_id=row["step_id"], resolution="cancelled")
-        return await _read(session, updated, caller)
+            await projections.resolve_step(conn, step_id=row["step_id"], resolution="cancelled")
+        return await _read(conn, updated, caller)
 
 
 @router.post(
@@ -216,7 +222,7 @@ async def _act(
 async def accept(
     referral_id: UUID,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     body: ActionBody | None = None,
     if_match: IfMatch = None,
 ) -> ReferralRead:
@@ -224,7 +230,7 @@ async def accept(
     current status and the actions open to you.
     """
     return await _act(
-        session,
+        db,
         referral_id=referral_id,
         caller=caller,
         action="accept",
@@ -243,7 +249,7 @@ async def reject(
     referral_id: UUID,
     body: ReasonBody,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
     """The assignee declines with a reason; the partner is excluded for this step and the step
@@ -251,7 +257,7 @@ async def reject(
     queue).
     """
     return await _act(
-        session,
+        db,
         referral_id=referral_id,
         caller=caller,
         action="reject",
@@ -270,13 +276,13 @@ async def reject(
 async def start(
     referral_id: UUID,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     body: ActionBody | None = None,
     if_match: IfMatch = None,
 ) -> ReferralRead:
     """The assignee has started delivering the service. Allowed from `accepted`."""
     return await _act(
-        session,
+        db,
         referral_id=referral_id,
         caller=caller,
         action="start",
@@ -295,14 +301,14 @@ async def complete(
     referral_id: UUID,
     body: CompleteBody,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
     """The assignee reports the outcome; the step is completed and every step it unblocks is
     routed at once.
     """
     return await _act(
-        session,
+        db,
         referral_id=referral_id,
         caller=caller,
         action="complete",
@@ -322,12 +328,12 @@ async def fail(
     referral_id: UUID,
     body: ReasonBody,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
     """The assignee could not deliver, with a reason; the step is routed to the next candidate."""
     return await _act(
-        session,
+        db,
         referral_id=referral_id,
         caller=caller,
         action="fail",
@@ -347,12 +353,12 @@ async def cancel(
     referral_id: UUID,
     body: ReasonBody,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
     """The case owner or an admin withdraws the referral; its step is cancelled too."""
     return await _act(
-        session,
+        db,
         referral_id=referral_id,
         caller=caller,
         action="cancel",
@@ -374,17 +380,17 @@ async def assign(
     referral_id: UUID,
     body: AssignBody,
     caller: Admin,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> ReferralRead:
     expected = expected_version(if_match, body.version)
-    async with session.begin():
-        row = await referral_store.lock_for_change(session, referral_id=referral_id)
+    async with db.transaction() as conn:
+        row = await referral_store.lock_for_change(conn, referral_id=referral_id)
         if row is None:
             raise NotFound(f"No referral {referral_id}.")
         spec = transition(row["status"], "assign", {"admin"})
         check_version(row["version"], expected)
-        partner = await projection_store.get_partner(session, partner_id=body.partner_id)
+        partner = await projection_store.get_partner(conn, partner_id=body.partner_id)
         if partner is None or partner["status"] != "active":
             raise Unprocessable(
                 "Assign to an active partner.",
@@ -395,12 +401,12 @@ async def assign(
                 ],
             )
         service = await _service_for(
-            session, row=row, partner_id=body.partner_id, service_id=body.service_id
+            conn, row=row, partner_id=body.partner_id, service_id=body.service_id
         )
         now = now_utc()
         hours_from = service["response_hours"] if service else 10**6
         updated = await referral_store.set_status(
-            session,
+            conn,
             referral=row,
             status=spec.target,
             event_type=spec.event,
@@ -421,18 +427,18 @@ async def assign(
                 },
             },
         )
-        return await _read(session, updated, caller)
+        return await _read(conn, updated, caller)
 
 
 async def _service_for(
-    session: Session,
+    conn: Connection,
     *,
     row: dict[str, Any],
     partner_id: UUID,
     service_id: UUID | None,
 ) -> dict[str, Any] | None:
     if service_id is not None:
-        service = await projection_store.get_service(session, service_id=service_id)
+        service = await projection_store.get_service(conn, service_id=service_id)
         if service is None or service["partner_id"] != partner_id:
             raise Unprocessable(
                 "The service must be one of the partner's.",
@@ -445,9 +451,9 @@ async def _service_for(
                 ],
             )
         return service
-    case = await projection_store.get_case(session, case_id=row["case_id"])
+    case = await projection_store.get_case(conn, case_id=row["case_id"])
     assert case is not None  # a referral's case is never deleted from the projection
-    inputs = RoutingInputs(session)
+    inputs = RoutingInputs(conn)
     options = [
         o
         for o in await inputs.service_options(row["service_type"])
@@ -461,7 +467,7 @@ async def _service_for(
     )
     decision = decide(request, options)
     chosen = decision.chosen.service_id if decision.chosen else sorted(o.id for o in options)[0]
-    return await projection_store.get_service(session, service_id=chosen)
+    return await projection_store.get_service(conn, service_id=chosen)
 
 
 @router.get(
@@ -470,16 +476,18 @@ async def _service_for(
     summary="Every step of a case with its referrals and status (owner or admin)",
     responses={404: {"model": Problem, "description": "No such case visible to this key."}},
 )
-async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> PathwayRead:
+async def pathway(case_id: UUID, caller: Caller, db: DbDep) -> PathwayRead:
     """The case's plan as the referrals service sees it: each step's status and every referral
     it had, in order of attempt.
     """
-    case = await projection_store.get_case(session, case_id=case_id)
-    if case is None or not (caller.is_admin or case["owner_partner_id"] == caller.partner_id):
-        raise NotFound(f"No case {case_id}.")
-    plan = (await projection_store.steps_of_cases(session, case_ids=[case_id]))[case_id]
+    async with db.connection() as conn:
+        case = await projection_store.get_case(conn, case_id=case_id)
+        if case is None or not (caller.is_admin or case["owner_partner_id"] == caller.partner_id):
+            raise NotFound(f"No case {case_id}.")
+        plan = (await projection_store.steps_of_cases(conn, case_ids=[case_id]))[case_id]
+        referrals = await referral_store.referrals_of_case(conn, case_id=case_id)
     by_step: dict[UUID, list[dict]] = {s["id"]: [] for s in plan}
-    for r in await referral_store.referrals_of_case(session, case_id=case_id):
+    for r in referrals:
         by_step.setdefault(r["step_id"], []).append(r)
     status_input = []
     for s in plan:
@@ -517,39 +525,43 @@ async def pathway(case_id: UUID, caller: Caller, session: SessionDep) -> Pathway
     description="Runs the router's own decision function on the same data. For a real step, the "
     "partners that already rejected, let expire or failed it are excluded as the router would.",
 )
-async def preview(body: PreviewRequest, _admin: Admin, session: SessionDep) -> PreviewRead:
-    inputs = RoutingInputs(session)
-    case: dict[str, Any] | None
-    if body.case_id is not None:
-        assert body.step_id is not None
-        case = await projection_store.get_case(session, case_id=body.case_id)
-        step = await projection_store.get_step(session, case_id=body.case_id, step_id=body.step_id)
-        if case is None or step is None:
-            raise NotFound("No such case and step.")
-        history = step_history(await referral_store.referrals_of_step(session, step_id=step["id"]))
-        service_type, priority = step["service_type"], step["priority"]
-    else:
-        hypothetical = body.case
-        assert hypothetical is not None and body.service_type is not None
-        case = {
-            "beneficiary": hypothetical.beneficiary.model_dump(mode="json"),
-            "vulnerabilities": hypothetical.vulnerabilities,
-            "return_area_code": hypothetical.return_.area_code,
-        }
-        history, service_type, priority = StepHistory(), body.service_type, body.priority
-    request = await inputs.request(
-        case=case, service_type=service_type, priority=priority, history=history
-    )
-    if not request.area_depths:
-        raise Unprocessable(
-            "Unknown area.",
-            errors=[
-                FieldError(
-                    field="body.case.return.area_code", message="unknown area", type="unknown_code"
-                )
-            ],
+async def preview(body: PreviewRequest, _admin: Admin, db: DbDep) -> PreviewRead:
+    async with db.connection() as conn:
+        inputs = RoutingInputs(conn)
+        case: dict[str, Any] | None
+        if body.case_id is not None:
+            assert body.step_id is not None
+            case = await projection_store.get_case(conn, case_id=body.case_id)
+            step = await projection_store.get_step(conn, case_id=body.case_id, step_id=body.step_id)
+            if case is None or step is None:
+                raise NotFound("No such case and step.")
+            history = step_history(await referral_store.referrals_of_step(conn, step_id=step["id"]))
+            service_type, priority = step["service_type"], step["priority"]
+        else:
+            hypothetical = body.case
+            assert hypothetical is not None and body.service_type is not None
+            case = {
+                "beneficiary": hypothetical.beneficiary.model_dump(mode="json"),
+                "vulnerabilities": hypothetical.vulnerabilities,
+                "return_area_code": hypothetical.return_.area_code,
+            }
+            history, service_type, priority = StepHistory(), body.service_type, body.priority
+        request = await inputs.request(
+            case=case, service_type=service_type, priority=priority, history=history
         )
-    decision = decide(request, await inputs.service_options(service_type))
+        if not request.area_depths:
+            raise Unprocessable(
+                "Unknown area.",
+                errors=[
+                    FieldError(
+                        field="body.case.return.area_code",
+                        message="unknown area",
+                        type="unknown_code",
+                    )
+                ],
+            )
+        options = await inputs.service_options(service_type)
+    decision = decide(request, options)
     return PreviewRead(
         chosen_service_id=decision.chosen.service_id if decision.chosen else None,
         chosen_partner_id=decision.chosen.partner_id if decision.chosen else None,

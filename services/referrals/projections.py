@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from services.referrals.store import Session
+from services.referrals.store import Connection
 from services.referrals.store import projections as projection_store
 from shared.eventlog.consumer import read_after
 from shared.eventlog.model import Event
@@ -29,14 +29,14 @@ BENEFICIARY_FIELDS = (
 )
 
 
-async def apply_partner(session: Session, data: Mapping[str, Any]) -> tuple[bool, str | None]:
+async def apply_partner(conn: Connection, data: Mapping[str, Any]) -> tuple[bool, str | None]:
     """Upsert a partner; returns (applied, its status before)."""
     partner_id = UUID(str(data["id"]))
-    before = await projection_store.partner_state(session, partner_id=partner_id)
+    before = await projection_store.partner_state(conn, partner_id=partner_id)
     if before is not None and before[1] >= int(data["version"]):
         return False, before[0]
     await projection_store.upsert_partner(
-        session,
+        conn,
         values={
             "id": partner_id,
             "name": data["name"],
@@ -50,9 +50,9 @@ async def apply_partner(session: Session, data: Mapping[str, Any]) -> tuple[bool
     return True, before[0] if before else None
 
 
-async def apply_service(session: Session, data: Mapping[str, Any]) -> bool:
+async def apply_service(conn: Connection, data: Mapping[str, Any]) -> bool:
     return await projection_store.upsert_service(
-        session,
+        conn,
         values={
             "id": UUID(str(data["id"])),
             "partner_id": UUID(str(data["partner_id"])),
@@ -68,12 +68,12 @@ async def apply_service(session: Session, data: Mapping[str, Any]) -> bool:
     )
 
 
-async def apply_case(session: Session, data: Mapping[str, Any]) -> bool:
+async def apply_case(conn: Connection, data: Mapping[str, Any]) -> bool:
     """Upsert a case and its plan; a step's resolution is only ever set, never undone."""
-    return UUID(str(data["id"])) in await apply_cases(session, [data])
+    return UUID(str(data["id"])) in await apply_cases(conn, [data])
 
 
-async def apply_cases(session: Session, snapshots: Sequence[Mapping[str, Any]]) -> set[UUID]:
+async def apply_cases(conn: Connection, snapshots: Sequence[Mapping[str, Any]]) -> set[UUID]:
     """Upsert cases and their plans from snapshots in log order, in two statements; returns
     the cases changed. Per case the newest snapshot wins, as if each had been applied in turn
     (an older one never overwrites a newer copy), and a step resolved by any of them stays
@@ -82,10 +82,10 @@ async def apply_cases(session: Session, snapshots: Sequence[Mapping[str, Any]]) 
     if not latest:
         return set()
     changed = await projection_store.upsert_cases(
-        session, rows=[case_row(case_id, data) for case_id, data in latest.items()]
+        conn, rows=[case_row(case_id, data) for case_id, data in latest.items()]
     )
     await projection_store.upsert_steps(
-        session,
+        conn,
         rows=[
             step_row(case_id, position, step, resolved)
             for case_id in sorted(changed, key=str)
@@ -148,33 +148,33 @@ def step_row(
     }
 
 
-async def resolve_step(session: Session, *, step_id: UUID, resolution: str) -> None:
+async def resolve_step(conn: Connection, *, step_id: UUID, resolution: str) -> None:
     """The step ends (completed or cancelled) unless it already has."""
-    await projection_store.resolve_step(session, step_id=step_id, resolution=resolution)
+    await projection_store.resolve_step(conn, step_id=step_id, resolution=resolution)
 
 
-async def apply(session: Session, event: Event) -> bool:
+async def apply(conn: Connection, event: Event) -> bool:
     """Apply one event to the projections; True when it changed them."""
     if event.type.startswith("partner."):
-        applied, _ = await apply_partner(session, event.data)
+        applied, _ = await apply_partner(conn, event.data)
         return applied
     if event.type.startswith("service."):
-        return await apply_service(session, event.data)
+        return await apply_service(conn, event.data)
     if event.type.startswith("case.") and event.type != "case.pathway_completed":
-        return await apply_case(session, event.data)
+        return await apply_case(conn, event.data)
     return False
 
 
-async def rebuild(session: Session, *, batch_size: int = 1000) -> int:
+async def rebuild(conn: Connection, *, batch_size: int = 1000) -> int:
     """Empty the projections and build them again from the whole log. No routing happens:
     the reconciler keeps its own checkpoint. Returns the number of events read."""
-    await projection_store.clear(session)
+    await projection_store.clear(conn)
     position, count = (0, 0), 0
     while True:
-        batch = await read_after(session, tx=position[0], seq=position[1], limit=batch_size)
+        batch = await read_after(conn, tx=position[0], seq=position[1], limit=batch_size)
         if not batch:
             return count
         for event in batch:
-            await apply(session, event)
+            await apply(conn, event)
         count += len(batch)
         position = (batch[-1].tx, batch[-1].seq)

@@ -12,19 +12,19 @@ import asyncio
 
 from services.referrals import projections
 from services.referrals.store import loads
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database
 from shared.settings import Settings
 
 
 async def main(settings: Settings) -> int:
-    engine = create_engine(settings, application_name="relais-referrals-rebuild")
+    db = await Database.connect(settings, application_name="relais-referrals-rebuild")
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            count = await projections.rebuild(session)
-            await loads.recount(session)
+        async with db.transaction() as conn:
+            count = await projections.rebuild(conn)
+            await loads.recount(conn)
             return count
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from services.referrals import projections
 from services.referrals.resources import NewReferral, minimised_view, referral_values
 from services.referrals.routing import Decision, ServiceOption, decide, step_history
 from services.referrals.routing_inputs import RoutingInputs
-from services.referrals.store import Session
+from services.referrals.store import Connection
 from services.referrals.store import projections as projection_store
 from services.referrals.store import referrals as referral_store
 from shared.eventlog.model import Event
@@ -48,40 +48,40 @@ RECONCILING_REFERRAL_EVENTS = frozenset(
 )
 
 
-async def handle(session: Session, events: Sequence[Event]) -> None:
+async def handle(conn: Connection, events: Sequence[Event]) -> None:
     """The consumer's handler: projections first, then the touched cases reconciled together."""
     touched: dict[UUID, Event] = {}
     snapshots: list[Mapping[str, Any]] = []
     for event in events:
         if event.type.startswith("partner."):
-            applied, before = await projections.apply_partner(session, event.data)
+            applied, before = await projections.apply_partner(conn, event.data)
             if applied and before == "active" and event.data.get("status") == "inactive":
                 for case_id in await release_partner(
-                    session, partner_id=UUID(str(event.data["id"])), cause=event
+                    conn, partner_id=UUID(str(event.data["id"])), cause=event
                 ):
                     touched[case_id] = event
         elif event.type.startswith("service."):
-            await projections.apply_service(session, event.data)
+            await projections.apply_service(conn, event.data)
         elif event.type.startswith("case.") and event.type != "case.pathway_completed":
             snapshots.append(event.data)
             touched[UUID(str(event.data["id"]))] = event
         elif event.type in RECONCILING_REFERRAL_EVENTS:
             touched[UUID(str(event.data["case_id"]))] = event
-    await projections.apply_cases(session, snapshots)
-    await reconcile(session, touched)
+    await projections.apply_cases(conn, snapshots)
+    await reconcile(conn, touched)
 
 
-async def release_partner(session: Session, *, partner_id: UUID, cause: Event) -> list[UUID]:
+async def release_partner(conn: Connection, *, partner_id: UUID, cause: Event) -> list[UUID]:
     """A deactivated partner's referrals still `requested` are cancelled, to be routed again."""
     case_ids = []
     for referral_id, _case_id in await referral_store.requested_of_partner(
-        session, partner_id=partner_id
+        conn, partner_id=partner_id
     ):
-        row = await referral_store.lock_for_change(session, referral_id=referral_id)
+        row = await referral_store.lock_for_change(conn, referral_id=referral_id)
         if row is None or row["status"] != "requested":
             continue
         await referral_store.set_status(
-            session,
+            conn,
             referral=row,
             status="cancelled",
             event_type="referral.cancelled",
@@ -93,7 +93,7 @@ async def release_partner(session: Session, *, partner_id: UUID, cause: Event) -
     return case_ids
 
 
-async def reconcile(session: Session, touched: Mapping[UUID, Event]) -> None:
+async def reconcile(conn: Connection, touched: Mapping[UUID, Event]) -> None:
     """Bring the referrals of every touched case in line with it (its event is the cause).
 
     The cases are locked together, in id order, with their steps and referrals read in one
@@ -102,27 +102,27 @@ async def reconcile(session: Session, touched: Mapping[UUID, Event]) -> None:
     if not touched:
         return
     ids = sorted(touched, key=str)
-    by_id = await projection_store.lock_cases(session, case_ids=ids)
-    plans = await projection_store.steps_of_cases(session, case_ids=list(by_id))
+    by_id = await projection_store.lock_cases(conn, case_ids=ids)
+    plans = await projection_store.steps_of_cases(conn, case_ids=list(by_id))
     # Every referral of those cases, locked: the open ones may change here, the others are
     # the steps' histories (who was excluded, how many attempts).
     every: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in by_id}
-    for row in await referral_store.referrals_of_cases(session, case_ids=list(by_id)):
+    for row in await referral_store.referrals_of_cases(conn, case_ids=list(by_id)):
         every[row["case_id"]].append(row)
 
-    inputs = RoutingInputs(session, fold_loads=True)
+    inputs = RoutingInputs(conn, fold_loads=True)
     drafts: list[NewReferral] = []
     for case_id in ids:
         if case_id in by_id:
             drafts += await reconcile_case(
-                session,
+                conn,
                 case=by_id[case_id],
                 plan=plans[case_id],
                 referrals=every[case_id],
                 cause=touched[case_id],
                 inputs=inputs,
             )
-    for referral in await referral_store.create_referrals(session, drafts=drafts):
+    for referral in await referral_store.create_referrals(conn, drafts=drafts):
         log.info(
             "step_routed",
             case_id=str(referral["case_id"]),
@@ -134,7 +134,7 @@ async def reconcile(session: Session, touched: Mapping[UUID, Event]) -> None:
 
 
 async def reconcile_case(
-    session: Session,
+    conn: Connection,
     *,
     case: Mapping[str, Any],
     plan: Sequence[Mapping[str, Any]],
@@ -147,7 +147,7 @@ async def reconcile_case(
 
     async def cancel(referral: Mapping[str, Any], reason: str) -> None:
         await referral_store.set_status(
-            session,
+            conn,
             referral=referral,
             status="cancelled",
             event_type="referral.cancelled",
@@ -193,23 +193,23 @@ async def reconcile_case(
 
     if plan and len(resolved) == len(plan):
         if not case["pathway_completed"]:
-            await pathway_completed(session, case=case, plan=plan, cause=cause)
+            await pathway_completed(conn, case=case, plan=plan, cause=cause)
     elif case["pathway_completed"]:
-        await projection_store.set_pathway_completed(session, case_id=case["id"], completed=False)
+        await projection_store.set_pathway_completed(conn, case_id=case["id"], completed=False)
     return drafts
 
 
 async def pathway_completed(
-    session: Session,
+    conn: Connection,
     *,
     case: Mapping[str, Any],
     plan: Sequence[Mapping[str, Any]],
     cause: Event | None,
 ) -> None:
     """Mark the case's pathway completed and emit `case.pathway_completed`."""
-    await projection_store.set_pathway_completed(session, case_id=case["id"], completed=True)
+    await projection_store.set_pathway_completed(conn, case_id=case["id"], completed=True)
     await projection_store.append_pathway_completed(
-        session,
+        conn,
         case=case,
         steps=[{"id": s["id"], "key": s["key"], "status": s["resolution"]} for s in plan],
         cause=cause,

@@ -17,15 +17,15 @@ from uuid import UUID
 
 from services.referrals.resources import now_utc
 from services.referrals.routing import RoutingRequest, ServiceOption, StepHistory, request_for
-from services.referrals.store import Session, loads
+from services.referrals.store import Connection, loads
 from services.referrals.store import projections as projection_store
 
 
 class RoutingInputs:
     """The inputs of `routing.decide` for any number of steps, each read once."""
 
-    def __init__(self, session: Session, *, fold_loads: bool = False) -> None:
-        self.session = session
+    def __init__(self, conn: Connection, *, fold_loads: bool = False) -> None:
+        self.conn = conn
         self._fold_loads = fold_loads
         self._depths: dict[str, dict[str, int]] = {}
         self._options: dict[str, dict[UUID, ServiceOption]] = {}
@@ -52,16 +52,16 @@ class RoutingInputs:
     async def area_depths(self, area_code: str) -> dict[str, int]:
         if area_code not in self._depths:
             self._depths[area_code] = await projection_store.area_depths(
-                self.session, area_code=area_code
+                self.conn, area_code=area_code
             )
         return self._depths[area_code]
 
     async def service_options(self, service_type: str) -> list[ServiceOption]:
         """The services of the type with their loads (the reconciler folds them first)."""
         if self._fold_loads and not self._options:
-            await loads.fold_changes(self.session)
+            await loads.fold_changes(self.conn)
         if service_type not in self._options:
-            options = await loads.service_options(self.session, service_type=service_type)
+            options = await loads.service_options(self.conn, service_type=service_type)
             self._options[service_type] = {o.id: o for o in options}
         return list(self._options[service_type].values())
 
@@ -75,6 +75,6 @@ class RoutingInputs:
     async def partner(self, partner_id: UUID) -> dict[str, Any] | None:
         if partner_id not in self._partners:
             self._partners[partner_id] = await projection_store.get_partner(
-                self.session, partner_id=partner_id
+                self.conn, partner_id=partner_id
             )
         return self._partners[partner_id]

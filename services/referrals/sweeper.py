@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from services.referrals.store import Sessionmaker
 from services.referrals.store import referrals as referral_store
 from shared.db import Database
 from shared.eventlog.consumer import wait_for_wake
@@ -26,13 +25,13 @@ class DeadlineSweeper:
     interval: float = 1.0
     batch_size: int = 100
 
-    async def sweep_once(self, sessionmaker: Sessionmaker) -> int:
+    async def sweep_once(self, db: Database) -> int:
         """Expire one batch of overdue referrals; returns how many."""
-        async with sessionmaker() as session, session.begin():
-            rows = await referral_store.lock_overdue(session, limit=self.batch_size)
+        async with db.transaction() as conn:
+            rows = await referral_store.lock_overdue(conn, limit=self.batch_size)
             for row in rows:
                 await referral_store.set_status(
-                    session,
+                    conn,
                     referral=row,
                     status="expired",
                     event_type="referral.expired",
@@ -44,11 +43,10 @@ class DeadlineSweeper:
         return len(rows)
 
     async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None:
-        sessionmaker = db.sessionmaker
         failures = 0
         while not stop.is_set():
             try:
-                expired = await self.sweep_once(sessionmaker)
+                expired = await self.sweep_once(db)
                 failures = 0
             except asyncio.CancelledError:
                 raise

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import text
-
 from services.referrals import projections
 from services.referrals.app import create_app as referrals_app
 from tests.conftest import running
@@ -260,24 +258,15 @@ async def test_projections_rebuild_from_the_log_to_the_same_state(settings):
         await asyncio.sleep(0.5)
 
         async def snapshot():
-            async with hub.sessionmaker() as session:
+            async with hub.db.connection() as conn:
                 return [
-                    sorted(
-                        map(
-                            tuple,
-                            (
-                                await session.execute(
-                                    text(f"SELECT * FROM referrals.{t} ORDER BY 1")
-                                )
-                            ).all(),
-                        )
-                    )
+                    sorted(map(tuple, await conn.fetch(f"SELECT * FROM referrals.{t} ORDER BY 1")))
                     for t in ("partners", "services", "cases", "steps")
                 ]
 
         before = await snapshot()
-        async with hub.sessionmaker() as session, session.begin():
-            read = await projections.rebuild(session)
+        async with hub.db.transaction() as conn:
+            read = await projections.rebuild(conn)
         assert read > 0
         assert await snapshot() == before
 
@@ -311,22 +300,16 @@ async def test_two_routers_route_every_step_of_200_cases_exactly_once(settings):
                 await asyncio.gather(*(create(i) for i in range(start, start + 20)))
 
             async def all_routed():
-                async with hub.sessionmaker() as session:
-                    return (
-                        await session.execute(text("SELECT count(*) FROM referrals.referrals"))
-                    ).scalar() >= 400
+                async with hub.db.connection() as conn:
+                    return await conn.fetchval("SELECT count(*) FROM referrals.referrals") >= 400
 
             await eventually(all_routed, timeout=60)
             await asyncio.sleep(1.0)
-        async with hub.sessionmaker() as session:
-            per_step = (
-                await session.execute(
-                    text("SELECT step_id, count(*) FROM referrals.referrals GROUP BY step_id")
-                )
-            ).all()
-            steps = (
-                await session.execute(text("SELECT count(*) FROM registry.plan_steps"))
-            ).scalar()
+        async with hub.db.connection() as conn:
+            per_step = await conn.fetch(
+                "SELECT step_id, count(*) FROM referrals.referrals GROUP BY step_id"
+            )
+            steps = await conn.fetchval("SELECT count(*) FROM registry.plan_steps")
         assert steps == 400
         assert len(per_step) == 400 and all(n == 1 for _, n in per_step)
 
@@ -401,10 +384,8 @@ async def test_completing_parallel_steps_at_once_never_routes_a_completed_step_a
 
         await eventually(all_complete, timeout=30)
         await asyncio.sleep(1.0)
-        async with hub.sessionmaker() as session:
-            extra = (
-                await session.execute(
-                    text("SELECT count(*) FROM referrals.referrals WHERE attempt > 1")
-                )
-            ).scalar()
+        async with hub.db.connection() as conn:
+            extra = await conn.fetchval(
+                "SELECT count(*) FROM referrals.referrals WHERE attempt > 1"
+            )
         assert extra == 0

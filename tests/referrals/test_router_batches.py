@@ -6,12 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy import text
-
 from services.referrals import projections, rebuild
 from services.referrals.app import create_app as referrals_app
 from services.referrals.store import loads
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database
 from tests.conftest import running
 from tests.factories import bearer, case_body, distinct_person
 from tests.hub import eventually, running_hub
@@ -23,15 +21,13 @@ TWO_PARALLEL_STEPS = [
 
 
 async def _created_events(hub, case_id: str) -> list[dict]:
-    async with hub.sessionmaker() as session:
-        rows = await session.execute(
-            text(
-                "SELECT data FROM hub.events WHERE type = 'referral.created' "
-                "AND data->>'case_id' = :case_id ORDER BY tx, seq"
-            ),
-            {"case_id": case_id},
+    async with hub.db.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT data FROM hub.events WHERE type = 'referral.created' "
+            "AND data->>'case_id' = $1 ORDER BY tx, seq",
+            case_id,
         )
-        return [r.data for r in rows]
+        return [r["data"] for r in rows]
 
 
 def _times(history: list[dict]) -> list[tuple]:
@@ -105,34 +101,27 @@ async def test_a_batch_of_cases_is_spread_by_the_loads_it_creates(settings):
         async with running(referrals_app(router)):
 
             async def routed():
-                async with hub.sessionmaker() as session:
-                    rows = (
-                        await session.execute(
-                            text(
-                                "SELECT assignee_partner_id::text AS p, count(*) AS n "
-                                "FROM referrals.referrals GROUP BY 1"
-                            )
-                        )
-                    ).all()
-                return rows if sum(r.n for r in rows) == 6 else None
+                async with hub.db.connection() as conn:
+                    rows = await conn.fetch(
+                        "SELECT assignee_partner_id::text AS p, count(*) AS n "
+                        "FROM referrals.referrals GROUP BY 1"
+                    )
+                return rows if sum(r["n"] for r in rows) == 6 else None
 
-            counts = {r.p: r.n for r in await eventually(routed)}
+            counts = {r["p"]: r["n"] for r in await eventually(routed)}
         assert counts == {first["id"]: 3, second["id"]: 3}
 
 
 async def _loads(hub, service_type: str) -> tuple[dict, dict]:
     """(the loads routing reads, the loads counted from the referrals themselves)."""
-    async with hub.sessionmaker() as session:
-        options = await loads.service_options(session, service_type=service_type)
+    async with hub.db.connection() as conn:
+        options = await loads.service_options(conn, service_type=service_type)
         counted = dict(
-            (
-                await session.execute(
-                    text(
-                        "SELECT service_id, count(*) FROM referrals.referrals "
-                        "WHERE status IN ('requested', 'accepted', 'in_progress') GROUP BY 1"
-                    )
-                )
-            ).all()
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT service_id, count(*) FROM referrals.referrals "
+                "WHERE status IN ('requested', 'accepted', 'in_progress') GROUP BY 1"
+            )
         )
     return {o.id: o.load for o in options if o.load}, counted
 
@@ -191,12 +180,10 @@ async def test_service_loads_follow_every_transition_and_survive_folding(setting
 
         read, counted = await eventually(settled)
         assert read == counted
-        async with hub.sessionmaker() as session, session.begin():
-            await loads.fold_changes(session)
-        async with hub.sessionmaker() as session:
-            left = (
-                await session.execute(text("SELECT count(*) FROM referrals.service_load_changes"))
-            ).scalar()
+        async with hub.db.transaction() as conn:
+            await loads.fold_changes(conn)
+        async with hub.db.connection() as conn:
+            left = await conn.fetchval("SELECT count(*) FROM referrals.service_load_changes")
         assert left == 0
         assert await _loads(hub, "economic.vocational_training") == (read, counted)
 
@@ -229,8 +216,7 @@ def _snapshot(case_id, step_ids, version: int, resolved: dict | None = None, **f
 
 
 async def test_a_batch_of_snapshots_applies_as_if_one_by_one(settings):
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     case_id, first, second = uuid4(), uuid4(), uuid4()
     owner = str(uuid4())
     v1 = _snapshot(case_id, [first, second], 1, owner=owner)
@@ -238,45 +224,40 @@ async def test_a_batch_of_snapshots_applies_as_if_one_by_one(settings):
     # A later snapshot that no longer says the first step is completed never undoes it.
     v3 = _snapshot(case_id, [first, second], 3, {second: "cancelled"}, owner=owner)
     try:
-        async with sessionmaker() as session, session.begin():
-            assert await projections.apply_cases(session, [v1, v3, v2]) == {case_id}
-        async with sessionmaker() as session, session.begin():
+        async with db.transaction() as conn:
+            assert await projections.apply_cases(conn, [v1, v3, v2]) == {case_id}
+        async with db.transaction() as conn:
             # Replayed news changes nothing.
-            assert await projections.apply_cases(session, [v2, v1]) == set()
+            assert await projections.apply_cases(conn, [v2, v1]) == set()
 
-        async with sessionmaker() as session:
-            version = (
-                await session.execute(
-                    text("SELECT version FROM referrals.cases WHERE id = :id"), {"id": case_id}
-                )
-            ).scalar()
+        async with db.connection() as conn:
+            version = await conn.fetchval(
+                "SELECT version FROM referrals.cases WHERE id = $1", case_id
+            )
             steps = dict(
-                (
-                    await session.execute(
-                        text("SELECT id, resolution FROM referrals.steps WHERE case_id = :id"),
-                        {"id": case_id},
-                    )
-                ).all()
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT id, resolution FROM referrals.steps WHERE case_id = $1", case_id
+                )
             )
         assert version == 3
         assert steps == {first: "completed", second: "cancelled"}
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_snapshots_with_thousands_of_steps_apply(settings):
     """A statement takes at most 32,767 parameters; plans have no fixed size."""
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     snapshots = [_snapshot(uuid4(), [uuid4() for _ in range(1700)], 1) for _ in range(2)]
     try:
-        async with sessionmaker() as session, session.begin():
-            assert len(await projections.apply_cases(session, snapshots)) == 2
-        async with sessionmaker() as session:
-            count = (await session.execute(text("SELECT count(*) FROM referrals.steps"))).scalar()
+        async with db.transaction() as conn:
+            assert len(await projections.apply_cases(conn, snapshots)) == 2
+        async with db.connection() as conn:
+            count = await conn.fetchval("SELECT count(*) FROM referrals.steps")
         assert count == 3400
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_the_rebuild_command_recounts_loads_from_the_referrals(settings):
@@ -301,25 +282,21 @@ async def test_the_rebuild_command_recounts_loads_from_the_referrals(settings):
 
         assert await eventually(routed) == expected
     # Counters gone astray (say, a restore that bypassed the trigger), workers stopped.
-    engine = create_engine(settings)
+    db = await Database.connect(settings)
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            await session.execute(text("UPDATE referrals.service_loads SET load = load + 40"))
-            await session.execute(
-                text(
-                    "INSERT INTO referrals.service_load_changes (service_id, delta) VALUES (:id, 7)"
-                ),
-                {"id": UUID(service["id"])},
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE referrals.service_loads SET load = load + 40")
+            await conn.execute(
+                "INSERT INTO referrals.service_load_changes (service_id, delta) VALUES ($1, 7)",
+                UUID(service["id"]),
             )
     finally:
-        await engine.dispose()
+        await db.close()
     assert await rebuild.main(settings) > 0
-    engine = create_engine(settings)
+    db = await Database.connect(settings)
     try:
-        async with create_sessionmaker(engine)() as session:
-            options = await loads.service_options(
-                session, service_type="economic.vocational_training"
-            )
+        async with db.connection() as conn:
+            options = await loads.service_options(conn, service_type="economic.vocational_training")
     finally:
-        await engine.dispose()
+        await db.close()
     assert {o.id: o.load for o in options} == expected

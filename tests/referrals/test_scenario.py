@@ -4,7 +4,7 @@ an admin, and completed."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from uuid import UUID
 
 from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
@@ -92,15 +92,12 @@ async def test_a_three_step_pathway_is_routed_rerouted_assigned_and_completed(se
         # Step 3 is unblocked and routed; then it expires (deadline moved into the past).
         r3 = await eventually(lambda: _live_for(hub, training_ml, "economic.microbusiness"))
         assert r3["step_id"] == step3["id"] and r3["service_id"] == grants["id"]
-        async with hub.sessionmaker() as session:
-            await session.execute(
-                text(
-                    "UPDATE referrals.referrals SET deadline_at = now() - interval '1 minute' "
-                    "WHERE id = :id"
-                ),
-                {"id": r3["id"]},
+        async with hub.db.connection() as conn:
+            await conn.execute(
+                "UPDATE referrals.referrals SET deadline_at = now() - interval '1 minute' "
+                "WHERE id = $1",
+                UUID(r3["id"]),
             )
-            await session.commit()
 
         async def unassigned():
             queue = await hub.referrals.get("/queues/unassigned", headers=bearer(hub.admin))
@@ -152,14 +149,11 @@ async def test_a_three_step_pathway_is_routed_rerouted_assigned_and_completed(se
             return got if [s["status"] for s in got["plan"]] == ["completed"] * 3 else None
 
         await eventually(registry_sees_it)
-        async with hub.sessionmaker() as session:
-            types = (
-                (
-                    await session.execute(
-                        text("SELECT type FROM hub.events WHERE type = 'case.pathway_completed'")
-                    )
+        async with hub.db.connection() as conn:
+            types = [
+                r["type"]
+                for r in await conn.fetch(
+                    "SELECT type FROM hub.events WHERE type = 'case.pathway_completed'"
                 )
-                .scalars()
-                .all()
-            )
+            ]
         assert types == ["case.pathway_completed"]

@@ -3,15 +3,32 @@ the driver.
 
 `referrals` holds the referrals and their history, `projections` the copies of partners,
 services, cases and steps built from events (and the areas they are read with), `loads` the
-services' load counters. Every function takes the session, then keyword-only arguments; the
-caller owns the transaction.
+services' load counters. Every function takes the connection, then keyword-only arguments;
+the caller owns the transaction. Each statement is compiled once, at import
+(`shared.db.Statement`), but for the pages of the lists, whose filters vary per call.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from collections.abc import Sequence
 
-Session = AsyncSession
-"""The session every store function takes (the API's and the workers' annotations)."""
+from sqlalchemy import Column, Table, bindparam, column, func, select
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 
-Sessionmaker = async_sessionmaker[AsyncSession]
+from shared.db import Connection
+
+__all__ = ["Connection", "insert_rows"]  # `Connection`: what every store function takes
+
+
+def insert_rows(table: Table, columns: Sequence[Column]) -> Insert:
+    """`INSERT` of the rows of the JSON array parameter `rows` (objects keyed by column
+    name), each value read as its column's type: any number of rows in one statement, one
+    parameter, compiled once."""
+    rows = (
+        func.jsonb_to_recordset(bindparam("rows", type_=JSONB))
+        .table_valued(*[column(c.name, c.type) for c in columns])
+        .render_derived(name="r", with_types=True)
+    )
+    return insert(table).from_select(
+        [c.name for c in columns], select(*[rows.c[c.name] for c in columns])
+    )

@@ -9,8 +9,7 @@ the referrals themselves.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, func, insert, select
 
 from services.referrals.routing import ServiceOption
 from services.referrals.tables import (
@@ -20,6 +19,7 @@ from services.referrals.tables import (
     service_loads,
     services,
 )
+from shared.db import Connection, Statement
 from shared.referral_statuses import LOAD_COUNTED_STATUSES, in_lifecycle_order
 
 FOLD_CHANGES = """
@@ -28,61 +28,63 @@ FOLD_CHANGES = """
     SELECT service_id, sum(delta) FROM folded GROUP BY service_id
     ON CONFLICT (service_id) DO UPDATE SET load = loads.load + EXCLUDED.load
 """
-_FOLD = text(FOLD_CHANGES)
+_FOLD = Statement(FOLD_CHANGES)
 
 
-async def fold_changes(session: AsyncSession) -> None:
+async def fold_changes(conn: Connection) -> None:
     """Fold the recorded load changes into the counters (the reconciler alone does, once per
     batch; changes committed meanwhile stay for the next fold)."""
-    await session.execute(_FOLD)
+    await _FOLD.execute(conn)
 
 
-async def recount(session: AsyncSession) -> None:
+_LOCK_REFERRALS = Statement("LOCK TABLE referrals.referrals IN SHARE MODE")
+_DELETE_CHANGES = Statement(delete(service_load_changes))
+_DELETE_LOADS = Statement(delete(service_loads))
+_COUNT_LOADS = Statement(
+    insert(service_loads).from_select(
+        ["service_id", "load"],
+        select(referrals.c.service_id, func.count())
+        .where(
+            referrals.c.service_id.is_not(None),
+            referrals.c.status.in_(in_lifecycle_order(LOAD_COUNTED_STATUSES)),
+        )
+        .group_by(referrals.c.service_id),
+    )
+)
+
+
+async def recount(conn: Connection) -> None:
     """Set the load counters from the referrals (after a restore that bypassed triggers, say)."""
     # Writers of referrals wait while the counters are rebuilt from the referrals themselves.
-    await session.execute(text("LOCK TABLE referrals.referrals IN SHARE MODE"))
-    await session.execute(delete(service_load_changes))
-    await session.execute(delete(service_loads))
-    await session.execute(
-        insert(service_loads).from_select(
-            ["service_id", "load"],
-            select(referrals.c.service_id, func.count())
-            .where(
-                referrals.c.service_id.is_not(None),
-                referrals.c.status.in_(in_lifecycle_order(LOAD_COUNTED_STATUSES)),
-            )
-            .group_by(referrals.c.service_id),
-        )
+    await _LOCK_REFERRALS.execute(conn)
+    await _DELETE_CHANGES.execute(conn)
+    await _DELETE_LOADS.execute(conn)
+    await _COUNT_LOADS.execute(conn)
+
+
+_PENDING = (
+    select(func.coalesce(func.sum(service_load_changes.c.delta), 0))
+    .where(service_load_changes.c.service_id == services.c.id)
+    .scalar_subquery()
+)
+_OPTIONS = Statement(
+    select(
+        services,
+        partners.c.status.label("partner_status"),
+        (func.coalesce(service_loads.c.load, 0) + _PENDING).label("active_load"),
     )
+    .outerjoin(partners, partners.c.id == services.c.partner_id)
+    .outerjoin(service_loads, service_loads.c.service_id == services.c.id)
+    .where(services.c.service_type == bindparam("service_type"))
+)
 
 
-async def service_options(session: AsyncSession, *, service_type: str) -> list[ServiceOption]:
+async def service_options(conn: Connection, *, service_type: str) -> list[ServiceOption]:
     """Every service of the type with its partner's state and its current load: the folded
     counter plus the changes not yet folded."""
-    pending = (
-        select(func.coalesce(func.sum(service_load_changes.c.delta), 0))
-        .where(service_load_changes.c.service_id == services.c.id)
-        .scalar_subquery()
-    )
-    rows = (
-        (
-            await session.execute(
-                select(
-                    services,
-                    partners.c.status.label("partner_status"),
-                    (func.coalesce(service_loads.c.load, 0) + pending).label("active_load"),
-                )
-                .outerjoin(partners, partners.c.id == services.c.partner_id)
-                .outerjoin(service_loads, service_loads.c.service_id == services.c.id)
-                .where(services.c.service_type == service_type)
-            )
-        )
-        .mappings()
-        .all()
-    )
     return [
         ServiceOption.from_row(
             r, partner_active=r["partner_status"] == "active", load=int(r["active_load"])
         )
-        for r in rows
+        for r in await _OPTIONS.fetch(conn, service_type=service_type)
     ]

@@ -11,172 +11,188 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, Insert, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from services.referrals.resources import SOURCE
+from services.referrals.store import insert_rows
 from services.referrals.tables import cases, partners, services, steps
+from shared.db import Connection, Statement
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
 from shared.tables import areas
 
-ROWS_PER_STATEMENT = 1000  # of about ten columns: well under a statement's 32,767 parameters
+_IDS = bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True)))
 
 
-async def partner_state(session: AsyncSession, *, partner_id: UUID) -> tuple[str, int] | None:
+def _insert_one(table: Table) -> Insert:
+    """`INSERT` of one row of every column of the table, parameters named as the columns."""
+    return insert(table).values({c.name: bindparam(c.name) for c in table.c})
+
+
+_PARTNER_STATE = Statement(
+    select(partners.c.status, partners.c.version).where(partners.c.id == bindparam("partner_id"))
+)
+_partner = _insert_one(partners)
+_UPSERT_PARTNER = Statement(
+    _partner.on_conflict_do_update(
+        index_elements=["id"],
+        set_={c.name: _partner.excluded[c.name] for c in partners.c if c.name != "id"},
+    )
+)
+_service = _insert_one(services)
+_UPSERT_SERVICE = Statement(
+    _service.on_conflict_do_update(
+        index_elements=["id"],
+        set_={c.name: _service.excluded[c.name] for c in services.c if c.name != "id"},
+        where=services.c.version < _service.excluded.version,
+    )
+)
+# What a case's snapshot sets: every column but `pathway_completed`, the reconciler's own.
+_CASE_COLUMNS = [c for c in cases.c if c.name != "pathway_completed"]
+_cases = insert_rows(cases, _CASE_COLUMNS)
+_UPSERT_CASES = Statement(
+    _cases.on_conflict_do_update(
+        index_elements=["id"],
+        set_={c.name: _cases.excluded[c.name] for c in _CASE_COLUMNS if c.name != "id"},
+        where=cases.c.version < _cases.excluded.version,
+    ).returning(cases.c.id)
+)
+_steps = insert_rows(steps, list(steps.c))
+_UPSERT_STEPS = Statement(
+    _steps.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            **{c.name: _steps.excluded[c.name] for c in steps.c if c.name != "id"},
+            "resolution": func.coalesce(steps.c.resolution, _steps.excluded.resolution),
+        },
+    )
+)
+_RESOLVE_STEP = Statement(
+    update(steps)
+    .where(steps.c.id == bindparam("step_id"), steps.c.resolution.is_(None))
+    .values(resolution=bindparam("resolution"))
+)
+_CLEAR = [Statement(delete(table)) for table in (steps, cases, services, partners)]
+
+
+async def partner_state(conn: Connection, *, partner_id: UUID) -> tuple[str, int] | None:
     """(status, version) of the partner's copy, if any."""
-    row = (
-        await session.execute(
-            select(partners.c.status, partners.c.version).where(partners.c.id == partner_id)
-        )
-    ).one_or_none()
-    return (row.status, row.version) if row is not None else None
+    row = await _PARTNER_STATE.fetchrow(conn, partner_id=partner_id)
+    return (row["status"], row["version"]) if row is not None else None
 
 
-async def upsert_partner(session: AsyncSession, *, values: Mapping[str, Any]) -> None:
-    await session.execute(
-        insert(partners)
-        .values(**values)
-        .on_conflict_do_update(index_elements=["id"], set_=dict(values))
-    )
+async def upsert_partner(conn: Connection, *, values: Mapping[str, Any]) -> None:
+    """Write the partner's copy (every column)."""
+    await _UPSERT_PARTNER.execute(conn, **values)
 
 
-async def upsert_service(session: AsyncSession, *, values: Mapping[str, Any]) -> bool:
-    """Write the service's copy unless a newer version is there; True when written."""
-    result = await session.execute(
-        insert(services)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["id"], set_=dict(values), where=services.c.version < values["version"]
-        )
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+async def upsert_service(conn: Connection, *, values: Mapping[str, Any]) -> bool:
+    """Write the service's copy (every column) unless a newer version is there; True when
+    written."""
+    return bool(await _UPSERT_SERVICE.execute(conn, **values))
 
 
-async def upsert_cases(session: AsyncSession, *, rows: Sequence[Mapping[str, Any]]) -> set[UUID]:
-    """Write the cases' copies where the version is newer; returns the ids written."""
-    changed: set[UUID] = set()
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        statement = insert(cases).values(chunk)
-        upsert = statement.on_conflict_do_update(
-            index_elements=["id"],
-            set_={name: statement.excluded[name] for name in chunk[0] if name != "id"},
-            where=cases.c.version < statement.excluded.version,
-        )
-        changed.update((await session.execute(upsert.returning(cases.c.id))).scalars())
-    return changed
+async def upsert_cases(conn: Connection, *, rows: Sequence[Mapping[str, Any]]) -> set[UUID]:
+    """Write the cases' copies (every column but `pathway_completed`) where the version is
+    newer, in one statement; returns the ids written."""
+    if not rows:
+        return set()
+    return {r["id"] for r in await _UPSERT_CASES.fetch(conn, rows=list(rows))}
 
 
-async def upsert_steps(session: AsyncSession, *, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write plan steps; a resolution already set stays."""
-    # In chunks: a statement takes at most 32,767 parameters, and a plan has no fixed size.
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        statement = insert(steps).values(chunk)
-        updates: dict[str, Any] = {
-            name: statement.excluded[name] for name in chunk[0] if name not in ("id", "resolution")
-        }
-        updates["resolution"] = func.coalesce(steps.c.resolution, statement.excluded.resolution)
-        await session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
+async def upsert_steps(conn: Connection, *, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write plan steps (every column), in one statement; a resolution already set stays."""
+    if rows:
+        await _UPSERT_STEPS.execute(conn, rows=list(rows))
 
 
-async def resolve_step(session: AsyncSession, *, step_id: UUID, resolution: str) -> None:
+async def resolve_step(conn: Connection, *, step_id: UUID, resolution: str) -> None:
     """Set the step's resolution unless it has one."""
-    await session.execute(
-        update(steps)
-        .where(steps.c.id == step_id, steps.c.resolution.is_(None))
-        .values(resolution=resolution)
-    )
+    await _RESOLVE_STEP.execute(conn, step_id=step_id, resolution=resolution)
 
 
-async def clear(session: AsyncSession) -> None:
+async def clear(conn: Connection) -> None:
     """Empty every copy (before a rebuild from the log)."""
-    await session.execute(delete(steps))
-    await session.execute(delete(cases))
-    await session.execute(delete(services))
-    await session.execute(delete(partners))
+    for statement in _CLEAR:
+        await statement.execute(conn)
 
 
-async def get_case(session: AsyncSession, *, case_id: UUID) -> dict[str, Any] | None:
-    row = (
-        (await session.execute(select(cases).where(cases.c.id == case_id))).mappings().one_or_none()
-    )
+_CASE = Statement(select(cases).where(cases.c.id == bindparam("case_id")))
+_LOCK_CASES = Statement(
+    select(cases).where(cases.c.id == func.any(_IDS)).order_by(cases.c.id).with_for_update()
+)
+_STEPS_OF_CASES = Statement(
+    select(steps).where(steps.c.case_id == func.any(_IDS)).order_by(steps.c.position)
+)
+_STEP = Statement(
+    select(steps).where(steps.c.id == bindparam("step_id"), steps.c.case_id == bindparam("case_id"))
+)
+_SET_PATHWAY_COMPLETED = Statement(
+    update(cases)
+    .where(cases.c.id == bindparam("case_id"))
+    .values(pathway_completed=bindparam("completed"))
+)
+_PARTNER = Statement(select(partners).where(partners.c.id == bindparam("partner_id")))
+_SERVICE = Statement(select(services).where(services.c.id == bindparam("service_id")))
+# The area's path holds its ancestors' codes and its own: their depths, in one statement.
+_target = areas.alias("target")
+_AREA_DEPTHS = Statement(
+    select(areas.c.code, areas.c.depth)
+    .join_from(_target, areas, areas.c.code == func.any(_target.c.path))
+    .where(_target.c.code == bindparam("area_code"))
+)
+
+
+async def get_case(conn: Connection, *, case_id: UUID) -> dict[str, Any] | None:
+    row = await _CASE.fetchrow(conn, case_id=case_id)
     return dict(row) if row else None
 
 
-async def lock_cases(session: AsyncSession, *, case_ids: Sequence[UUID]) -> dict[UUID, dict]:
+async def lock_cases(conn: Connection, *, case_ids: Sequence[UUID]) -> dict[UUID, dict]:
     """The cases' copies, locked in id order (the one lock order: case, then referral)."""
-    rows = await session.execute(
-        select(cases).where(cases.c.id.in_(case_ids)).order_by(cases.c.id).with_for_update()
-    )
-    return {row["id"]: dict(row) for row in rows.mappings()}
+    rows = await _LOCK_CASES.fetch(conn, ids=list(case_ids))
+    return {row["id"]: dict(row) for row in rows}
 
 
 async def steps_of_cases(
-    session: AsyncSession, *, case_ids: Sequence[UUID]
+    conn: Connection, *, case_ids: Sequence[UUID]
 ) -> dict[UUID, list[dict[str, Any]]]:
     """Each case's plan steps, by position."""
     plans: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in case_ids}
-    rows = await session.execute(
-        select(steps).where(steps.c.case_id.in_(list(case_ids))).order_by(steps.c.position)
-    )
-    for row in rows.mappings():
+    for row in await _STEPS_OF_CASES.fetch(conn, ids=list(case_ids)):
         plans.setdefault(row["case_id"], []).append(dict(row))
     return plans
 
 
-async def get_step(session: AsyncSession, *, case_id: UUID, step_id: UUID) -> dict | None:
-    row = (
-        (
-            await session.execute(
-                select(steps).where(steps.c.id == step_id, steps.c.case_id == case_id)
-            )
-        )
-        .mappings()
-        .one_or_none()
-    )
+async def get_step(conn: Connection, *, case_id: UUID, step_id: UUID) -> dict | None:
+    row = await _STEP.fetchrow(conn, step_id=step_id, case_id=case_id)
     return dict(row) if row else None
 
 
-async def set_pathway_completed(session: AsyncSession, *, case_id: UUID, completed: bool) -> None:
-    await session.execute(
-        update(cases).where(cases.c.id == case_id).values(pathway_completed=completed)
-    )
+async def set_pathway_completed(conn: Connection, *, case_id: UUID, completed: bool) -> None:
+    await _SET_PATHWAY_COMPLETED.execute(conn, case_id=case_id, completed=completed)
 
 
-async def get_partner(session: AsyncSession, *, partner_id: UUID) -> dict[str, Any] | None:
-    row = (
-        (await session.execute(select(partners).where(partners.c.id == partner_id)))
-        .mappings()
-        .one_or_none()
-    )
+async def get_partner(conn: Connection, *, partner_id: UUID) -> dict[str, Any] | None:
+    row = await _PARTNER.fetchrow(conn, partner_id=partner_id)
     return dict(row) if row else None
 
 
-async def get_service(session: AsyncSession, *, service_id: UUID) -> dict[str, Any] | None:
-    row = (
-        (await session.execute(select(services).where(services.c.id == service_id)))
-        .mappings()
-        .one_or_none()
-    )
+async def get_service(conn: Connection, *, service_id: UUID) -> dict[str, Any] | None:
+    row = await _SERVICE.fetchrow(conn, service_id=service_id)
     return dict(row) if row else None
 
 
-async def area_depths(session: AsyncSession, *, area_code: str) -> dict[str, int]:
+async def area_depths(conn: Connection, *, area_code: str) -> dict[str, int]:
     """The area and each of its ancestors → depth (empty for an unknown area)."""
-    path = (await session.execute(select(areas.c.path).where(areas.c.code == area_code))).scalar()
-    if not path:
-        return {}
-    rows = await session.execute(
-        select(areas.c.code, areas.c.depth).where(areas.c.code.in_(list(path)))
-    )
-    return {code: depth for code, depth in rows.all()}
+    rows = await _AREA_DEPTHS.fetch(conn, area_code=area_code)
+    return {row["code"]: row["depth"] for row in rows}
 
 
 async def append_pathway_completed(
-    session: AsyncSession,
+    conn: Connection,
     *,
     case: Mapping[str, Any],
     steps: Sequence[Mapping[str, Any]],
@@ -184,7 +200,7 @@ async def append_pathway_completed(
 ) -> None:
     """Emit `case.pathway_completed` with every step's final status, for the case's owner."""
     await append(
-        session,
+        conn,
         type="case.pathway_completed",
         source=SOURCE,
         subject=f"cases/{case['id']}",
