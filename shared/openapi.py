@@ -55,9 +55,15 @@ def _optional_bodies_are_optional(document: dict[str, Any]) -> None:
             body["required"] = False
 
 
-def make_exact(app: FastAPI, *, webhooks: Webhooks | None = None) -> None:
+def make_exact(
+    app: FastAPI,
+    *,
+    webhooks: Webhooks | None = None,
+    schemas: dict[str, dict[str, Any]] | None = None,
+) -> None:
     """Refine `app`'s document once, when it is first built. `webhooks` builds the OpenAPI
-    3.1 `webhooks` section from the document's components, to which it adds what it needs."""
+    3.1 `webhooks` section from the document's components, to which it adds what it needs;
+    `schemas` are components the routes refer to by hand (`#/components/schemas/<name>`)."""
     build = app.openapi
     refined: dict[str, Any] | None = None
 
@@ -67,6 +73,8 @@ def make_exact(app: FastAPI, *, webhooks: Webhooks | None = None) -> None:
             document = build()
             _declare_idempotency_key(document)
             _optional_bodies_are_optional(document)
+            if schemas:
+                document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
             if webhooks is not None:
                 document["webhooks"] = webhooks(document.setdefault("components", {}))
             refined = app.openapi_schema = document

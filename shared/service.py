@@ -116,8 +116,11 @@ def _document_errors(app: FastAPI) -> None:
 
 
 def _problem_content(responses: dict) -> None:
+    """Errors are problem documents, but where an operation declares another media type of
+    its own for an error (the FHIR view's OperationOutcome)."""
     for status, response in responses.items():
-        if status.isdigit() and int(status) >= 400:
+        declared = set(response.get("content", {})) - {"application/json"}
+        if status.isdigit() and int(status) >= 400 and not declared:
             response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
 
 

@@ -8,9 +8,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from services.referrals import projections
+from services.referrals import referral_actions as actions
 from services.referrals.lifecycle import transition
-from services.referrals.resources import now_utc, resource
+from services.referrals.resources import now_utc
 from services.referrals.routing import StepHistory, deadline_for, decide, step_history
 from services.referrals.routing_inputs import RoutingInputs
 from services.referrals.schemas import (
@@ -53,42 +53,14 @@ ACTION_ERRORS = {
 }
 
 
-def roles_of(caller: Principal, referral: dict[str, Any]) -> set[str]:
-    roles = set()
-    if caller.is_admin:
-        roles.add("admin")
-    if caller.partner_id is not None:
-        if referral["assignee_partner_id"] == caller.partner_id:
-            roles.add("assignee")
-        if referral["owner_partner_id"] == caller.partner_id:
-            roles.add("owner")
-    return roles
-
-
 async def _read(conn: Connection, row: dict[str, Any], caller: Principal) -> ReferralRead:
-    history = (await referral_store.history_of(conn, referral_ids=[row["id"]]))[row["id"]]
-    case = await referral_store.minimised_for_referral(conn, referral=row)
-    roles = roles_of(caller, row)
-    body = resource(row, history=history, case=case, with_decision=bool(roles & {"admin", "owner"}))
-    return ReferralRead.model_validate(body)
+    return ReferralRead.model_validate(await actions.read(conn, row, caller))
 
 
 async def _listed(
     conn: Connection, rows: list[dict[str, Any]], caller: Principal
 ) -> list[ReferralRead]:
-    """Referrals as lists serve them: `case` is only `{reference}`."""
-    history = await referral_store.history_of(conn, referral_ids=[r["id"] for r in rows])
-    return [
-        ReferralRead.model_validate(
-            resource(
-                r,
-                history=history[r["id"]],
-                case={"reference": r["case_reference"]},
-                with_decision=bool(roles_of(caller, r) & {"admin", "owner"}),
-            )
-        )
-        for r in rows
-    ]
+    return [ReferralRead.model_validate(r) for r in await actions.listed(conn, rows, caller)]
 
 
 @router.get(
@@ -170,9 +142,7 @@ async def unassigned_queue(
 )
 async def get_referral(referral_id: UUID, caller: Caller, db: DbDep) -> ReferralRead:
     async with db.connection() as conn:
-        row = await referral_store.load_referral(conn, referral_id=referral_id)
-        if row is None or not roles_of(caller, row):
-            raise NotFound(f"No referral {referral_id}.")
+        row = await actions.visible(conn, referral_id=referral_id, caller=caller)
         return await _read(conn, row, caller)
 
 
@@ -187,30 +157,17 @@ async def _act(
     reason: str | None = None,
     outcome: str | None = None,
 ) -> ReferralRead:
-    expected = expected_version(if_match, body.version)
-    async with db.transaction() as conn:
-        row = await referral_store.lock_for_change(conn, referral_id=referral_id)
-        roles = roles_of(caller, row) if row else set()
-        if row is None or not roles:
-            raise NotFound(f"No referral {referral_id}.")
-        spec = transition(row["status"], action, roles)
-        check_version(row["version"], expected)
-        updated = await referral_store.set_status(
-            conn,
-            referral=row,
-            status=spec.target,
-            event_type=spec.event,
-            actor=caller.actor,
-            note=body.note or (reason or outcome or ""),
-            reason=reason,
-            outcome=outcome,
-        )
-        if action == "complete":
-            await projections.resolve_step(conn, step_id=row["step_id"], resolution="completed")
-        elif action == "cancel":
-            # The owner or an admin cancelling a referral cancels its step too.
-            await projections.resolve_step(conn, step_id=row["step_id"], resolution="cancelled")
-        return await _read(conn, updated, caller)
+    referral = await actions.act(
+        db,
+        referral_id=referral_id,
+        caller=caller,
+        action=action,
+        expected_version=expected_version(if_match, body.version),
+        note=body.note,
+        reason=reason,
+        outcome=outcome,
+    )
+    return ReferralRead.model_validate(referral)
 
 
 @router.post(

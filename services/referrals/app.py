@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.referrals.api import router
+from services.referrals.fhir_api import FHIR_SCHEMAS
+from services.referrals.fhir_api import router as fhir_router
 from services.referrals.worker import consumers
 from shared.openapi import make_exact
 from shared.service import ServiceSpec, build_app
@@ -24,6 +26,11 @@ TAGS = [
         "name": "coordination",
         "description": "The coordination's tools: queue, assignment, preview.",
     },
+    {
+        "name": "fhir",
+        "description": "Referrals as FHIR R4 Tasks, the steps they serve as ServiceRequests "
+        "(`application/fhir+json`, errors as OperationOutcome). Mapping in the README.",
+    },
 ]
 
 
@@ -35,10 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name="referrals",
             title="Relais referrals",
             description=DESCRIPTION,
-            routers=[router],
+            routers=[router, fhir_router],
             tags=TAGS,
             consumers=consumers,
         ),
     )
-    make_exact(app)
+    make_exact(app, schemas=FHIR_SCHEMAS)
     return app

@@ -47,7 +47,7 @@ ACTION_FOR_STATUS = {
     "cancelled": "cancel",
 }
 # Actions that need a reason (statusReason) or an outcome (output).
-NEEDS_REASON = frozenset({"reject", "fail"})
+NEEDS_REASON = frozenset({"reject", "fail", "cancel"})
 NEEDS_OUTCOME = frozenset({"complete"})
 PRIORITY = {"normal": "routine", "urgent": "urgent", "emergency": "asap"}
 SERVICE_REQUEST_STATUS = {
@@ -57,7 +57,8 @@ SERVICE_REQUEST_STATUS = {
     "in_progress": "active",
     "completed": "completed",
 }  # any other (rejected, expired, failed, cancelled): revoked
-SEARCH_PARAMETERS = ("owner", "requester", "status", "_lastUpdated", "_count")
+# When what `GET /fhir/metadata` states last changed.
+CAPABILITY_DATE = "2026-12-02"
 
 
 def instant(value: datetime) -> str:
@@ -185,15 +186,13 @@ def searchset(
     links = [{"relation": "self", "url": self_url}]
     if next_url is not None:
         links.append({"relation": "next", "url": next_url})
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": links,
-        "entry": [
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
+    if tasks:  # FHIR's JSON has no empty arrays
+        bundle["entry"] = [
             {"fullUrl": f"{base}/Task/{t['id']}", "resource": t, "search": {"mode": "match"}}
             for t in tasks
-        ],
-    }
+        ]
+    return bundle
 
 
 ISSUE_CODES = {

@@ -166,9 +166,10 @@ def test_bundle_capability_statement_and_operation_outcome_validate():
             [
                 {"op": "test", "path": "/status", "value": "requested"},
                 {"op": "replace", "path": "/status", "value": "cancelled"},
-                {"op": "add", "path": "/note", "value": [{"text": "Duplicate"}]},
+                {"op": "add", "path": "/statusReason", "value": {"text": "Duplicate"}},
+                {"op": "add", "path": "/note", "value": [{"text": "Seen twice"}]},
             ],
-            ("cancel", {"note": "Duplicate"}),
+            ("cancel", {"note": "Seen twice", "reason": "Duplicate"}),
         ),
     ],
 )
@@ -186,6 +187,7 @@ def test_a_patch_names_its_action(patch, expected):
         ([{"op": "replace", "path": "/status", "value": "draft"}], Unprocessable),
         ([{"op": "replace", "path": "/status", "value": "rejected"}], Unprocessable),
         ([{"op": "replace", "path": "/status", "value": "completed"}], Unprocessable),
+        ([{"op": "replace", "path": "/status", "value": "cancelled"}], Unprocessable),
     ],
 )
 def test_a_patch_that_is_not_an_action_is_refused(patch, error):

@@ -5,12 +5,13 @@ Every change writes the referral, its history line and its event in one transact
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import String, Text, bindparam, func, literal, or_, select, update
+from sqlalchemy import Boolean, String, Text, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
@@ -293,19 +294,31 @@ async def referrals_of_cases(conn: Connection, *, case_ids: Sequence[UUID]) -> l
     return [dict(r) for r in await _REFERRALS_OF_CASES.fetch(conn, ids=list(case_ids))]
 
 
+_COMPARE = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
 async def page(
     conn: Connection,
     *,
     viewer_is_admin: bool,
     viewer_partner_id: UUID | None,
     equal: Sequence[tuple[str, Any]] = (),
+    any_of: Sequence[tuple[str, Sequence[Any]]] = (),
     updated_from: datetime | None = None,
+    updated_bounds: Sequence[tuple[str, datetime]] = (),
     cursor: str | None,
     limit: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of referrals by change time: an admin's among all, a partner's among those it
     is the assignee or the owner of; each (column, value) of `equal` must match (a None
-    value matches NULL). Its filters vary: the statement is compiled per call."""
+    value matches NULL), each (column, values) of `any_of` match one of its values, and
+    `updated_at` stand in each (operator, time) of `updated_bounds` (`>`, `>=`, `<`, `<=`).
+    Its filters vary: the statement is compiled per call."""
     query = select(referrals)
     if not viewer_is_admin:
         query = query.where(
@@ -316,6 +329,10 @@ async def page(
         )
     for name, value in equal:
         query = query.where(referrals.c[name] == value)
+    for name, values in any_of:
+        query = query.where(referrals.c[name].in_(list(values)))
+    for comparison, moment in updated_bounds:
+        query = query.where(_COMPARE[comparison](referrals.c.updated_at, moment))
     if updated_from is not None:
         query = query.where(referrals.c.updated_at >= updated_from)
     query = keyset(
@@ -355,6 +372,19 @@ _REFERRALS_OF_STEP = Statement(
         referrals.c.step_id == bindparam("step_id")
     )
 )
+_LATEST_OF_STEP = Statement(
+    select(referrals)
+    .where(
+        referrals.c.step_id == bindparam("step_id"),
+        or_(
+            bindparam("admin", type_=Boolean),
+            referrals.c.assignee_partner_id == bindparam("partner_id", type_=PG_UUID(as_uuid=True)),
+            referrals.c.owner_partner_id == bindparam("partner_id", type_=PG_UUID(as_uuid=True)),
+        ),
+    )
+    .order_by(referrals.c.attempt.desc(), referrals.c.created_at.desc())
+    .limit(1)
+)
 _REQUESTED_OF_PARTNER = Statement(
     select(referrals.c.id, referrals.c.case_id)
     .where(
@@ -375,6 +405,17 @@ _LOCK_OVERDUE = Statement(
 async def referrals_of_case(conn: Connection, *, case_id: UUID) -> list[dict[str, Any]]:
     """Every referral of the case, by attempt then creation."""
     return [dict(r) for r in await _REFERRALS_OF_CASE.fetch(conn, case_id=case_id)]
+
+
+async def latest_visible_of_step(
+    conn: Connection, *, step_id: UUID, viewer_is_admin: bool, viewer_partner_id: UUID | None
+) -> dict[str, Any] | None:
+    """The latest referral of a step that the viewer may see (an earlier assignee sees its
+    own, not who took the step over)."""
+    row = await _LATEST_OF_STEP.fetchrow(
+        conn, step_id=step_id, admin=viewer_is_admin, partner_id=viewer_partner_id
+    )
+    return dict(row) if row else None
 
 
 async def referrals_of_step(conn: Connection, *, step_id: UUID) -> list[dict[str, Any]]:
