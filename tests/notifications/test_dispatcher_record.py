@@ -648,3 +648,34 @@ async def test_an_endpoint_deleted_while_its_result_is_written_fails_no_other_re
         assert [a["delivery_id"] for a in attempts] == [ok]
     finally:
         await db.close()
+
+
+async def test_a_statement_whose_connection_dies_under_it_runs_once_more(settings):
+    """The server drops the connection in the middle of a statement: the statement runs once
+    more, on a fresh connection, and its caller sees only the answer."""
+    db = await Database.connect(settings)
+    try:
+
+        async def kill_the_sleeper() -> int:
+            async with db.connection() as conn:
+                for _ in range(100):
+                    pid = await conn.fetchval(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_backend_pid()%'"
+                    )
+                    if pid is not None:
+                        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+                        return pid
+                    await asyncio.sleep(0.02)
+            raise AssertionError("the statement never ran")
+
+        killer = asyncio.create_task(kill_the_sleeper())
+        with structlog.testing.capture_logs() as entries:
+            rows = await store.fetch(
+                db, Statement("SELECT pg_backend_pid() AS pid, pg_sleep(0.5) AS slept")
+            )
+        killed = await killer
+        assert rows[0]["pid"] != killed
+        assert [e["event"] for e in entries] == ["statement_retried_after_disconnect"]
+    finally:
+        await db.close()
