@@ -30,7 +30,7 @@ from services.notifications.schemas import (
 from services.notifications.signing import rotate
 from services.notifications.ssrf import TargetRefused, resolve
 from shared.auth import Principal
-from shared.deps import Caller, SessionDep
+from shared.deps import Caller, DbDep
 from shared.errors import (
     Conflict,
     FieldError,
@@ -75,10 +75,10 @@ async def _check_url(request: Request, url: str) -> None:
 
 
 async def _endpoint(
-    session, endpoint_id: UUID, caller: Principal, *, for_update: bool = False
+    conn: store.Connection, endpoint_id: UUID, caller: Principal, *, for_update: bool = False
 ) -> dict:
     row = await store.get_endpoint(
-        session, endpoint_id=endpoint_id, caller=caller, for_update=for_update
+        conn, endpoint_id=endpoint_id, caller=caller, for_update=for_update
     )
     if row is None:
         raise NotFound(f"No endpoint {endpoint_id}.")
@@ -97,16 +97,16 @@ async def _endpoint(
     "committed after its registration; earlier ones are in the feed (`GET /feed`).",
 )
 async def create_endpoint(
-    body: EndpointCreate, caller: Caller, session: SessionDep, request: Request
+    body: EndpointCreate, caller: Caller, db: DbDep, request: Request
 ) -> EndpointWithSecret:
     if not caller.is_admin and body.partner_id not in (None, caller.partner_id):
         raise Forbidden("A partner registers endpoints only for itself.")
     partner_id = body.partner_id if caller.is_admin else caller.partner_id
     check_patterns(body.event_types, field="body.event_types")
     await _check_url(request, body.url)
-    async with session.begin():
+    async with db.transaction() as conn:
         row, secret = await store.create_endpoint(
-            session,
+            conn,
             partner_id=partner_id,
             values={
                 "url": body.url,
@@ -121,16 +121,17 @@ async def create_endpoint(
 @router.get("/endpoints", tags=["endpoints"], summary="Your endpoints (admins: all)")
 async def list_endpoints(
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[EndpointRead]:
     """A partner lists its own endpoints; an admin lists every endpoint. Secrets are never
     listed.
     """
-    items, next_cursor = await store.list_endpoints(
-        session, caller=caller, limit=limit, cursor=cursor
-    )
+    async with db.connection() as conn:
+        items, next_cursor = await store.list_endpoints(
+            conn, caller=caller, limit=limit, cursor=cursor
+        )
     return Page[EndpointRead](
         items=[EndpointRead.model_validate(store.endpoint_view(r)) for r in items],
         next_cursor=next_cursor,
@@ -140,13 +141,13 @@ async def list_endpoints(
 @router.get(
     "/endpoints/{endpoint_id}", tags=["endpoints"], summary="Get an endpoint", responses=NOT_FOUND
 )
-async def get_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> EndpointRead:
+async def get_endpoint(endpoint_id: UUID, caller: Caller, db: DbDep) -> EndpointRead:
     """The endpoint with its status and, when disabled, why. 404 for another partner's
     endpoint.
     """
-    return EndpointRead.model_validate(
-        store.endpoint_view(await _endpoint(session, endpoint_id, caller))
-    )
+    async with db.connection() as conn:
+        row = await _endpoint(conn, endpoint_id, caller)
+    return EndpointRead.model_validate(store.endpoint_view(row))
 
 
 @router.patch(
@@ -159,7 +160,7 @@ async def update_endpoint(
     endpoint_id: UUID,
     body: EndpointUpdate,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     request: Request,
     if_match: IfMatch = None,
 ) -> EndpointRead:
@@ -175,10 +176,10 @@ async def update_endpoint(
         check_patterns(changes["event_types"], field="body.event_types")
     if "url" in changes:
         await _check_url(request, changes["url"])
-    async with session.begin():
-        row = await _endpoint(session, endpoint_id, caller, for_update=True)
+    async with db.transaction() as conn:
+        row = await _endpoint(conn, endpoint_id, caller, for_update=True)
         check_version(row["version"], expected)
-        row = await store.update_endpoint(session, endpoint_id=endpoint_id, values=changes)
+        row = await store.update_endpoint(conn, endpoint_id=endpoint_id, values=changes)
     return EndpointRead.model_validate(store.endpoint_view(row))
 
 
@@ -189,13 +190,13 @@ async def update_endpoint(
     summary="Delete an endpoint and its deliveries",
     responses=NOT_FOUND,
 )
-async def delete_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> Response:
+async def delete_endpoint(endpoint_id: UUID, caller: Caller, db: DbDep) -> Response:
     """The endpoint stops receiving at once; its deliveries and their attempts are deleted with
     it.
     """
-    async with session.begin():
-        await _endpoint(session, endpoint_id, caller, for_update=True)
-        await store.delete_endpoint(session, endpoint_id=endpoint_id)
+    async with db.transaction() as conn:
+        await _endpoint(conn, endpoint_id, caller, for_update=True)
+        await store.delete_endpoint(conn, endpoint_id=endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -205,17 +206,15 @@ async def delete_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep
     summary="A new signing secret; the old one keeps signing beside it for 24 hours",
     responses=NOT_FOUND,
 )
-async def rotate_secret(
-    endpoint_id: UUID, caller: Caller, session: SessionDep
-) -> EndpointWithSecret:
+async def rotate_secret(endpoint_id: UUID, caller: Caller, db: DbDep) -> EndpointWithSecret:
     """Returns the new `whsec_` secret once. For 24 hours every webhook carries two signatures,
     so receivers can switch without losing one.
     """
-    async with session.begin():
-        row = await _endpoint(session, endpoint_id, caller, for_update=True)
+    async with db.transaction() as conn:
+        row = await _endpoint(conn, endpoint_id, caller, for_update=True)
         secrets, fresh = rotate(list(row["secrets"]), datetime.now(UTC))
         row = await store.update_endpoint(
-            session, endpoint_id=endpoint_id, values={"secrets": secrets}
+            conn, endpoint_id=endpoint_id, values={"secrets": secrets}
         )
     return EndpointWithSecret.model_validate({**store.endpoint_view(row), "secret": fresh})
 
@@ -227,17 +226,17 @@ async def rotate_secret(
     description="New events are sent again. What failed meanwhile is re-sent by `recover`.",
     responses=NOT_FOUND,
 )
-async def enable_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> EndpointRead:
-    async with session.begin():
-        row = await _endpoint(session, endpoint_id, caller, for_update=True)
+async def enable_endpoint(endpoint_id: UUID, caller: Caller, db: DbDep) -> EndpointRead:
+    async with db.transaction() as conn:
+        row = await _endpoint(conn, endpoint_id, caller, for_update=True)
         if row["status"] != "active":
             row = await store.update_endpoint(
-                session,
+                conn,
                 endpoint_id=endpoint_id,
                 values={"status": "active", "disabled_reason": None, "failing_since": None},
             )
             await store.emit_endpoint_event(
-                session, type="endpoint.enabled", row=row, actor=caller.actor
+                conn, type="endpoint.enabled", row=row, actor=caller.actor
             )
     return EndpointRead.model_validate(store.endpoint_view(row))
 
@@ -249,14 +248,14 @@ async def enable_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep
     summary="Send an `endpoint.test` event to this endpoint only",
     responses=NOT_FOUND,
 )
-async def test_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) -> TestSent:
+async def test_endpoint(endpoint_id: UUID, caller: Caller, db: DbDep) -> TestSent:
     """Appends an `endpoint.test` event that goes to this endpoint only, whatever its
     `event_types`; follow it in `/deliveries`.
     """
-    async with session.begin():
-        row = await _endpoint(session, endpoint_id, caller)
+    async with db.transaction() as conn:
+        row = await _endpoint(conn, endpoint_id, caller)
         event = await store.emit_endpoint_event(
-            session,
+            conn,
             type="endpoint.test",
             row=row,
             actor=caller.actor,
@@ -273,16 +272,14 @@ async def test_endpoint(endpoint_id: UUID, caller: Caller, session: SessionDep) 
     summary="Re-send what failed for events in a time window",
     responses={**NOT_FOUND, 409: {"model": Problem, "description": "The endpoint is disabled."}},
 )
-async def recover(
-    endpoint_id: UUID, body: RecoverRequest, caller: Caller, session: SessionDep
-) -> Recovered:
+async def recover(endpoint_id: UUID, body: RecoverRequest, caller: Caller, db: DbDep) -> Recovered:
     """Every delivery of this endpoint that failed for an event whose time lies in [`since`,
     `until`] is sent again from its first attempt. The endpoint must be enabled first (409
     otherwise).
     """
     until = body.until or datetime.now(UTC)
-    async with session.begin():
-        row = await _endpoint(session, endpoint_id, caller)
+    async with db.transaction() as conn:
+        row = await _endpoint(conn, endpoint_id, caller)
         if row["status"] != "active":
             raise Conflict(
                 "Enable the endpoint before recovering its deliveries.",
@@ -290,7 +287,7 @@ async def recover(
                 allowed_actions=["enable"],
             )
         recovered = await store.recover_deliveries(
-            session, endpoint_id=endpoint_id, since=body.since, until=until
+            conn, endpoint_id=endpoint_id, since=body.since, until=until
         )
     return Recovered(recovered=recovered)
 
@@ -298,7 +295,7 @@ async def recover(
 @router.get("/deliveries", tags=["deliveries"], summary="Deliveries to your endpoints, newest last")
 async def list_deliveries(
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     endpoint_id: UUID | None = None,
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     event_type: Annotated[str | None, Query(max_length=100)] = None,
@@ -308,22 +305,23 @@ async def list_deliveries(
     """Deliveries to your endpoints (admins: all), filtered by endpoint, status or event type.
     `status=failed` lists what needs a retry or a recover.
     """
-    items, next_cursor = await store.list_deliveries(
-        session,
-        caller=caller,
-        endpoint_id=endpoint_id,
-        status=status_,
-        event_type=event_type,
-        limit=limit,
-        cursor=cursor,
-    )
+    async with db.connection() as conn:
+        items, next_cursor = await store.list_deliveries(
+            conn,
+            caller=caller,
+            endpoint_id=endpoint_id,
+            status=status_,
+            event_type=event_type,
+            limit=limit,
+            cursor=cursor,
+        )
     return Page[DeliveryRead](
         items=[DeliveryRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor
     )
 
 
-async def _delivery(session, delivery_id: UUID, caller: Principal) -> dict[str, Any]:
-    row = await store.get_delivery(session, delivery_id=delivery_id, caller=caller)
+async def _delivery(conn: store.Connection, delivery_id: UUID, caller: Principal) -> dict[str, Any]:
+    row = await store.get_delivery(conn, delivery_id=delivery_id, caller=caller)
     if row is None:
         raise NotFound(f"No delivery {delivery_id}.")
     return row
@@ -335,10 +333,11 @@ async def _delivery(session, delivery_id: UUID, caller: Principal) -> dict[str, 
     summary="A delivery with every attempt: time, status code, latency, error, response excerpt",
     responses={404: {"model": Problem, "description": "No such delivery."}},
 )
-async def get_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -> DeliveryDetail:
+async def get_delivery(delivery_id: UUID, caller: Caller, db: DbDep) -> DeliveryDetail:
     """Every attempt of one delivery, to see why a receiver did not take it."""
-    row = await _delivery(session, delivery_id, caller)
-    tried = await store.attempts_of(session, delivery_id=delivery_id)
+    async with db.connection() as conn:
+        row = await _delivery(conn, delivery_id, caller)
+        tried = await store.attempts_of(conn, delivery_id=delivery_id)
     return DeliveryDetail.model_validate(
         {**row, "attempts": [AttemptRead.model_validate(a) for a in tried]}
     )
@@ -350,11 +349,11 @@ async def get_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -
     summary="Send a delivery again now",
     responses={404: {"model": Problem, "description": "No such delivery."}},
 )
-async def retry_delivery(delivery_id: UUID, caller: Caller, session: SessionDep) -> DeliveryRead:
+async def retry_delivery(delivery_id: UUID, caller: Caller, db: DbDep) -> DeliveryRead:
     """Puts the delivery back in the queue now, whatever its status, keeping its `webhook-id`."""
-    async with session.begin():
-        await _delivery(session, delivery_id, caller)
-        row = await store.retry_delivery(session, delivery_id=delivery_id)
+    async with db.transaction() as conn:
+        await _delivery(conn, delivery_id, caller)
+        row = await store.retry_delivery(conn, delivery_id=delivery_id)
     return DeliveryRead.model_validate(row)
 
 
@@ -370,6 +369,7 @@ async def retry_delivery(delivery_id: UUID, caller: Caller, session: SessionDep)
 )
 async def feed(
     caller: Caller,
+    db: DbDep,
     request: Request,
     after: Annotated[str | None, Query(max_length=40, examples=["0" * 40])] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
@@ -394,9 +394,10 @@ async def feed(
     try:
         while True:
             flag.clear()
-            async with request.app.state.sessionmaker() as session:
+            # A connection only for the read: none is held while the request waits.
+            async with db.connection() as conn:
                 events = await read_feed(
-                    session,
+                    conn,
                     tx=tx,
                     seq=seq,
                     limit=limit,

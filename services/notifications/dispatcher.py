@@ -44,7 +44,6 @@ from services.notifications.delivery_rules import (
 from services.notifications.fanout import DELIVERIES_CHANNEL
 from services.notifications.signing import headers_for, valid_secrets
 from services.notifications.ssrf import TargetRefused, resolve
-from services.notifications.store import Sessionmaker
 from shared.db import Database
 from shared.eventlog.consumer import wait_for_wake
 from shared.eventlog.listener import Listener
@@ -78,11 +77,10 @@ class Dispatcher:
         return self.settings.webhook_timeout_seconds + 5.0
 
     async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None:
-        sessionmaker = db.sessionmaker
         wake = listener.subscribe(DELIVERIES_CHANNEL)
         failures = 0
         self._closing = False
-        recorder = asyncio.create_task(self._record_loop(sessionmaker))
+        recorder = asyncio.create_task(self._record_loop(db))
         async with sender.open_session(
             max_connections=self.max_in_flight,
             timeout_seconds=self.settings.webhook_timeout_seconds,
@@ -94,7 +92,7 @@ class Dispatcher:
                     if room > 0:
                         wake.clear()
                         try:
-                            claimed = await self.claim(sessionmaker, min(room, self.batch_size))
+                            claimed = await self.claim(db, min(room, self.batch_size))
                             failures = 0
                         except asyncio.CancelledError:
                             raise
@@ -125,10 +123,10 @@ class Dispatcher:
                 finally:
                     recorder.cancel()
 
-    async def claim(self, sessionmaker: Sessionmaker, limit: int) -> list[dict[str, Any]]:
+    async def claim(self, db: Database, limit: int) -> list[dict[str, Any]]:
         """Lease up to `limit` due deliveries, each with its endpoint and its event."""
         return await store.claim_due(
-            sessionmaker, per_endpoint=PER_ENDPOINT, limit=limit, lease_seconds=self.lease_seconds
+            db, per_endpoint=PER_ENDPOINT, limit=limit, lease_seconds=self.lease_seconds
         )
 
     def _start(self, client: ClientSession, claimed, wake: asyncio.Event) -> None:
@@ -186,7 +184,7 @@ class Dispatcher:
             self._flush.set()  # full, or no other answer is on its way
         await done
 
-    async def _record_loop(self, sessionmaker: Sessionmaker) -> None:
+    async def _record_loop(self, db: Database) -> None:
         """Write the results in batches: when `record_batch` are waiting, when no other send
         is under way, when the oldest has waited `record_delay`, or at once while closing."""
         loop = asyncio.get_running_loop()
@@ -210,7 +208,7 @@ class Dispatcher:
             batch = self._results[: self.record_batch]
             del self._results[: len(batch)]
             try:
-                await self.record_all(sessionmaker, batch)
+                await self.record_all(db, batch)
             except asyncio.CancelledError:
                 for result in batch:
                     if result.done is not None and not result.done.done():
@@ -221,7 +219,7 @@ class Dispatcher:
 
     async def record_all(
         self,
-        sessionmaker: Sessionmaker,
+        db: Database,
         batch: list[Result],
         *,
         part: bool = False,
@@ -231,7 +229,7 @@ class Dispatcher:
         result it cannot take fails; that one is tried once more without the receiver's texts.
         A result that fails keeps its lease: it expires and the delivery is sent again."""
         try:
-            await self.record(sessionmaker, batch)
+            await self.record(db, batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -246,16 +244,14 @@ class Dispatcher:
                         error=type(exc).__name__,
                     )
                 half = len(batch) // 2
-                await self.record_all(sessionmaker, batch[:half], part=True)
-                await self.record_all(sessionmaker, batch[half:], part=True)
+                await self.record_all(db, batch[:half], part=True)
+                await self.record_all(db, batch[half:], part=True)
             else:
-                await self._record_plain(sessionmaker, batch[0], exc)
+                await self._record_plain(db, batch[0], exc)
         else:
             _resolve(batch, None)
 
-    async def _record_plain(
-        self, sessionmaker: Sessionmaker, result: Result, exc: Exception
-    ) -> None:
+    async def _record_plain(self, db: Database, result: Result, exc: Exception) -> None:
         """The last try for a result the database refused: without the response excerpt, and
         with the error reduced to ASCII. Logged with ids and the error's kind, never its text
         (it may quote what the receiver sent)."""
@@ -275,7 +271,7 @@ class Dispatcher:
             )
             try:
                 await self.record(
-                    sessionmaker,
+                    db,
                     [Result(result.item, plain, result.at, result.queued_at, result.done)],
                 )
             except asyncio.CancelledError:
@@ -289,14 +285,14 @@ class Dispatcher:
         log.error("delivery_result_refused", **fields)
         _resolve([result], exc)
 
-    async def record(self, sessionmaker: Sessionmaker, batch: list[Result]) -> None:
+    async def record(self, db: Database, batch: list[Result]) -> None:
         """The attempts, the deliveries' next states and the endpoints' health of a batch of
         results, in one statement. When the batch may disable an endpoint (a 410, or a failure
         of an endpoint that was failing at claim time) the disabling shares its transaction."""
         attempts, health = self.schedule(batch)
         may_disable = any(h.may_disable for h in health.values())
         superseded = await store.record_attempts(
-            sessionmaker,
+            db,
             attempts=attempts,
             health=health,
             disable=partial(to_disable, health) if may_disable else None,

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from services.notifications import store
 from services.notifications.delivery_rules import FAILED, PENDING
-from services.notifications.store import Session
+from services.notifications.store import Connection
 from shared.eventlog.model import Event
 from shared.events_catalog import matches
 
@@ -51,17 +51,17 @@ def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str
     return chosen
 
 
-async def fan_out(session: Session, events: Sequence[Event]) -> None:
-    """The consumer's handler."""
+async def fan_out(conn: Connection, events: Sequence[Event]) -> None:
+    """The consumer's handler, in its batch's transaction."""
     for event in events:
         if event.type == "partner.updated":
             await store.set_partner_active(
-                session,
+                conn,
                 partner_id=UUID(str(event.data["id"])),
                 active=event.data.get("status") == "active",
             )
     candidates = await store.fanout_candidates(
-        session, partners={p for e in events for p in e.audience}
+        conn, partners={p for e in events for p in e.audience}
     )
     values = []
     for event in events:
@@ -81,4 +81,4 @@ async def fan_out(session: Session, events: Sequence[Event]) -> None:
                     "last_error": None if active else "endpoint disabled",
                 }
             )
-    await store.insert_deliveries(session, rows=values, notify=DELIVERIES_CHANNEL)
+    await store.insert_deliveries(conn, rows=values, notify=DELIVERIES_CHANNEL)

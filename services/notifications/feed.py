@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from services.notifications import store
-from services.notifications.store import Session
+from services.notifications.store import Connection
 from shared.eventlog.model import Event
 
 START = "0" * 40
@@ -21,7 +21,7 @@ def like_patterns(types: Sequence[str]) -> list[str]:
 
 
 async def read_feed(
-    session: Session,
+    conn: Connection,
     *,
     tx: int,
     seq: int,
@@ -32,7 +32,7 @@ async def read_feed(
     """Committed events after (tx, seq) that the caller may see (a partner: those whose
     audience names it; an admin: all), optionally of the given types (`*` wildcards)."""
     return await store.read_feed(
-        session,
+        conn,
         tx=tx,
         seq=seq,
         limit=limit,

@@ -21,6 +21,7 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
             fanout.fan_out,
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
+            on_pool=True,
         ),
         Dispatcher(settings=settings, metrics=metrics),
     ]

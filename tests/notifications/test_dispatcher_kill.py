@@ -12,7 +12,6 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import text
 
 from services.notifications.app import create_app as notifications_app
 from shared.eventlog.append import append
@@ -49,10 +48,10 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
         async with running(app) as client:
             admin = await make_admin_key(app.state.db)
             partner_id = uuid.uuid4()
-            async with app.state.sessionmaker() as session, session.begin():
+            async with app.state.db.transaction() as conn:
                 # As the registry does: an endpoint is only for a partner it created.
                 await append(
-                    session,
+                    conn,
                     type="partner.created",
                     source="/registry",
                     subject=f"partners/{partner_id}",
@@ -70,11 +69,11 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
                 headers=bearer(admin),
             )
             assert endpoint.status_code == 201, endpoint.text
-            async with app.state.sessionmaker() as session, session.begin():
+            async with app.state.db.transaction() as conn:
                 ids = set()
                 for i in range(EVENTS):
                     event = await append(
-                        session,
+                        conn,
                         type="service.updated",
                         source="/registry",
                         subject=f"services/{i}",
@@ -103,15 +102,13 @@ async def test_a_killed_dispatcher_loses_nothing(settings):
                 await asyncio.sleep(0.1)
 
             async def all_succeeded():
-                async with app.state.sessionmaker() as session:
+                async with app.state.db.connection() as conn:
                     return (
-                        await session.execute(
-                            text(
-                                "SELECT count(*) FROM notifications.deliveries "
-                                "WHERE status = 'succeeded'"
-                            )
+                        await conn.fetchval(
+                            "SELECT count(*) FROM notifications.deliveries "
+                            "WHERE status = 'succeeded'"
                         )
-                    ).scalar() == EVENTS
+                    ) == EVENTS
 
             await eventually(all_succeeded, timeout=30)
     finally:

@@ -12,38 +12,34 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog.testing
-from sqlalchemy import text
 
 from services.notifications import store
 from services.notifications.dispatcher import Dispatcher, Outcome, Result
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database, Statement
 from shared.eventlog.append import append
 from shared.observability import Metrics
 
 SCHEDULE = (60.0, 600.0)
 
 
-async def _endpoint(session, *, failing_since: datetime | None = None) -> uuid.UUID:
+async def _endpoint(conn, *, failing_since: datetime | None = None) -> uuid.UUID:
     endpoint_id = uuid.uuid4()
-    await session.execute(
-        text(
-            "INSERT INTO notifications.endpoints (id, partner_id, url, event_types, secrets, "
-            "failing_since) VALUES (:id, :partner, 'http://127.0.0.1:9/hook', '{*}', "
-            "CAST(:secrets AS jsonb), :failing_since)"
-        ),
-        {
-            "id": endpoint_id,
-            "partner": uuid.uuid4(),
-            "secrets": json.dumps([{"secret": "whsec_" + "A" * 43, "expires_at": None}]),
-            "failing_since": failing_since,
-        },
+    await _execute(
+        conn,
+        "INSERT INTO notifications.endpoints (id, partner_id, url, event_types, secrets, "
+        "failing_since) VALUES (:id, :partner, 'http://127.0.0.1:9/hook', '{*}', "
+        "CAST(:secrets AS jsonb), CAST(:failing_since AS timestamptz))",
+        id=endpoint_id,
+        partner=uuid.uuid4(),
+        secrets=[{"secret": "whsec_" + "A" * 43, "expires_at": None}],
+        failing_since=failing_since,
     )
     return endpoint_id
 
 
-async def _delivery(session, endpoint_id: uuid.UUID, *, attempt_count: int = 0) -> uuid.UUID:
+async def _delivery(conn, endpoint_id: uuid.UUID, *, attempt_count: int = 0) -> uuid.UUID:
     event = await append(
-        session,
+        conn,
         type="service.updated",
         source="/registry",
         subject=f"services/{uuid.uuid4()}",
@@ -52,70 +48,69 @@ async def _delivery(session, endpoint_id: uuid.UUID, *, attempt_count: int = 0) 
         audience=[],
     )
     delivery_id = uuid.uuid4()
-    await session.execute(
-        text(
-            "INSERT INTO notifications.deliveries (id, endpoint_id, event_id, event_seq, "
-            "event_type, event_time, status, attempt_count, next_attempt_at) VALUES (:id, "
-            ":endpoint, :event_id, :seq, :type, :time, 'pending', :count, now() - interval '1s')"
-        ),
-        {
-            "id": delivery_id,
-            "endpoint": endpoint_id,
-            "event_id": event.id,
-            "seq": event.seq,
-            "type": event.type,
-            "time": event.time,
-            "count": attempt_count,
-        },
+    await _execute(
+        conn,
+        "INSERT INTO notifications.deliveries (id, endpoint_id, event_id, event_seq, "
+        "event_type, event_time, status, attempt_count, next_attempt_at) VALUES (:id, "
+        ":endpoint, :event_id, :seq, :type, :time, 'pending', :count, now() - interval '1s')",
+        id=delivery_id,
+        endpoint=endpoint_id,
+        event_id=event.id,
+        seq=event.seq,
+        type=event.type,
+        time=event.time,
+        count=attempt_count,
     )
     return delivery_id
 
 
-async def _rows(session, sql: str, **params) -> list[dict]:
-    return [dict(r) for r in (await session.execute(text(sql), params)).mappings()]
+async def _execute(conn, sql: str, **params) -> None:
+    await Statement(sql).execute(conn, **params)
+
+
+async def _rows(conn, sql: str, **params) -> list[dict]:
+    return [dict(r) for r in await Statement(sql).fetch(conn, **params)]
 
 
 async def test_a_batch_of_mixed_results_lands_as_one_by_one(settings):
     settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     metrics = Metrics("notifications-test")
     dispatcher = Dispatcher(settings=settings, metrics=metrics)
     now = datetime.now(UTC)
     try:
-        async with sessionmaker() as session, session.begin():
-            healthy = await _endpoint(session)
-            recovering = await _endpoint(session, failing_since=now - timedelta(days=1))
-            gone = await _endpoint(session)
-            dead = await _endpoint(session, failing_since=now - timedelta(days=6))
-            taken = await _endpoint(session)
-            paused = await _endpoint(session)
+        async with db.transaction() as conn:
+            healthy = await _endpoint(conn)
+            recovering = await _endpoint(conn, failing_since=now - timedelta(days=1))
+            gone = await _endpoint(conn)
+            dead = await _endpoint(conn, failing_since=now - timedelta(days=6))
+            taken = await _endpoint(conn)
+            paused = await _endpoint(conn)
             d = {
-                "ok": await _delivery(session, healthy),
-                "500": await _delivery(session, healthy),
-                "last": await _delivery(session, healthy, attempt_count=len(SCHEDULE)),
-                "503": await _delivery(session, recovering),
-                "ok_after": await _delivery(session, recovering),
-                "410": await _delivery(session, gone),
-                "timeout": await _delivery(session, dead),
-                "late": await _delivery(session, taken),
-                "disabled": await _delivery(session, paused),
+                "ok": await _delivery(conn, healthy),
+                "500": await _delivery(conn, healthy),
+                "last": await _delivery(conn, healthy, attempt_count=len(SCHEDULE)),
+                "503": await _delivery(conn, recovering),
+                "ok_after": await _delivery(conn, recovering),
+                "410": await _delivery(conn, gone),
+                "timeout": await _delivery(conn, dead),
+                "late": await _delivery(conn, taken),
+                "disabled": await _delivery(conn, paused),
             }
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 100)}
         assert set(claimed) == set(d.values())
-        async with sessionmaker() as session, session.begin():
+        async with db.transaction() as conn:
             # Not claimed: the 410 endpoint's other pending delivery, failed by the disabling.
-            waiting = await _delivery(session, gone)
+            waiting = await _delivery(conn, gone)
             # The lease of "late" ran out and another claim took it.
-            await session.execute(
-                text(
-                    "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
-                    "WHERE id = :id"
-                ),
-                {"id": d["late"]},
+            await _execute(
+                conn,
+                "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
+                "WHERE id = :id",
+                id=d["late"],
             )
             # The endpoint of "disabled" was disabled while its delivery was in flight.
-            await store.disable_endpoint(session, endpoint_id=paused, reason="by a test")
+            await store.disable_endpoint(conn, endpoint_id=paused, reason="by a test")
 
         at = datetime.now(UTC)
         outcomes = {
@@ -133,17 +128,17 @@ async def test_a_batch_of_mixed_results_lands_as_one_by_one(settings):
             Result(claimed[d[name]], outcome, at + timedelta(milliseconds=i))
             for i, (name, outcome) in enumerate(outcomes.items())
         ]
-        await dispatcher.record(sessionmaker, batch)
+        await dispatcher.record(db, batch)
 
-        async with sessionmaker() as session:
-            rows = await _rows(session, "SELECT * FROM notifications.deliveries")
+        async with db.connection() as conn:
+            rows = await _rows(conn, "SELECT * FROM notifications.deliveries")
             deliveries = {r["id"]: r for r in rows}
             endpoints = {
-                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.endpoints")
+                r["id"]: r for r in await _rows(conn, "SELECT * FROM notifications.endpoints")
             }
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts ORDER BY id")
             disabled_events = await _rows(
-                session, "SELECT subject FROM hub.events WHERE type = 'endpoint.disabled'"
+                conn, "SELECT subject FROM hub.events WHERE type = 'endpoint.disabled'"
             )
 
         def state(name: str) -> tuple:
@@ -203,32 +198,29 @@ async def test_a_batch_of_mixed_results_lands_as_one_by_one(settings):
         assert metrics.webhook_attempts.labels("success")._value.get() == 4
         assert metrics.webhook_attempts.labels("failure")._value.get() == 5
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_a_success_leaves_a_healthy_endpoint_untouched(settings):
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            endpoint = await _endpoint(session)
-            await _delivery(session, endpoint)
-        (item,) = await dispatcher.claim(sessionmaker, 10)
-        async with sessionmaker() as session:
+        async with db.transaction() as conn:
+            endpoint = await _endpoint(conn)
+            await _delivery(conn, endpoint)
+        (item,) = await dispatcher.claim(db, 10)
+        async with db.connection() as conn:
             before = (
                 await _rows(
-                    session,
+                    conn,
                     "SELECT xmin::text AS xmin FROM notifications.endpoints WHERE id = :id",
                     id=endpoint,
                 )
             )[0]["xmin"]
-        await dispatcher.record(
-            sessionmaker, [Result(item, Outcome(status_code=200), datetime.now(UTC))]
-        )
-        async with sessionmaker() as session:
+        await dispatcher.record(db, [Result(item, Outcome(status_code=200), datetime.now(UTC))])
+        async with db.connection() as conn:
             after = await _rows(
-                session,
+                conn,
                 "SELECT xmin::text AS xmin, failing_since FROM notifications.endpoints "
                 "WHERE id = :id",
                 id=endpoint,
@@ -236,35 +228,33 @@ async def test_a_success_leaves_a_healthy_endpoint_untouched(settings):
         assert after[0]["xmin"] == before  # not rewritten
         assert after[0]["failing_since"] is None
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_a_batch_that_disables_nothing_is_one_statement_and_lands_the_same(settings):
     settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     now = datetime.now(UTC)
     try:
-        async with sessionmaker() as session, session.begin():
-            healthy = await _endpoint(session)
-            recovering = await _endpoint(session, failing_since=now - timedelta(days=1))
-            taken = await _endpoint(session)
+        async with db.transaction() as conn:
+            healthy = await _endpoint(conn)
+            recovering = await _endpoint(conn, failing_since=now - timedelta(days=1))
+            taken = await _endpoint(conn)
             d = {
-                "ok": await _delivery(session, healthy),
-                "500": await _delivery(session, healthy),
-                "503": await _delivery(session, recovering),
-                "ok_after": await _delivery(session, recovering),
-                "late": await _delivery(session, taken),
+                "ok": await _delivery(conn, healthy),
+                "500": await _delivery(conn, healthy),
+                "503": await _delivery(conn, recovering),
+                "ok_after": await _delivery(conn, recovering),
+                "late": await _delivery(conn, taken),
             }
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
-        async with sessionmaker() as session, session.begin():
-            await session.execute(
-                text(
-                    "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
-                    "WHERE id = :id"
-                ),
-                {"id": d["late"]},
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 100)}
+        async with db.transaction() as conn:
+            await _execute(
+                conn,
+                "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
+                "WHERE id = :id",
+                id=d["late"],
             )
         at = datetime.now(UTC)
         outcomes = {
@@ -278,15 +268,15 @@ async def test_a_batch_that_disables_nothing_is_one_statement_and_lands_the_same
             Result(claimed[d[name]], outcome, at + timedelta(milliseconds=i))
             for i, (name, outcome) in enumerate(outcomes.items())
         ]
-        await dispatcher.record(sessionmaker, batch)
+        await dispatcher.record(db, batch)
 
-        async with sessionmaker() as session:
-            rows = await _rows(session, "SELECT * FROM notifications.deliveries")
+        async with db.connection() as conn:
+            rows = await _rows(conn, "SELECT * FROM notifications.deliveries")
             deliveries = {r["id"]: r for r in rows}
             endpoints = {
-                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.endpoints")
+                r["id"]: r for r in await _rows(conn, "SELECT * FROM notifications.endpoints")
             }
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts ORDER BY id")
 
         def state(name: str) -> tuple:
             row = deliveries[d[name]]
@@ -309,7 +299,7 @@ async def test_a_batch_that_disables_nothing_is_one_statement_and_lands_the_same
         assert [a["delivery_id"] for a in attempts] == [r.item["id"] for r in batch]
         assert attempts[1]["response_excerpt"] == "answered 500"
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def _with_future(result: Result) -> Result:
@@ -321,29 +311,26 @@ def _with_future(result: Result) -> Result:
 async def test_a_nul_byte_and_a_deleted_endpoint_fail_no_other_result(settings, may_disable):
     """A receiver's reply with a NUL byte, and a delivery whose endpoint was deleted while it
     was in flight, are recorded (or dropped) without failing the other partners' results."""
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            healthy = await _endpoint(session)
-            nul = await _endpoint(session)
-            deleted = await _endpoint(session)
-            gone = await _endpoint(session)
+        async with db.transaction() as conn:
+            healthy = await _endpoint(conn)
+            nul = await _endpoint(conn)
+            deleted = await _endpoint(conn)
+            gone = await _endpoint(conn)
             d = {
-                "ok": await _delivery(session, healthy),
-                "nul": await _delivery(session, nul),
-                "deleted": await _delivery(session, deleted),
-                "nul_error": await _delivery(session, nul),
-                "410": await _delivery(session, gone),
-                "ok_too": await _delivery(session, healthy),
+                "ok": await _delivery(conn, healthy),
+                "nul": await _delivery(conn, nul),
+                "deleted": await _delivery(conn, deleted),
+                "nul_error": await _delivery(conn, nul),
+                "410": await _delivery(conn, gone),
+                "ok_too": await _delivery(conn, healthy),
             }
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
-        async with sessionmaker() as session, session.begin():
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 100)}
+        async with db.transaction() as conn:
             # DELETE /endpoints/{id} while its delivery is in flight.
-            await session.execute(
-                text("DELETE FROM notifications.endpoints WHERE id = :id"), {"id": deleted}
-            )
+            await _execute(conn, "DELETE FROM notifications.endpoints WHERE id = :id", id=deleted)
         at = datetime.now(UTC)
         outcomes = {
             "ok": Outcome(status_code=200, excerpt="fine"),
@@ -359,13 +346,13 @@ async def test_a_nul_byte_and_a_deleted_endpoint_fail_no_other_result(settings, 
             Result(claimed[d[name]], outcome, at + timedelta(milliseconds=i))
             for i, (name, outcome) in enumerate(outcomes.items())
         ]
-        await dispatcher.record(sessionmaker, batch)
+        await dispatcher.record(db, batch)
 
-        async with sessionmaker() as session:
+        async with db.connection() as conn:
             deliveries = {
-                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+                r["id"]: r for r in await _rows(conn, "SELECT * FROM notifications.deliveries")
             }
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts ORDER BY id")
         assert d["deleted"] not in deliveries
         assert deliveries[d["ok"]]["status"] == "succeeded"
         assert deliveries[d["ok_too"]]["status"] == "succeeded"
@@ -381,40 +368,35 @@ async def test_a_nul_byte_and_a_deleted_endpoint_fail_no_other_result(settings, 
         assert by_delivery[d["nul"]]["response_excerpt"] == "ok\ufffddone"
         assert by_delivery[d["nul_error"]]["error"] == "RemoteProtocolError: bad\ufffdheader ?"
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_a_result_the_database_refuses_fails_alone(settings):
     """A batch the database refuses is written again by halves: only the result it cannot
     take fails (and is logged without its data); the others are recorded, in order. A result
     refused for its texts is recorded without them."""
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     metrics = Metrics("notifications-test")
     dispatcher = Dispatcher(settings=settings, metrics=metrics)
     try:
-        async with sessionmaker() as session, session.begin():
-            endpoints = [await _endpoint(session) for _ in range(3)]
-            ids = [await _delivery(session, endpoints[i % 3]) for i in range(7)]
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 100)}
+        async with db.transaction() as conn:
+            endpoints = [await _endpoint(conn) for _ in range(3)]
+            ids = [await _delivery(conn, endpoints[i % 3]) for i in range(7)]
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 100)}
         poisoned, wordy = ids[4], ids[1]
-        async with sessionmaker() as session, session.begin():
+        async with db.transaction() as conn:
             # Something no result should meet: the database refuses one delivery's attempt
             # whatever it carries, and another one's for its excerpt.
-            await session.execute(
-                text(
-                    "CREATE FUNCTION notifications.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                    f"$$ BEGIN IF NEW.delivery_id = '{poisoned}' "
-                    "OR NEW.response_excerpt LIKE '%refused words%' "
-                    "THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; "
-                    "RETURN NEW; END $$"
-                )
+            await conn.execute(
+                "CREATE FUNCTION notifications.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN IF NEW.delivery_id = '{poisoned}' "
+                "OR NEW.response_excerpt LIKE '%refused words%' "
+                "THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; "
+                "RETURN NEW; END $$"
             )
-            await session.execute(
-                text(
-                    "CREATE TRIGGER refuse BEFORE INSERT ON notifications.attempts "
-                    "FOR EACH ROW EXECUTE FUNCTION notifications.refuse()"
-                )
+            await conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON notifications.attempts "
+                "FOR EACH ROW EXECUTE FUNCTION notifications.refuse()"
             )
         at = datetime.now(UTC)
         batch = [
@@ -431,16 +413,16 @@ async def test_a_result_the_database_refuses_fails_alone(settings):
             for i, delivery_id in enumerate(ids)
         ]
         with structlog.testing.capture_logs() as entries:
-            await dispatcher.record_all(sessionmaker, batch)
+            await dispatcher.record_all(db, batch)
 
         failed = [r for r in batch if r.done.exception() is not None]
         assert [r.item["id"] for r in failed] == [poisoned]
         assert all(r.done.done() and r.done.exception() is None for r in batch if r not in failed)
-        async with sessionmaker() as session:
+        async with db.connection() as conn:
             deliveries = {
-                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+                r["id"]: r for r in await _rows(conn, "SELECT * FROM notifications.deliveries")
             }
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts ORDER BY id")
         assert [a["delivery_id"] for a in attempts] == [i for i in ids if i != poisoned]
         by_delivery = {a["delivery_id"]: a for a in attempts}
         assert by_delivery[wordy]["response_excerpt"] is None
@@ -458,7 +440,7 @@ async def test_a_result_the_database_refuses_fails_alone(settings):
         assert "delivery_result_recorded_without_texts" in logged and str(wordy) in logged
         assert "reply" not in logged and "refused words" not in logged
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_a_success_recorded_after_a_failure_of_the_same_claim_clears_failing_since(
@@ -466,214 +448,234 @@ async def test_a_success_recorded_after_a_failure_of_the_same_claim_clears_faili
 ):
     """Two deliveries claimed together: a fast 502 is recorded first and sets failing_since;
     the slower success, recorded in a later batch, clears it (SPEC 8: only-failed for 5 days)."""
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            endpoint = await _endpoint(session)
-            fast = await _delivery(session, endpoint)
-            slow = await _delivery(session, endpoint)
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        async with db.transaction() as conn:
+            endpoint = await _endpoint(conn)
+            fast = await _delivery(conn, endpoint)
+            slow = await _delivery(conn, endpoint)
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 10)}
         at = datetime.now(UTC)
-        await dispatcher.record(sessionmaker, [Result(claimed[fast], Outcome(status_code=502), at)])
-        async with sessionmaker() as session:
+        await dispatcher.record(db, [Result(claimed[fast], Outcome(status_code=502), at)])
+        async with db.connection() as conn:
             (row,) = await _rows(
-                session,
+                conn,
                 "SELECT failing_since FROM notifications.endpoints WHERE id = :id",
                 id=endpoint,
             )
         assert row["failing_since"] == at
         await dispatcher.record(
-            sessionmaker,
+            db,
             [Result(claimed[slow], Outcome(status_code=200), at + timedelta(seconds=1))],
         )
-        async with sessionmaker() as session:
+        async with db.connection() as conn:
             (row,) = await _rows(
-                session,
+                conn,
                 "SELECT failing_since FROM notifications.endpoints WHERE id = :id",
                 id=endpoint,
             )
         assert row["failing_since"] is None
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_a_late_result_leaves_a_recovered_delivery_to_its_new_start(settings):
     """Disabled while its delivery was in flight, then enabled and recovered: the first
     attempt's late answer goes to the history, the recovered delivery starts afresh."""
     settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            endpoint = await _endpoint(session)
-            delivery = await _delivery(session, endpoint)
-        (item,) = await dispatcher.claim(sessionmaker, 10)
-        async with sessionmaker() as session, session.begin():
-            await store.disable_endpoint(session, endpoint_id=endpoint, reason="by a test")
+        async with db.transaction() as conn:
+            endpoint = await _endpoint(conn)
+            delivery = await _delivery(conn, endpoint)
+        (item,) = await dispatcher.claim(db, 10)
+        async with db.transaction() as conn:
+            await store.disable_endpoint(conn, endpoint_id=endpoint, reason="by a test")
             # What POST /endpoints/{id}/enable and /recover write.
-            await session.execute(
-                text(
-                    "UPDATE notifications.endpoints SET status = 'active', "
-                    "disabled_reason = NULL, failing_since = NULL WHERE id = :id"
-                ),
-                {"id": endpoint},
+            await _execute(
+                conn,
+                "UPDATE notifications.endpoints SET status = 'active', "
+                "disabled_reason = NULL, failing_since = NULL WHERE id = :id",
+                id=endpoint,
             )
-            await session.execute(
-                text(
-                    "UPDATE notifications.deliveries SET status = 'pending', "
-                    "next_attempt_at = now(), attempt_count = 0, updated_at = now() "
-                    "WHERE endpoint_id = :id AND status = 'failed'"
-                ),
-                {"id": endpoint},
+            await _execute(
+                conn,
+                "UPDATE notifications.deliveries SET status = 'pending', "
+                "next_attempt_at = now(), attempt_count = 0, updated_at = now() "
+                "WHERE endpoint_id = :id AND status = 'failed'",
+                id=endpoint,
             )
-        await dispatcher.record(
-            sessionmaker, [Result(item, Outcome(status_code=500), datetime.now(UTC))]
-        )
-        async with sessionmaker() as session:
+        await dispatcher.record(db, [Result(item, Outcome(status_code=500), datetime.now(UTC))])
+        async with db.connection() as conn:
             (row,) = await _rows(
-                session, "SELECT * FROM notifications.deliveries WHERE id = :id", id=delivery
+                conn, "SELECT * FROM notifications.deliveries WHERE id = :id", id=delivery
             )
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts")
         assert (row["status"], row["attempt_count"]) == ("pending", 0)
         assert row["next_attempt_at"] <= datetime.now(UTC)  # due now, as recover left it
         assert [a["status_code"] for a in attempts] == [500]
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_a_batch_written_twice_records_each_attempt_once(settings):
     """A statement retried after its connection broke may have committed the first time:
     the second run changes nothing (no attempt twice, no delivery moved twice)."""
     settings = settings.model_copy(update={"webhook_retry_schedule": SCHEDULE})
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            endpoint = await _endpoint(session)
-            ids = [await _delivery(session, endpoint) for _ in range(3)]
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        async with db.transaction() as conn:
+            endpoint = await _endpoint(conn)
+            ids = [await _delivery(conn, endpoint) for _ in range(3)]
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 10)}
         at = datetime.now(UTC)
         batch = [
             Result(claimed[i], Outcome(status_code=code), at + timedelta(milliseconds=n))
             for n, (i, code) in enumerate(zip(ids, (200, 500, 200), strict=True))
         ]
-        await dispatcher.record(sessionmaker, batch)
-        async with sessionmaker() as session:
-            first = await _rows(session, "SELECT * FROM notifications.deliveries ORDER BY id")
-        await dispatcher.record(sessionmaker, batch)
-        async with sessionmaker() as session:
-            again = await _rows(session, "SELECT * FROM notifications.deliveries ORDER BY id")
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts ORDER BY id")
+        await dispatcher.record(db, batch)
+        async with db.connection() as conn:
+            first = await _rows(conn, "SELECT * FROM notifications.deliveries ORDER BY id")
+        await dispatcher.record(db, batch)
+        async with db.connection() as conn:
+            again = await _rows(conn, "SELECT * FROM notifications.deliveries ORDER BY id")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts ORDER BY id")
         assert again == first
         assert [a["delivery_id"] for a in attempts] == ids
     finally:
-        await engine.dispose()
+        await db.close()
 
 
-_BACKEND_SLEEP = text("SELECT pg_sleep(0.05)")
-_ONE = text("SELECT 1 AS one")
+_BACKEND_SLEEP = Statement("SELECT pg_sleep(0.05)")
+_ONE = Statement("SELECT 1 AS one")
 
 
-async def _terminate_other_backends(engine) -> int:
+async def _terminate_other_backends(db: Database) -> int:
     """What a PostgreSQL restart does to a pool: every connection it holds is gone."""
-    async with engine.connect() as connection:
-        driver = (await connection.get_raw_connection()).driver_connection
-        killed = await driver.fetchval(
+    async with db.connection() as conn:
+        killed = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        await connection.invalidate()  # this one goes too
+        conn.terminate()  # this one goes too
     await asyncio.sleep(0.2)
     return int(killed)
 
 
 async def test_stale_pooled_connections_fail_no_statement_after_the_server_restarts(settings):
-    """A disconnect found on one pooled connection retires all that were made before it, as
-    SQLAlchemy does for its own statements, and the statement runs again on a fresh one."""
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    """A disconnect found on one pooled connection retires all that were made before it
+    (`Database` expires the pool's connections), and the statement runs again on a fresh
+    one."""
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            endpoint = await _endpoint(session)
-            ok = await _delivery(session, endpoint)
-            gone = await _delivery(session, await _endpoint(session))
-        await asyncio.gather(*(store.fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
-        assert engine.sync_engine.pool.checkedin() >= 4
-        assert await _terminate_other_backends(engine) >= 3
+        async with db.transaction() as conn:
+            endpoint = await _endpoint(conn)
+            ok = await _delivery(conn, endpoint)
+            gone = await _delivery(conn, await _endpoint(conn))
+        await asyncio.gather(*(store.fetch(db, _BACKEND_SLEEP) for _ in range(4)))
+        assert db.pool.get_idle_size() >= 4
+        assert await _terminate_other_backends(db) >= 3
 
-        assert (await store.fetch(sessionmaker, _ONE))[0]["one"] == 1
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
+        assert (await store.fetch(db, _ONE))[0]["one"] == 1
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 10)}
         assert set(claimed) == {ok, gone}
         await dispatcher.record(
-            sessionmaker, [Result(claimed[ok], Outcome(status_code=200), datetime.now(UTC))]
+            db, [Result(claimed[ok], Outcome(status_code=200), datetime.now(UTC))]
         )
 
-        # The same through a session (a batch that may disable an endpoint).
-        await asyncio.gather(*(store.fetch(sessionmaker, _BACKEND_SLEEP) for _ in range(4)))
-        assert await _terminate_other_backends(engine) >= 3
+        # The same through a transaction (a batch that may disable an endpoint).
+        await asyncio.gather(*(store.fetch(db, _BACKEND_SLEEP) for _ in range(4)))
+        assert await _terminate_other_backends(db) >= 3
         await dispatcher.record(
-            sessionmaker, [Result(claimed[gone], Outcome(status_code=410), datetime.now(UTC))]
+            db, [Result(claimed[gone], Outcome(status_code=410), datetime.now(UTC))]
         )
-        async with sessionmaker() as session:
+        async with db.connection() as conn:
             states = {
                 r["id"]: r["status"]
-                for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+                for r in await _rows(conn, "SELECT * FROM notifications.deliveries")
             }
         assert states == {ok: "succeeded", gone: "failed"}
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_an_endpoint_deleted_while_its_result_is_written_fails_no_other_result(settings):
     """The delete commits while the record statement waits for its rows: the result of the
     deleted delivery is dropped, the others land (no foreign key error)."""
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings)
     dispatcher = Dispatcher(settings=settings)
     try:
-        async with sessionmaker() as session, session.begin():
-            healthy = await _endpoint(session)
-            deleted = await _endpoint(session)
-            ok = await _delivery(session, healthy)
-            leased = await _delivery(session, deleted)
-            taken = await _delivery(session, deleted)
-        claimed = {item["id"]: item for item in await dispatcher.claim(sessionmaker, 10)}
-        async with sessionmaker() as session, session.begin():
+        async with db.transaction() as conn:
+            healthy = await _endpoint(conn)
+            deleted = await _endpoint(conn)
+            ok = await _delivery(conn, healthy)
+            leased = await _delivery(conn, deleted)
+            taken = await _delivery(conn, deleted)
+        claimed = {item["id"]: item for item in await dispatcher.claim(db, 10)}
+        async with db.transaction() as conn:
             # "taken": its lease ran out and another claim took it (a superseded result).
-            await session.execute(
-                text(
-                    "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
-                    "WHERE id = :id"
-                ),
-                {"id": taken},
+            await _execute(
+                conn,
+                "UPDATE notifications.deliveries SET lease_until = now() + interval '1 min' "
+                "WHERE id = :id",
+                id=taken,
             )
         at = datetime.now(UTC)
         batch = [
             Result(claimed[i], Outcome(status_code=200), at + timedelta(milliseconds=n))
             for n, i in enumerate((ok, leased, taken))
         ]
-        async with sessionmaker() as deleting:
-            await deleting.begin()
-            await deleting.execute(
-                text("DELETE FROM notifications.endpoints WHERE id = :id"), {"id": deleted}
+        # The delete commits as the block ends, while the record statement waits for its rows.
+        async with db.transaction() as deleting:
+            await _execute(
+                deleting, "DELETE FROM notifications.endpoints WHERE id = :id", id=deleted
             )
-            recording = asyncio.create_task(dispatcher.record(sessionmaker, batch))
+            recording = asyncio.create_task(dispatcher.record(db, batch))
             await asyncio.sleep(0.5)
             assert not recording.done()  # waits for the deleted rows' locks
-            await deleting.commit()
         await asyncio.wait_for(recording, 10)
-        async with sessionmaker() as session:
+        async with db.connection() as conn:
             deliveries = {
-                r["id"]: r for r in await _rows(session, "SELECT * FROM notifications.deliveries")
+                r["id"]: r for r in await _rows(conn, "SELECT * FROM notifications.deliveries")
             }
-            attempts = await _rows(session, "SELECT * FROM notifications.attempts")
+            attempts = await _rows(conn, "SELECT * FROM notifications.attempts")
         assert set(deliveries) == {ok}
         assert deliveries[ok]["status"] == "succeeded"
         assert [a["delivery_id"] for a in attempts] == [ok]
     finally:
-        await engine.dispose()
+        await db.close()
+
+
+async def test_a_statement_whose_connection_dies_under_it_runs_once_more(settings):
+    """The server drops the connection in the middle of a statement: the statement runs once
+    more, on a fresh connection, and its caller sees only the answer."""
+    db = await Database.connect(settings)
+    try:
+
+        async def kill_the_sleeper() -> int:
+            async with db.connection() as conn:
+                for _ in range(100):
+                    pid = await conn.fetchval(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_backend_pid()%'"
+                    )
+                    if pid is not None:
+                        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+                        return pid
+                    await asyncio.sleep(0.02)
+            raise AssertionError("the statement never ran")
+
+        killer = asyncio.create_task(kill_the_sleeper())
+        with structlog.testing.capture_logs() as entries:
+            rows = await store.fetch(
+                db, Statement("SELECT pg_backend_pid() AS pid, pg_sleep(0.5) AS slept")
+            )
+        killed = await killer
+        assert rows[0]["pid"] != killed
+        assert [e["event"] for e in entries] == ["statement_retried_after_disconnect"]
+    finally:
+        await db.close()

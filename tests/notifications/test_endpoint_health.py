@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import text
+from uuid import UUID
 
 from tests.factories import bearer
 from tests.hub import eventually, running_hub
@@ -24,16 +23,13 @@ async def test_five_days_of_failures_disable_then_recover_resends(settings):
                 "/endpoints", json={"url": receiver.url}, headers=bearer(partner["key"])
             )
             endpoint = created.json()
-            async with hub.sessionmaker() as session:
-                await session.execute(
-                    text(
-                        "UPDATE notifications.endpoints "
-                        "SET failing_since = now() - interval '6 days' "
-                        "WHERE id = :id"
-                    ),
-                    {"id": endpoint["id"]},
+            async with hub.db.connection() as conn:
+                await conn.execute(
+                    "UPDATE notifications.endpoints "
+                    "SET failing_since = now() - interval '6 days' "
+                    "WHERE id = $1",
+                    UUID(endpoint["id"]),
                 )
-                await session.commit()
             started = datetime.now(UTC) - timedelta(minutes=1)
             await hub.notifications.post(
                 f"/endpoints/{endpoint['id']}/test", headers=bearer(partner["key"])

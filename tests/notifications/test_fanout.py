@@ -6,11 +6,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
-
 from services.notifications.app import create_app as notifications_app
 from services.notifications.fanout import fan_out
-from services.notifications.tables import deliveries, endpoints
 from shared.eventlog.model import Event
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key
@@ -39,19 +36,18 @@ async def test_an_endpoint_deleted_while_its_events_fan_out_gets_no_delivery_and
             audience=(),
             data={"id": "1"},
         )
-        sessionmaker = app.state.sessionmaker
-        async with sessionmaker() as deleting:
-            await deleting.begin()
-            await deleting.execute(delete(endpoints).where(endpoints.c.id == endpoint_id))
+        db = app.state.db
+        # The delete commits as the block ends.
+        async with db.transaction() as deleting:
+            await deleting.execute("DELETE FROM notifications.endpoints WHERE id = $1", endpoint_id)
 
             async def fan_out_batch() -> None:
-                async with sessionmaker() as session, session.begin():
-                    await fan_out(session, [event])
+                async with db.transaction() as conn:
+                    await fan_out(conn, [event])
 
             batch = asyncio.create_task(fan_out_batch())
             await asyncio.sleep(0.5)  # the batch reads the endpoints while the delete is open
-            await deleting.commit()
         await asyncio.wait_for(batch, timeout=10)  # no foreign-key violation
-        async with sessionmaker() as session:
-            count = await session.scalar(select(func.count()).select_from(deliveries))
+        async with db.connection() as conn:
+            count = await conn.fetchval("SELECT count(*) FROM notifications.deliveries")
         assert count == 0

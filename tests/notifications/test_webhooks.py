@@ -408,9 +408,9 @@ async def test_an_event_committed_after_the_registration_is_delivered_though_it_
             partner = await hub.partner("ONG Sabou")
             # A transaction appends an event for the partner, and is still open when the
             # endpoint is registered: its event's time is earlier, its commit later.
-            async with hub.sessionmaker() as session, session.begin():
+            async with hub.db.transaction() as conn:
                 await append(
-                    session,
+                    conn,
                     type="partner.updated",
                     source="/registry",
                     subject=f"partners/{partner['id']}",

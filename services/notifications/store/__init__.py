@@ -1,8 +1,6 @@
 """The notifications service's queries: the only code that holds its SQL or touches the
-driver. Keyword-only functions that take a session (or, for the dispatcher's single
-statements, the sessionmaker)."""
-
-from sqlalchemy.ext.asyncio import AsyncSession
+driver. Keyword-only functions that take a pooled connection (or, for the dispatcher's
+statements, which open their own, the Database)."""
 
 from services.notifications.store.deliveries import (
     attempts_of,
@@ -16,7 +14,6 @@ from services.notifications.store.deliveries import (
 )
 from services.notifications.store.dispatch import (
     AttemptRecord,
-    Sessionmaker,
     claim_due,
     fetch,
     record_attempts,
@@ -34,13 +31,11 @@ from services.notifications.store.endpoints import (
     update_endpoint,
 )
 from services.notifications.store.feed import read_feed
-
-Session = AsyncSession  # what the functions above take, for callers' annotations
+from shared.db import Connection  # what the functions above take, for callers' annotations
 
 __all__ = [
     "AttemptRecord",
-    "Session",
-    "Sessionmaker",
+    "Connection",
     "attempts_of",
     "claim_due",
     "create_endpoint",

@@ -7,15 +7,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from services.notifications.tables import attempts, deliveries, endpoints
 from shared.auth import Principal
+from shared.db import Connection, Statement
 from shared.pagination import keyset, page_of, parse_time
-
-INSERT_CHUNK = 1000  # rows per INSERT of the fan-out
 
 
 def visible_deliveries(caller: Principal) -> Select:
@@ -26,7 +26,7 @@ def visible_deliveries(caller: Principal) -> Select:
 
 
 async def list_deliveries(
-    session: AsyncSession,
+    conn: Connection,
     *,
     caller: Principal,
     endpoint_id: UUID | None,
@@ -50,98 +50,156 @@ async def list_deliveries(
         limit=limit,
         parse=[parse_time, UUID],
     )
-    rows = [dict(r) for r in (await session.execute(query)).mappings()]
+    # Its shape depends on the filters and the cursor: compiled per call (a list).
+    rows = [dict(r) for r in await Statement(query).fetch(conn)]
     return page_of(rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"]))
 
 
+# One delivery as an admin sees it (any), and as a partner does (its own).
+_DELIVERY = Statement(select(deliveries).where(deliveries.c.id == bindparam("delivery_id")))
+_DELIVERY_OF_PARTNER = Statement(
+    select(deliveries).where(
+        deliveries.c.id == bindparam("delivery_id"),
+        deliveries.c.partner_id == bindparam("partner_id"),
+    )
+)
+
+
 async def get_delivery(
-    session: AsyncSession, *, delivery_id: UUID, caller: Principal
+    conn: Connection, *, delivery_id: UUID, caller: Principal
 ) -> dict[str, Any] | None:
-    query = visible_deliveries(caller).where(deliveries.c.id == delivery_id)
-    row = (await session.execute(query)).mappings().one_or_none()
+    if caller.is_admin:
+        row = await _DELIVERY.fetchrow(conn, delivery_id=delivery_id)
+    else:
+        row = await _DELIVERY_OF_PARTNER.fetchrow(
+            conn, delivery_id=delivery_id, partner_id=caller.partner_id
+        )
     return dict(row) if row else None
 
 
-async def attempts_of(session: AsyncSession, *, delivery_id: UUID) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.id)
-    )
-    return [dict(r) for r in rows.mappings()]
+_ATTEMPTS = Statement(
+    select(attempts)
+    .where(attempts.c.delivery_id == bindparam("delivery_id"))
+    .order_by(attempts.c.id)
+)
 
 
-async def retry_delivery(session: AsyncSession, *, delivery_id: UUID) -> dict[str, Any]:
+async def attempts_of(conn: Connection, *, delivery_id: UUID) -> list[dict[str, Any]]:
+    return [dict(r) for r in await _ATTEMPTS.fetch(conn, delivery_id=delivery_id)]
+
+
+_RETRY = Statement(
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_id"))
+    .values(status="pending", next_attempt_at=func.now(), updated_at=func.now())
+    .returning(*deliveries.c)
+)
+
+
+async def retry_delivery(conn: Connection, *, delivery_id: UUID) -> dict[str, Any]:
     """Put a delivery back in the queue now, whatever its status."""
-    row = (
-        (
-            await session.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(status="pending", next_attempt_at=func.now(), updated_at=func.now())
-                .returning(*deliveries.c)
-            )
-        )
-        .mappings()
-        .one()
-    )
+    row = await _RETRY.fetchrow(conn, delivery_id=delivery_id)
+    if row is None:
+        raise LookupError(f"no delivery {delivery_id}")
     return dict(row)
 
 
+_RECOVER = Statement(
+    update(deliveries)
+    .where(
+        deliveries.c.endpoint_id == bindparam("endpoint_id"),
+        deliveries.c.status == "failed",
+        deliveries.c.event_time >= bindparam("since"),
+        deliveries.c.event_time <= bindparam("until"),
+    )
+    .values(status="pending", next_attempt_at=func.now(), attempt_count=0, updated_at=func.now())
+)
+
+
 async def recover_deliveries(
-    session: AsyncSession, *, endpoint_id: UUID, since: datetime, until: datetime
+    conn: Connection, *, endpoint_id: UUID, since: datetime, until: datetime
 ) -> int:
     """Restart from their first attempt the failed deliveries of events timed in [since,
     until]; how many."""
-    result = await session.execute(
-        update(deliveries)
-        .where(
-            deliveries.c.endpoint_id == endpoint_id,
-            deliveries.c.status == "failed",
-            deliveries.c.event_time >= since,
-            deliveries.c.event_time <= until,
-        )
-        .values(
-            status="pending", next_attempt_at=func.now(), attempt_count=0, updated_at=func.now()
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return await _RECOVER.execute(conn, endpoint_id=endpoint_id, since=since, until=until)
 
 
-async def set_partner_active(session: AsyncSession, *, partner_id: UUID, active: bool) -> None:
+_SET_PARTNER_ACTIVE = Statement(
+    update(endpoints)
+    .where(endpoints.c.partner_id == bindparam("partner_id"))
+    .values(partner_active=bindparam("active"))
+)
+
+
+async def set_partner_active(conn: Connection, *, partner_id: UUID, active: bool) -> None:
     """Pause (or resume) the endpoints of a partner that became inactive (or active)."""
-    await session.execute(
-        update(endpoints).where(endpoints.c.partner_id == partner_id).values(partner_active=active)
+    await _SET_PARTNER_ACTIVE.execute(conn, partner_id=partner_id, active=active)
+
+
+_FANOUT_CANDIDATES = Statement(
+    select(
+        endpoints.c.id,
+        endpoints.c.partner_id,
+        endpoints.c.event_types,
+        endpoints.c.status,
+        endpoints.c.since_tx,
     )
-
-
-async def fanout_candidates(
-    session: AsyncSession, *, partners: Iterable[UUID]
-) -> list[dict[str, Any]]:
-    """The endpoints that may receive events of these partners: theirs and the admins'."""
-    rows = await session.execute(
-        select(
-            endpoints.c.id,
-            endpoints.c.partner_id,
-            endpoints.c.event_types,
-            endpoints.c.status,
-            endpoints.c.since_tx,
+    .where(
+        or_(
+            endpoints.c.partner_id.is_(None),
+            endpoints.c.partner_id
+            == func.any(bindparam("partners", type_=ARRAY(PG_UUID(as_uuid=True)))),
         )
-        .where(or_(endpoints.c.partner_id.is_(None), endpoints.c.partner_id.in_(list(partners))))
-        # An endpoint deleted meanwhile waits for this batch, or is not read: its
-        # deliveries never reference a row that is gone.
-        .with_for_update(read=True, key_share=True)
     )
-    return [dict(r) for r in rows.mappings()]
+    # An endpoint deleted meanwhile waits for this batch, or is not read: its
+    # deliveries never reference a row that is gone.
+    .with_for_update(read=True, key_share=True)
+)
+
+
+async def fanout_candidates(conn: Connection, *, partners: Iterable[UUID]) -> list[dict[str, Any]]:
+    """The endpoints that may receive events of these partners: theirs and the admins'."""
+    rows = await _FANOUT_CANDIDATES.fetch(conn, partners=list(partners))
+    return [dict(r) for r in rows]
+
+
+# The fan-out's rows, one array per column (each of its column's type in `deliveries`),
+# unnested in the order given: one statement for a batch of any size. A delivery already
+# there (same endpoint and event) is kept.
+FANOUT_COLUMNS = (
+    "id",
+    "endpoint_id",
+    "partner_id",
+    "event_id",
+    "event_seq",
+    "event_type",
+    "event_time",
+    "status",
+    "next_attempt_at",
+    "last_error",
+)
+_PG = postgresql.dialect()
+_INSERT_DELIVERIES = Statement(
+    f"INSERT INTO notifications.deliveries ({', '.join(FANOUT_COLUMNS)}) "  # noqa: S608
+    f"SELECT {', '.join(FANOUT_COLUMNS)} FROM unnest("
+    + ", ".join(
+        f"CAST(:{name} AS {deliveries.c[name].type.compile(dialect=_PG)}[])"
+        for name in FANOUT_COLUMNS
+    )
+    + f") WITH ORDINALITY AS r({', '.join(FANOUT_COLUMNS)}, ord) "
+    "ORDER BY ord ON CONFLICT DO NOTHING"
+)
+_NOTIFY = Statement("SELECT pg_notify(:channel, '')")
 
 
 async def insert_deliveries(
-    session: AsyncSession, *, rows: Sequence[Mapping[str, Any]], notify: str
+    conn: Connection, *, rows: Sequence[Mapping[str, Any]], notify: str
 ) -> None:
-    """Insert new deliveries (one already there is kept) and wake the dispatchers listening
-    on `notify` when the transaction commits."""
+    """Insert new deliveries, each row with the `FANOUT_COLUMNS` (one already there is
+    kept), and wake the dispatchers listening on `notify` when the transaction commits."""
     if not rows:
         return
-    for start in range(0, len(rows), INSERT_CHUNK):
-        await session.execute(
-            insert(deliveries).values(rows[start : start + INSERT_CHUNK]).on_conflict_do_nothing()
-        )
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": notify})
+    await _INSERT_DELIVERIES.execute(
+        conn, **{name: [row[name] for row in rows] for name in FANOUT_COLUMNS}
+    )
+    await _NOTIFY.execute(conn, channel=notify)

@@ -7,8 +7,9 @@
 - A batch of results is recorded by one statement that writes the attempts, moves the
   deliveries on and keeps the endpoints' health; when the batch may disable an endpoint, the
   disabling shares its transaction. A deadlock is retried; a lost connection once.
-- Both run straight on a pooled asyncpg connection (`fetch`); a statement that finds its
-  connection gone (PostgreSQL restarted) retires the pool and runs once more.
+- Both run on the process's asyncpg pool (`fetch`: one statement in its own transaction); a
+  statement that finds its connection gone (PostgreSQL restarted) runs once more, on a fresh
+  connection (the pool has retired those made before the restart).
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import asyncpg
 import structlog
-from sqlalchemy import TextClause, text
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications.store.endpoints import disable_endpoint
+from shared.db import Database, Record, Statement, lost_connection
 from shared.eventlog.model import Event
 
 if TYPE_CHECKING:
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("relais.notifications.dispatcher")
 
-Sessionmaker = async_sessionmaker[AsyncSession]
 Disabler = Callable[[Mapping[UUID, datetime | None]], Mapping[Any, str]]
 
 ERROR_CHARS = 500  # attempts.error and deliveries.last_error are varchar(500)
@@ -51,7 +48,7 @@ _REFUSED_CLASSES = ("22", "23", "54", "P0")
 # holds, as many as its in-flight room (live leases, counted on
 # ix_deliveries_leased_by_endpoint); then round-robin across endpoints. The one statement also
 # returns what each send needs: the endpoint (URL, secrets, health) and the event.
-_CLAIM = text(
+_CLAIM = Statement(
     """
     WITH due AS (
         SELECT d.id, d.endpoint_id, d.next_attempt_at,
@@ -136,7 +133,7 @@ _RECORD_ARRAYS = (
     "statuses",
     "next_attempts",
 )
-_RECORD = text(
+_RECORD = Statement(
     """
     WITH r AS (
         SELECT * FROM unnest(
@@ -213,12 +210,12 @@ class AttemptRecord:
 
 
 async def claim_due(
-    sessionmaker: Sessionmaker, *, per_endpoint: int, limit: int, lease_seconds: float
+    db: Database, *, per_endpoint: int, limit: int, lease_seconds: float
 ) -> list[dict[str, Any]]:
     """Lease up to `limit` due deliveries fairly across endpoints; each with its endpoint
     (URL, secrets, health; one dict per endpoint) and its event."""
     rows = await fetch(
-        sessionmaker,
+        db,
         _CLAIM,
         per_endpoint=per_endpoint,
         limit=limit,
@@ -278,7 +275,7 @@ def _record_params(
 
 
 async def record_attempts(
-    sessionmaker: Sessionmaker,
+    db: Database,
     *,
     attempts: Sequence[AttemptRecord],
     health: Mapping[UUID, EndpointHealth],
@@ -290,22 +287,23 @@ async def record_attempts(
     With `disable`, the statement runs in a transaction that then disables the endpoints
     `disable` names, given each touched endpoint's `failing_since` as recorded. A deadlock
     with another writer rolled everything back: the batch is written again; so is a batch
-    whose session met a lost connection (once: the pool's connections are retired by then;
-    the statement is safe to run twice)."""
+    whose transaction met a lost connection (once: the pool's connections are retired by
+    then; the statement is safe to run twice)."""
     params = _record_params(attempts, health)
     for attempt in range(1, RECORD_TRIES + 1):
         try:
             if disable is not None:
-                async with sessionmaker() as session, session.begin():
-                    rows = (await session.execute(_RECORD, params)).mappings().all()
+                async with db.transaction() as conn:
+                    rows = await _RECORD.fetch(conn, **params)
                     failing = {r["id"]: r["failing_since"] for r in rows if r["kind"] == "endpoint"}
                     for endpoint_id, reason in disable(failing).items():
-                        await disable_endpoint(session, endpoint_id=endpoint_id, reason=reason)
+                        await disable_endpoint(conn, endpoint_id=endpoint_id, reason=reason)
             else:
-                rows = await fetch(sessionmaker, _RECORD, **params)
+                rows = await fetch(db, _RECORD, **params)
             break
         except Exception as exc:
-            lost = attempt == 1 and getattr(exc, "connection_invalidated", False)
+            # (`fetch` itself runs a lone statement once more after a lost connection.)
+            lost = attempt == 1 and disable is not None and lost_connection(exc)
             if attempt == RECORD_TRIES or (sqlstate(exc) not in _TRY_AGAIN and not lost):
                 raise
             await asyncio.sleep(0.05 * attempt)
@@ -313,26 +311,16 @@ async def record_attempts(
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of an asyncpg error, raw or wrapped by SQLAlchemy."""
-    return getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    """The SQLSTATE of an error PostgreSQL reported (None for any other error)."""
+    return getattr(exc, "sqlstate", None)
 
 
 def refused(exc: BaseException) -> bool:
     """Whether the database (or the driver, before sending) refused the statement for what it
     carries, which one result of a batch may cause (`_REFUSED_CLASSES`)."""
-    if getattr(exc, "connection_invalidated", False):
+    if lost_connection(exc):
         return False
     return (sqlstate(exc) or "")[:2] in _REFUSED_CLASSES
-
-
-def _lost(exc: BaseException, driver: Any) -> bool:
-    """Whether a statement failed because its connection is gone (the server restarted or
-    dropped it): not a timeout, not an error PostgreSQL reported on a live connection."""
-    if driver.is_closed() or isinstance(exc, asyncpg.PostgresConnectionError):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):  # 57P01-57P03: shut down, crashed, starting
-        return (exc.sqlstate or "").startswith("57P")
-    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
 
 
 def pg_text(value: str | None, limit: int | None = None) -> str | None:
@@ -352,38 +340,21 @@ def pg_text(value: str | None, limit: int | None = None) -> str | None:
     return value
 
 
-_ASYNCPG = asyncpg_dialect()
-_POSITIONAL: dict[TextClause, tuple[str, tuple[str, ...]]] = {}
+async def fetch(db: Database, statement: Statement, **params: Any) -> list[Record]:
+    """Run one statement on its own (it commits alone: atomic, one round trip) on a pooled
+    connection, without a BEGIN or a COMMIT. The hot paths of the dispatcher (claims and
+    most records) are single statements, each compiled once.
 
-
-async def fetch(
-    sessionmaker: async_sessionmaker[AsyncSession], statement: TextClause, **params: Any
-) -> list[Any]:
-    """Run one statement on its own (it commits alone: atomic, one round trip) straight on a
-    pooled asyncpg connection, without a session, a BEGIN or a COMMIT. The hot paths of the
-    dispatcher (claims and most records) are single statements; each is compiled once."""
-    if statement not in _POSITIONAL:
-        compiled = statement.compile(dialect=_ASYNCPG)
-        _POSITIONAL[statement] = (compiled.string, tuple(compiled.positiontup or ()))
-    sql, names = _POSITIONAL[statement]
-    args = [params[name] for name in names]
-    engine = sessionmaker.kw["bind"]
+    A statement that finds its connection gone (the server restarted) runs once more: the
+    pool has retired its other connections, made before the restart and as dead, so it gets
+    a fresh one. A claim that ran is undone by its leases expiring, a record that ran changes
+    nothing more (see `_RECORD`)."""
     for attempt in (1, 2):
-        async with engine.connect() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            try:
-                return await driver.fetch(sql, *args)
-            except Exception as exc:
-                lost = _lost(exc, driver)
-                if lost or not isinstance(exc, asyncpg.PostgresError):
-                    await connection.invalidate(exc)
-                if not lost or attempt == 2:
-                    raise
-                log.warning("statement_retried_after_disconnect", error=type(exc).__name__)
-        # The server went away (a restart): the pool's other connections, made before now,
-        # are as dead. A fresh pool replaces them (those checked out are closed when they
-        # come back), as SQLAlchemy does when a statement of its own meets a disconnect; the
-        # statement runs once more on a fresh connection: a claim that ran is undone by its
-        # leases expiring, a record that ran changes nothing more (see `_RECORD`).
-        await engine.dispose()
+        try:
+            async with db.connection() as conn:
+                return await statement.fetch(conn, **params)
+        except Exception as exc:
+            if attempt == 2 or not lost_connection(exc):
+                raise
+            log.warning("statement_retried_after_disconnect", error=type(exc).__name__)
     raise AssertionError("unreachable")
