@@ -252,7 +252,7 @@ class Database:
             async with self.pool.acquire() as conn:
                 yield conn
         except BaseException as exc:
-            self._after_error(exc)
+            await self._after_error(exc)
             raise
 
     @asynccontextmanager
@@ -261,12 +261,12 @@ class Database:
             async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
                 yield conn
         except BaseException as exc:
-            self._after_error(exc)
+            await self._after_error(exc)
             raise
 
-    def _after_error(self, exc: BaseException) -> None:
+    async def _after_error(self, exc: BaseException) -> None:
         if lost_connection(exc):
-            self.pool.expire_connections()
+            await self.pool.expire_connections()  # a coroutine that does not wait on I/O
 
 
 async def driver_of(session: AsyncSession) -> Connection:
