@@ -78,6 +78,19 @@ async def _all_events(db: Database) -> list[tuple[int, int]]:
     return [(int(r["tx"]), r["seq"]) for r in rows]
 
 
+async def _readable(db: Database, n: int) -> None:
+    """Wait until `n` events are below the visibility horizon, which any transaction open on
+    the server (in another database too: xids are the cluster's) holds back."""
+    horizon = "SELECT count(*) FROM hub.events WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
+    deadline = time.monotonic() + 20
+    while True:
+        async with db.connection() as conn:
+            if await conn.fetchval(horizon) >= n:
+                return
+        assert time.monotonic() < deadline, "the events never became readable"
+        await asyncio.sleep(0.01)
+
+
 async def test_concurrent_out_of_order_commits_never_make_a_consumer_skip(settings, db):
     """Twelve writers: some take their xid early by writing another table, some hold their
     transaction open while later ones commit, one rolls back. A consumer running all along
@@ -197,6 +210,7 @@ async def test_a_failed_batch_changes_nothing_and_the_next_run_resumes(db):
         for event in events:
             await conn.execute("INSERT INTO public.effects VALUES ($1)", event.id)
 
+    await _readable(db, len(appended))
     first = Consumer("test-resume", crashing, batch_size=10, on_pool=True)
     await first.ensure_checkpoint(db)
     with pytest.raises(RuntimeError):
