@@ -266,7 +266,7 @@ class Database:
 
     async def _after_error(self, exc: BaseException) -> None:
         if lost_connection(exc):
-            await self.pool.expire_connections()
+            await self.pool.expire_connections()  # a coroutine that does not wait on I/O
 
 
 async def driver_of(session: AsyncSession) -> Connection:

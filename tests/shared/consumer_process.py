@@ -7,23 +7,24 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy import text
-
+from shared.db import Connection, Statement
 from shared.eventlog.consumer import Consumer
 from shared.eventlog.model import Event
 from shared.observability import Metrics
 from shared.settings import Settings
 from shared.worker import run_worker
 
+_EFFECT = Statement("INSERT INTO public.effects VALUES (:id)")
 
-async def record(session, events: Sequence[Event]) -> None:
+
+async def record(conn: Connection, events: Sequence[Event]) -> None:
     for event in events:
-        await session.execute(text("INSERT INTO public.effects VALUES (:id)"), {"id": event.id})
+        await _EFFECT.execute(conn, id=event.id)
         await asyncio.sleep(0.005)  # slow enough to be killed mid-batch
 
 
 def consumers(_settings: Settings, metrics: Metrics) -> list[Consumer]:
-    return [Consumer("test-kill", record, batch_size=20, metrics=metrics)]
+    return [Consumer("test-kill", record, batch_size=20, metrics=metrics, on_pool=True)]
 
 
 if __name__ == "__main__":

@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from services.registry.app import create_app
 from services.registry.tables import cases
 from shared.auth import hash_key
+from shared.db import Statement
 from shared.tables import api_keys
 from tests.conftest import running
 from tests.factories import bearer, case_body, make_admin_key, make_partner, make_partner_key
+
+_LAST_USED = Statement(
+    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == bindparam("key_hash"))
+)
 
 
 def _is_problem(response, status: int) -> dict:
@@ -81,12 +86,10 @@ async def test_keys_are_stored_only_as_hashes_and_shown_once(settings):
         assert listed.status_code == 200
         [item] = listed.json()["items"]
         assert "key" not in item and item["prefix"] == created["key"][:10]
-        async with app.state.sessionmaker() as session:
-            stored = (
-                await session.execute(
-                    select(api_keys.c.key_hash).where(api_keys.c.id == item["id"])
-                )
-            ).scalar()
+        async with app.state.db.connection() as conn:
+            stored = await Statement(
+                select(api_keys.c.key_hash).where(api_keys.c.id == uuid.UUID(item["id"]))
+            ).fetchval(conn)
         assert stored == hash_key(created["key"]) and created["key"].encode() not in stored
 
 
@@ -147,58 +150,65 @@ async def test_last_used_at_is_written_at_most_once_a_minute(settings):
         admin = await make_admin_key(app.state.db)
         for _ in range(3):
             await client.get("/partners", headers=bearer(admin))
-        async with app.state.sessionmaker() as session:
-            first = (
-                await session.execute(
-                    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == hash_key(admin))
-                )
-            ).scalar()
+        async with app.state.db.connection() as conn:
+            first = await _LAST_USED.fetchval(conn, key_hash=hash_key(admin))
             assert first is not None
-            await session.execute(
+            await Statement(
                 update(api_keys)
                 .where(api_keys.c.key_hash == hash_key(admin))
                 .values(last_used_at=first.replace(year=first.year - 1))
-            )
-            await session.commit()
+            ).execute(conn)
         await client.get("/partners", headers=bearer(admin))
-        async with app.state.sessionmaker() as session:
-            later = (
-                await session.execute(
-                    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == hash_key(admin))
-                )
-            ).scalar()
+        async with app.state.db.connection() as conn:
+            later = await _LAST_USED.fetchval(conn, key_hash=hash_key(admin))
         assert later >= first
 
 
-class _CountingSessionmaker:
-    """Wraps the app's sessionmaker and counts the sessions requests open."""
+class _CountingUnitsOfWork:
+    """Counts the units of work an app's requests open: transactions on its Database and,
+    while a service's handlers still run on SQLAlchemy sessions, the sessions they open."""
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
+    def __init__(self, app) -> None:
+        self.state = app.state
+        self.db = app.state.db
+        self.transaction = self.db.transaction
+        self.sessionmaker = getattr(app.state, "sessionmaker", None)
         self.opened = 0
 
-    def __call__(self, *args, **kwargs):
-        self.opened += 1
-        return self.inner(*args, **kwargs)
+    def _counted(self, open_):
+        def counted(*args, **kwargs):
+            self.opened += 1
+            return open_(*args, **kwargs)
+
+        return counted
+
+    def __enter__(self) -> _CountingUnitsOfWork:
+        self.db.transaction = self._counted(self.transaction)
+        if self.sessionmaker is not None:
+            self.state.sessionmaker = self._counted(self.sessionmaker)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        del self.db.transaction  # the method again
+        if self.sessionmaker is not None:
+            self.state.sessionmaker = self.sessionmaker
 
 
-async def test_the_caller_is_looked_up_on_the_requests_own_session(settings):
+async def test_a_request_opens_one_unit_of_work_and_its_key_look_up_none(settings):
+    """The caller's key is looked up in autocommit; the handler's unit of work is the only
+    transaction a request opens."""
     app = create_app(settings)
     async with running(app) as client:
         admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = await make_partner_key(client, admin, partner["id"])
-        counting = _CountingSessionmaker(app.state.sessionmaker)
-        app.state.sessionmaker = counting
-        try:
+        with _CountingUnitsOfWork(app) as counting:
             created = await client.post("/cases", json=case_body(), headers=bearer(key["key"]))
             assert created.status_code == 201, created.text
             assert counting.opened == 1
             listed = await client.get("/cases", headers=bearer(key["key"]))
             assert listed.status_code == 200 and len(listed.json()["items"]) == 1
             assert counting.opened == 2
-        finally:
-            app.state.sessionmaker = counting.inner
 
 
 async def test_a_key_revoked_between_two_requests_answers_401_and_writes_nothing(settings):
@@ -210,17 +220,19 @@ async def test_a_key_revoked_between_two_requests_answers_401_and_writes_nothing
         first = await client.post("/cases", json=case_body(), headers=bearer(key["key"]))
         assert first.status_code == 201, first.text
         # Revoked by another process (another replica's admin call), not through this app.
-        async with app.state.sessionmaker() as session, session.begin():
-            await session.execute(
-                update(api_keys).where(api_keys.c.id == key["id"]).values(revoked_at=func.now())
-            )
+        async with app.state.db.transaction() as conn:
+            await Statement(
+                update(api_keys)
+                .where(api_keys.c.id == uuid.UUID(key["id"]))
+                .values(revoked_at=func.now())
+            ).execute(conn)
         second = await client.post(
             "/cases", json=case_body(external_id="EXT-2"), headers=bearer(key["key"])
         )
         _is_problem(second, 401)
         _is_problem(await client.get("/cases", headers=bearer(key["key"])), 401)
-        async with app.state.sessionmaker() as session:
-            count = (await session.execute(select(func.count()).select_from(cases))).scalar()
+        async with app.state.db.connection() as conn:
+            count = await Statement(select(func.count()).select_from(cases)).fetchval(conn)
         assert count == 1
         # The admin key, looked up the same way on its own requests, still works.
         assert (await client.get("/cases", headers=bearer(admin))).status_code == 200
@@ -232,12 +244,8 @@ async def test_last_used_at_is_kept_when_the_handler_fails(settings):
         admin = await make_admin_key(app.state.db)
         missing = await client.get(f"/cases/{uuid.uuid4()}", headers=bearer(admin))
         _is_problem(missing, 404)  # the handler's transaction rolled back
-        async with app.state.sessionmaker() as session:
-            used = (
-                await session.execute(
-                    select(api_keys.c.last_used_at).where(api_keys.c.key_hash == hash_key(admin))
-                )
-            ).scalar()
+        async with app.state.db.connection() as conn:
+            used = await _LAST_USED.fetchval(conn, key_hash=hash_key(admin))
         assert used is not None
         # The handler's own transaction still begins and commits after the look-up.
         partner = await make_partner(client, admin)

@@ -1,17 +1,19 @@
-"""One Alembic history for all schemas; the models and the migrations never drift apart."""
+"""One Alembic history for all schemas; the models and the migrations never drift apart.
+
+Comparing the models with the database goes through Alembic, so through a SQLAlchemy engine;
+the rest reads the database as the services do, on the asyncpg pool."""
 
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.notifications.app import create_app as notifications_app
 from services.notifications.tables import metadata as notifications
 from services.referrals.tables import metadata as referrals
 from services.registry.tables import metadata as registry
-from shared.db import asyncpg_url
+from shared.db import Database, asyncpg_url
 from shared.migrate import code_revisions
 from shared.tables import metadata as hub
 from tests.conftest import running
@@ -40,32 +42,25 @@ async def test_the_migrated_database_matches_every_model(database_url):
     assert diff == [], f"models and migrations differ: {diff}"
 
 
-async def test_the_history_has_one_head_and_the_database_is_at_it(database_url):
+async def test_the_history_has_one_head_and_the_database_is_at_it(db: Database):
     head, known = code_revisions()
     assert head in known
-    engine = create_async_engine(asyncpg_url(database_url))
-    async with engine.connect() as connection:
-        current = (
-            await connection.execute(text("SELECT version_num FROM hub.alembic_version"))
-        ).scalar()
-        schemas = set(
-            (await connection.execute(text("SELECT nspname FROM pg_namespace"))).scalars()
-        )
-    await engine.dispose()
+    async with db.connection() as conn:
+        current = await conn.fetchval("SELECT version_num FROM hub.alembic_version")
+        schemas = {r["nspname"] for r in await conn.fetch("SELECT nspname FROM pg_namespace")}
     assert current == head
     assert schemas >= SCHEMAS
 
 
 async def test_readyz_answers_503_until_the_schema_reaches_this_codes_revision(settings):
     async with running(notifications_app(settings)) as client:
-        async with client._transport.app.state.sessionmaker() as session:
-            await session.execute(text("UPDATE hub.alembic_version SET version_num = 'older'"))
-            await session.commit()
+        db = client._transport.app.state.db
+        async with db.connection() as conn:
+            await conn.execute("UPDATE hub.alembic_version SET version_num = 'older'")
         # 'older' is unknown to the code: that is how a later revision looks, so: ready.
         assert (await client.get("/readyz")).status_code == 200
-        async with client._transport.app.state.sessionmaker() as session:
-            await session.execute(text("DELETE FROM hub.alembic_version"))
-            await session.commit()
+        async with db.connection() as conn:
+            await conn.execute("DELETE FROM hub.alembic_version")
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert "migrations" in response.json()["detail"]

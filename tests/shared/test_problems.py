@@ -5,14 +5,17 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from services.registry.app import create_app
+from shared.db import Statement
 from shared.tables import events
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key
 
+_EVENT_COUNT = Statement(select(func.count()).select_from(events))
+
 
 async def _event_count(app) -> int:
-    async with app.state.sessionmaker() as session:
-        return (await session.execute(select(func.count()).select_from(events))).scalar()
+    async with app.state.db.connection() as conn:
+        return await _EVENT_COUNT.fetchval(conn)
 
 
 async def test_validation_errors_name_each_field_and_write_nothing(settings):
