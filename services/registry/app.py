@@ -54,8 +54,8 @@ async def _bootstrap_admin_key(app: FastAPI) -> None:
 
 
 async def _load_reference_data(app: FastAPI) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
-        await reference.load_seed_data(session)
+    async with app.state.db.transaction() as conn:
+        await reference.load_seed_data(conn)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

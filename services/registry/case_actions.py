@@ -12,7 +12,7 @@ from uuid import UUID
 
 from services.registry import case_rules as rules
 from services.registry.case_shape import case_snapshot
-from services.registry.store import Session
+from services.registry.store import Connection
 from services.registry.store import cases as store
 from services.registry.store import duplicates as duplicates_store
 from services.registry.store import partners as partners_store
@@ -30,7 +30,7 @@ def expect(case: Mapping[str, Any], expected_version: int | None) -> None:
 
 
 async def _restatus_and_emit(
-    session: Session,
+    conn: Connection,
     *,
     type: str,
     case: Mapping[str, Any],
@@ -40,24 +40,22 @@ async def _restatus_and_emit(
     """Give the steps the statuses the changed case says, write those that changed, emit
     the event; answers the case's snapshot."""
     if steps is None:
-        steps = await steps_store.load_steps(session, case_id=case["id"])
-    await steps_store.write_statuses(session, steps=rules.restatus(case, steps))
+        steps = await steps_store.load_steps(conn, case_id=case["id"])
+    await steps_store.write_statuses(conn, steps=rules.restatus(case, steps))
     snapshot = case_snapshot(case, steps)
-    await store.emit_case_event(session, type=type, snapshot=snapshot, caller=caller)
+    await store.emit_case_event(conn, type=type, snapshot=snapshot, caller=caller)
     return snapshot
 
 
 async def check_codes(
-    session: Session,
+    conn: Connection,
     *,
     area_code: str | None,
     step_types: Sequence[str],
     step_prefix: str = "body.plan",
 ) -> None:
     """422 naming each unknown area or service-type code."""
-    area_known, known, _ = await store.known_codes(
-        session, area_code=area_code, step_types=step_types
-    )
+    area_known, known, _ = await store.known_codes(conn, area_code=area_code, step_types=step_types)
     rules.check_codes(
         area_code=area_code,
         area_known=area_known,
@@ -68,7 +66,7 @@ async def check_codes(
 
 
 async def create_case(
-    session: Session, *, owner_id: UUID, body: Mapping[str, Any], caller: Principal
+    conn: Connection, *, owner_id: UUID, body: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
     """A new case with its plan; its duplicates are looked for in the same transaction."""
     plan = list(body.get("plan") or [])
@@ -76,11 +74,9 @@ async def create_case(
     area_code = body["return"]["area_code"]
     external_id = body.get("external_id")
     if owner_id != caller.partner_id:  # an admin names the owner; a partner's key is its own
-        await partners_store.check_partner(
-            session, partner_id=owner_id, field="body.owner_partner_id"
-        )
+        await partners_store.check_partner(conn, partner_id=owner_id, field="body.owner_partner_id")
     area_known, known, existing = await store.known_codes(
-        session,
+        conn,
         area_code=area_code,
         step_types=step_types,
         owner_id=owner_id,
@@ -102,53 +98,53 @@ async def create_case(
         )
     steps = rules.first_steps(settled, consent=body["consent"])
     case = await store.insert_case(
-        session,
+        conn,
         case_id=uuid.uuid4(),
         reference_prefix=rules.reference_prefix(area_code, year=datetime.now(UTC).year),
         owner_id=owner_id,
         body=body,
         steps=steps,
     )
-    await duplicates_store.index_case(session, case=case, new=True)
+    await duplicates_store.index_case(conn, case=case, new=True)
     snapshot = case_snapshot(case, steps)
-    await store.emit_case_event(session, type="case.created", snapshot=snapshot, caller=caller)
+    await store.emit_case_event(conn, type="case.created", snapshot=snapshot, caller=caller)
     return snapshot
 
 
 async def update_case(
-    session: Session, *, case: dict[str, Any], changes: Mapping[str, Any], caller: Principal
+    conn: Connection, *, case: dict[str, Any], changes: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
     """Apply validated changes to `beneficiary`, `return`, `vulnerabilities`, `external_id`."""
     if "return" in changes:
-        await check_codes(session, area_code=changes["return"]["area_code"], step_types=[])
+        await check_codes(conn, area_code=changes["return"]["area_code"], step_types=[])
     values = rules.stored_changes(case, changes)
     if "external_id" in values:
         taken = await store.external_id_taken(
-            session, owner_id=case["owner_partner_id"], external_id=values["external_id"]
+            conn, owner_id=case["owner_partner_id"], external_id=values["external_id"]
         )
         if taken is not None:
             raise Conflict(f"Another case of yours has external_id {values['external_id']!r}.")
-    steps = await steps_store.load_steps(session, case_id=case["id"])
+    steps = await steps_store.load_steps(conn, case_id=case["id"])
     if rules.is_unchanged(case, values):
         return case_snapshot(case, steps)
-    case = await store.save_case(session, case_id=case["id"], values=values)
+    case = await store.save_case(conn, case_id=case["id"], values=values)
     if "beneficiary" in values or "return_info" in values:
-        await duplicates_store.index_case(session, case=case)
+        await duplicates_store.index_case(conn, case=case)
     snapshot = case_snapshot(case, steps)
-    await store.emit_case_event(session, type="case.updated", snapshot=snapshot, caller=caller)
+    await store.emit_case_event(conn, type="case.updated", snapshot=snapshot, caller=caller)
     return snapshot
 
 
 async def change_consent(
-    session: Session, *, case: dict[str, Any], consent: Mapping[str, Any], caller: Principal
+    conn: Connection, *, case: dict[str, Any], consent: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
     """Record consent or its withdrawal; the steps' statuses follow."""
-    case = await store.save_case(session, case_id=case["id"], values={"consent": dict(consent)})
-    return await _restatus_and_emit(session, type="case.consent_changed", case=case, caller=caller)
+    case = await store.save_case(conn, case_id=case["id"], values={"consent": dict(consent)})
+    return await _restatus_and_emit(conn, type="case.consent_changed", case=case, caller=caller)
 
 
 async def add_steps(
-    session: Session,
+    conn: Connection,
     *,
     case: dict[str, Any],
     new_steps: Sequence[Mapping[str, Any]],
@@ -156,22 +152,22 @@ async def add_steps(
 ) -> dict[str, Any]:
     """Append steps to the plan."""
     await check_codes(
-        session,
+        conn,
         area_code=None,
         step_types=[s["service_type"] for s in new_steps],
         step_prefix="body.steps",
     )
-    existing = await steps_store.load_steps(session, case_id=case["id"])
+    existing = await steps_store.load_steps(conn, case_id=case["id"])
     settled = rules.settle_new_steps(new_steps, existing=existing, field_prefix="body.steps")
     await steps_store.insert_steps(
-        session, case_id=case["id"], settled=settled, first_position=len(existing) + 1
+        conn, case_id=case["id"], settled=settled, first_position=len(existing) + 1
     )
-    case = await store.save_case(session, case_id=case["id"], values={})
-    return await _restatus_and_emit(session, type="case.plan_changed", case=case, caller=caller)
+    case = await store.save_case(conn, case_id=case["id"], values={})
+    return await _restatus_and_emit(conn, type="case.plan_changed", case=case, caller=caller)
 
 
 async def set_step_owner_status(
-    session: Session,
+    conn: Connection,
     *,
     case: dict[str, Any],
     step_id: UUID,
@@ -179,20 +175,20 @@ async def set_step_owner_status(
     caller: Principal,
 ) -> dict[str, Any]:
     """Cancel a step (any delivery) or complete a direct step."""
-    steps = await steps_store.load_steps(session, case_id=case["id"])
+    steps = await steps_store.load_steps(conn, case_id=case["id"])
     step = rules.step_to_settle(
         steps, case_id=case["id"], step_id=step_id, owner_status=owner_status
     )
-    await steps_store.set_owner_status(session, step_id=step_id, owner_status=owner_status)
+    await steps_store.set_owner_status(conn, step_id=step_id, owner_status=owner_status)
     step["owner_status"] = owner_status
-    case = await store.save_case(session, case_id=case["id"], values={})
+    case = await store.save_case(conn, case_id=case["id"], values={})
     return await _restatus_and_emit(
-        session, type=rules.step_event(owner_status), case=case, steps=steps, caller=caller
+        conn, type=rules.step_event(owner_status), case=case, steps=steps, caller=caller
     )
 
 
 async def close_case(
-    session: Session,
+    conn: Connection,
     *,
     case: dict[str, Any],
     reason: str,
@@ -202,52 +198,52 @@ async def close_case(
     """Close the case with a reason (or as merged into another); nothing more is routed."""
     rules.check_may_close(case)
     case = await store.save_case(
-        session,
+        conn,
         case_id=case["id"],
         values={"status": "closed", "closure_reason": reason, "merged_into": merged_into},
     )
     event = "case.merged" if merged_into is not None else "case.closed"
-    return await _restatus_and_emit(session, type=event, case=case, caller=caller)
+    return await _restatus_and_emit(conn, type=event, case=case, caller=caller)
 
 
 async def reopen_case(
-    session: Session, *, case: dict[str, Any], caller: Principal
+    conn: Connection, *, case: dict[str, Any], caller: Principal
 ) -> dict[str, Any]:
     """Reopen a closed case that was not merged away."""
     rules.check_may_reopen(case)
     case = await store.save_case(
-        session, case_id=case["id"], values={"status": "open", "closure_reason": None}
+        conn, case_id=case["id"], values={"status": "open", "closure_reason": None}
     )
-    return await _restatus_and_emit(session, type="case.reopened", case=case, caller=caller)
+    return await _restatus_and_emit(conn, type="case.reopened", case=case, caller=caller)
 
 
 async def merge_cases(
-    session: Session, *, keep: dict[str, Any], other: dict[str, Any], caller: Principal
+    conn: Connection, *, keep: dict[str, Any], other: dict[str, Any], caller: Principal
 ) -> dict[str, Any]:
     """Close `other` as merged into `keep` and move its unfinished steps there, under new keys
     (`case_rules.moved_steps`). The kept case's plan change routes the moved steps."""
     rules.check_may_keep(keep)
-    other_steps = await steps_store.load_steps(session, case_id=other["id"])
-    keep_steps = await steps_store.load_steps(session, case_id=keep["id"])
+    other_steps = await steps_store.load_steps(conn, case_id=other["id"])
+    keep_steps = await steps_store.load_steps(conn, case_id=keep["id"])
     moved = rules.moved_steps(
         other_reference=other["reference"],
         other_steps=other_steps,
         keep_steps=keep_steps,
         key_max=store.KEY_MAX,
     )
-    await close_case(session, case=other, reason="merged", caller=caller, merged_into=keep["id"])
+    await close_case(conn, case=other, reason="merged", caller=caller, merged_into=keep["id"])
     await steps_store.insert_steps(
-        session, case_id=keep["id"], settled=moved, first_position=len(keep_steps) + 1
+        conn, case_id=keep["id"], settled=moved, first_position=len(keep_steps) + 1
     )
-    keep = await store.save_case(session, case_id=keep["id"], values={})
-    return await _restatus_and_emit(session, type="case.plan_changed", case=keep, caller=caller)
+    keep = await store.save_case(conn, case_id=keep["id"], values={})
+    return await _restatus_and_emit(conn, type="case.plan_changed", case=keep, caller=caller)
 
 
 async def minimised_for(
-    session: Session, *, case: Mapping[str, Any], partner_id: UUID
+    conn: Connection, *, case: Mapping[str, Any], partner_id: UUID
 ) -> dict[str, Any] | None:
     """The minimised case for a partner holding a live referral of it, else None."""
-    steps = await steps_store.load_steps(session, case_id=case["id"])
+    steps = await steps_store.load_steps(conn, case_id=case["id"])
     mine = [
         s
         for s in steps
@@ -257,9 +253,9 @@ async def minimised_for(
     if not mine:
         return None
     named = await store.service_vulnerabilities(
-        session, service_ids={s["referral_service_id"] for s in mine if s["referral_service_id"]}
+        conn, service_ids={s["referral_service_id"] for s in mine if s["referral_service_id"]}
     )
-    owner = await partners_store.get_partner(session, partner_id=case["owner_partner_id"])
+    owner = await partners_store.get_partner(conn, partner_id=case["owner_partner_id"])
     return minimise_case(
         case=case_snapshot(case, steps),
         referral_statuses=[s["referral_status"] for s in mine],

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import structlog
 
-from services.registry.store import Session
+from services.registry.store import Connection
 from services.registry.store import steps as store
 from services.registry.store.steps import REFERRAL_FIELDS
 from shared.eventlog.model import Event
@@ -38,7 +38,7 @@ def is_newer(data: Mapping[str, Any], step: Mapping[str, Any]) -> bool:
     return theirs > ours
 
 
-async def project(session: Session, events: Sequence[Event]) -> None:
+async def project(conn: Connection, events: Sequence[Event]) -> None:
     """Apply a batch of events; non-referral events are passed over. The touched cases are
     locked together (in id order, as the API's actions lock one), their steps read in one
     statement, the events applied in order in memory, and the steps that changed written
@@ -53,13 +53,13 @@ async def project(session: Session, events: Sequence[Event]) -> None:
             log.warning("referral_event_without_step", event_id=str(event.id))
     if not updates:
         return
-    case_of = await store.cases_of_steps(session, step_ids=[step_id for _, step_id in updates])
+    case_of = await store.cases_of_steps(conn, step_ids=[step_id for _, step_id in updates])
     case_ids = sorted(set(case_of.values()))
     if not case_ids:
         for event, _ in updates:
             log.warning("referral_event_for_unknown_step", event_id=str(event.id))
         return
-    locked, plans = await store.lock_plans(session, case_ids=case_ids)
+    locked, plans = await store.lock_plans(conn, case_ids=case_ids)
     by_id = {step["id"]: step for plan in plans.values() for step in plan}
     before = {
         step_id: tuple(step[name] for name in (*REFERRAL_FIELDS, "status", "status_reason"))
@@ -108,7 +108,7 @@ async def project(session: Session, events: Sequence[Event]) -> None:
                         "touch": (status, reason) != before[step["id"]][-2:],
                     }
                 )
-    await store.write_referral_news(session, writes=writes)
+    await store.write_referral_news(conn, writes=writes)
 
 
 def _uuid(value: object) -> UUID | None:

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 import shared
-from services.registry.store import Session
+from services.registry.store import Connection
 from services.registry.store import reference as store
 
 log = structlog.get_logger("relais.registry.reference")
@@ -447,10 +447,10 @@ def parse_service_types(data: bytes) -> list[ServiceType]:
 
 
 async def _store_areas(
-    session: Session, data: bytes, *, code_list_version: str | None
+    conn: Connection, data: bytes, *, code_list_version: str | None
 ) -> list[Area]:
     # One writer of the tree at a time: the check against the known areas must hold.
-    await store.lock_areas(session)
+    await store.lock_areas(conn)
     known = [
         Area(
             code=r["code"],
@@ -461,31 +461,31 @@ async def _store_areas(
             depth=r["depth"],
             path=tuple(r["path"]),
         )
-        for r in await store.all_areas(session)
+        for r in await store.all_areas(conn)
     ]
     parsed = await asyncio.to_thread(
         parse_areas, data, known=known, code_list_version=code_list_version
     )
-    await store.upsert_areas(session, rows=[a.values() for a in (*parsed.rows, *parsed.rederived)])
+    await store.upsert_areas(conn, rows=[a.values() for a in (*parsed.rows, *parsed.rederived)])
     return parsed.rows
 
 
-async def load_seed_data(session: Session) -> None:
+async def load_seed_data(conn: Connection) -> None:
     """Load the project's copies of the areas and service types, idempotently."""
     area_data = await asyncio.to_thread((SEED_DIR / AREAS_SEED).read_bytes)
     type_data = await asyncio.to_thread((SEED_DIR / SERVICE_TYPES_SEED).read_bytes)
-    loaded = await _store_areas(session, area_data, code_list_version=None)
+    loaded = await _store_areas(conn, area_data, code_list_version=None)
     types = parse_service_types(type_data)
-    await store.upsert_service_types(session, rows=[t.values() for t in types])
+    await store.upsert_service_types(conn, rows=[t.values() for t in types])
     log.info("reference_data_loaded", areas=len(loaded), service_types=len(types))
 
 
-async def import_areas(session: Session, *, data: bytes, code_list_version: str) -> int:
+async def import_areas(conn: Connection, *, data: bytes, code_list_version: str) -> int:
     """Load an areas CSV (all rows or, on `ReferenceDataError`, none); the count of its rows.
 
     Parents may be areas already stored; `code_list_version` is set on every row. Run it in
     one transaction: a refused file writes nothing.
     """
-    rows = await _store_areas(session, data, code_list_version=code_list_version)
+    rows = await _store_areas(conn, data, code_list_version=code_list_version)
     log.info("areas_imported", rows=len(rows), code_list_version=code_list_version)
     return len(rows)

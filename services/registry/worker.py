@@ -17,6 +17,7 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
             projector.project,
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
+            on_pool=True,
         )
     ]
 

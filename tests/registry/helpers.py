@@ -3,8 +3,9 @@ fingerprint of every table a write could touch. The data builders live in `tests
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, select
 
+from shared.db import Statement
 from shared.tables import events
 
 PROBLEM = "application/problem+json"
@@ -34,20 +35,24 @@ async def database_fingerprint(app) -> dict[str, tuple[int, str]]:
         f"coalesce(md5(string_agg(r::text, '|' ORDER BY r::text)), '') FROM ({query}) AS r"
         for name, query in _FINGERPRINTED.items()
     ]
-    async with app.state.sessionmaker() as session:
-        rows = (await session.execute(text(" UNION ALL ".join(parts)))).all()
+    async with app.state.db.connection() as conn:
+        rows = await conn.fetch(" UNION ALL ".join(parts))
     return {table: (count, digest) for table, count, digest in rows}
 
 
 async def event_count(app) -> int:
-    async with app.state.sessionmaker() as session:
-        return (await session.execute(select(func.count()).select_from(events))).scalar_one()
+    async with app.state.db.connection() as conn:
+        return await conn.fetchval("SELECT count(*) FROM hub.events")
+
+
+_EVENTS_OF = Statement(
+    select(events).where(events.c.type == bindparam("type_")).order_by(events.c.seq)
+)
 
 
 async def events_of(app, type_: str) -> list[dict]:
-    async with app.state.sessionmaker() as session:
-        query = select(events).where(events.c.type == type_).order_by(events.c.seq)
-        return [dict(r) for r in (await session.execute(query)).mappings()]
+    async with app.state.db.connection() as conn:
+        return [dict(r) for r in await _EVENTS_OF.fetch(conn, type_=type_)]
 
 
 def assert_problem(response, status: int | tuple[int, ...]) -> dict:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from services.registry.tables import access_log
+from shared.db import Statement
 from tests.factories import (
     bearer,
     case_body,
@@ -17,9 +18,9 @@ from tests.factories import (
 
 
 async def _log(app) -> list[dict]:
-    async with app.state.sessionmaker() as session:
-        rows = await session.execute(select(access_log).order_by(access_log.c.id))
-        return [dict(r) for r in rows.mappings()]
+    async with app.state.db.connection() as conn:
+        rows = await Statement(select(access_log).order_by(access_log.c.id)).fetch(conn)
+        return [dict(r) for r in rows]
 
 
 async def _cases(client, key: str, count: int) -> list[dict]:
@@ -42,13 +43,14 @@ async def test_items_are_the_full_cases_without_identity_documents(hub):
     client, key = hub["client"], hub["key"]
     made = await _cases(client, key, 5)
     # Times with no fraction of a second, or a short one, are written alike in both reads.
-    async with hub["app"].state.sessionmaker() as session, session.begin():
+    async with hub["app"].state.db.transaction() as conn:
         for case, at in zip(
             made, ("2026-01-02 03:04:05+00", "2026-01-02 03:04:05.5+00"), strict=False
         ):
-            await session.execute(
-                text("UPDATE registry.cases SET created_at = :at, updated_at = :at WHERE id = :id"),
-                {"at": datetime.fromisoformat(at), "id": UUID(case["id"])},
+            await conn.execute(
+                "UPDATE registry.cases SET created_at = $1, updated_at = $1 WHERE id = $2",
+                datetime.fromisoformat(at),
+                UUID(case["id"]),
             )
     listed = await client.get("/cases", params={"limit": 10}, headers=bearer(key))
     assert listed.status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from shared.db import Statement
 from shared.tables import events
 from tests.factories import (
     bearer,
@@ -14,11 +15,11 @@ from tests.factories import (
 
 
 async def _events(app, type_: str | None = None) -> list[dict]:
-    async with app.state.sessionmaker() as session:
+    async with app.state.db.connection() as conn:
         query = select(events).order_by(events.c.seq)
         if type_:
             query = query.where(events.c.type == type_)
-        return [dict(r) for r in (await session.execute(query)).mappings()]
+        return [dict(r) for r in await Statement(query).fetch(conn)]
 
 
 async def test_a_case_gets_a_reference_plan_defaults_step_statuses_and_one_event(hub):

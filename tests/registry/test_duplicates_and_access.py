@@ -3,8 +3,6 @@ the minimised case holds no identity documents nor other partners' notes."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
-
 from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
 
@@ -168,8 +166,6 @@ async def test_the_access_log_records_full_and_minimised_reads(settings):
         assert (
             await hub.registry.get("/access-log", headers=bearer(owner["key"]))
         ).status_code == 403
-        async with hub.sessionmaker() as session:
-            rows = (
-                await session.execute(text("SELECT count(*) FROM registry.access_log"))
-            ).scalar()
+        async with hub.db.connection() as conn:
+            rows = await conn.fetchval("SELECT count(*) FROM registry.access_log")
         assert rows >= 2

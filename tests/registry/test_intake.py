@@ -6,11 +6,12 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from services.registry import matching
 from services.registry.matching import facts_of
 from services.registry.tables import cases, duplicate_keys, duplicates, plan_steps
+from shared.db import Statement
 from shared.tables import events
 from tests.factories import (
     bearer,
@@ -34,8 +35,8 @@ STEP_COLUMNS = (
 
 
 async def _rows(app, query) -> list[dict]:
-    async with app.state.sessionmaker() as session:
-        return [dict(r) for r in (await session.execute(query)).mappings()]
+    async with app.state.db.connection() as conn:
+        return [dict(r) for r in await Statement(query).fetch(conn)]
 
 
 @pytest.mark.parametrize("consent", ["granted", "withdrawn"])
@@ -92,8 +93,8 @@ async def test_references_take_six_digits_at_least(hub):
     first = await make_case(hub["client"], hub["key"], external_id="A")
     country, year, number = first["reference"].split("-")
     assert country == "ML" and len(year) == 4 and len(number) == 6 and int(number) >= 1
-    async with hub["app"].state.sessionmaker() as session, session.begin():
-        await session.execute(text("SELECT setval('registry.case_reference_seq', 1234566)"))
+    async with hub["app"].state.db.connection() as conn:
+        await conn.execute("SELECT setval('registry.case_reference_seq', 1234566)")
     second = await make_case(hub["client"], hub["key"], external_id="B")
     assert second["reference"] == f"{country}-{year}-1234567"
 

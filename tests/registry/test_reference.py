@@ -6,6 +6,7 @@ from sqlalchemy import func, literal_column, select, update
 
 from services.registry import reference
 from services.registry.app import create_app
+from shared.db import Statement
 from shared.tables import areas, service_types
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
@@ -13,16 +14,16 @@ from tests.factories import bearer, make_admin_key, make_partner, make_partner_k
 SEED_VERSION = "ml-iso3166-2+cercles-2016"
 
 
-async def count(sessionmaker, table) -> int:
-    async with sessionmaker() as session:
-        return (await session.execute(select(func.count()).select_from(table))).scalar_one()
+async def count(db, table) -> int:
+    async with db.connection() as conn:
+        return await Statement(select(func.count()).select_from(table)).fetchval(conn)
 
 
-async def row_version(sessionmaker, code: str) -> str:
+async def row_version(db, code: str) -> str:
     """The row's xmin: it changes whenever the row is rewritten."""
-    async with sessionmaker() as session:
+    async with db.connection() as conn:
         query = select(literal_column("xmin::text")).select_from(areas).where(areas.c.code == code)
-        return (await session.execute(query)).scalar_one()
+        return await Statement(query).fetchval(conn)
 
 
 async def all_pages(client, url: str, key: str, *, limit: int = 500) -> list[dict]:
@@ -59,13 +60,13 @@ def upload(csv_text: str | bytes, version: str = "ml-2027") -> dict:
 async def test_seeds_are_loaded_at_start_up(settings):
     app = create_app(settings)
     async with running(app) as client:
-        sessionmaker = app.state.sessionmaker
-        assert await count(sessionmaker, areas) == 76
-        assert await count(sessionmaker, service_types) == 24
-        async with sessionmaker() as session:
+        db = app.state.db
+        assert await count(db, areas) == 76
+        assert await count(db, service_types) == 24
+        async with db.connection() as conn:
             rows = {
                 r["code"]: r
-                for r in (await session.execute(select(areas))).mappings()
+                for r in await Statement(select(areas)).fetch(conn)
                 if r["code"] in {"ML", "ML-BKO-01"}
             }
         assert rows["ML"]["depth"] == 0 and rows["ML"]["path"] == ["ML"]
@@ -90,31 +91,35 @@ async def test_seeds_are_loaded_at_start_up(settings):
 async def test_loading_the_seeds_again_neither_duplicates_nor_keeps_stale_names(settings):
     app = create_app(settings)
     async with running(app):
-        sessionmaker = app.state.sessionmaker
-        async with sessionmaker() as session, session.begin():
-            await session.execute(update(areas).where(areas.c.code == "ML-1").values(name="Old"))
-            await session.execute(
+        db = app.state.db
+        async with db.transaction() as conn:
+            await Statement(update(areas).where(areas.c.code == "ML-1").values(name="Old")).execute(
+                conn
+            )
+            await Statement(
                 update(service_types)
                 .where(service_types.c.code == "social.legal")
                 .values(name="Old")
+            ).execute(conn)
+        untouched_before = await row_version(db, "ML-BKO-01")
+        async with db.transaction() as conn:
+            await reference.load_seed_data(conn)
+        assert await row_version(db, "ML-BKO-01") == untouched_before
+        assert await count(db, areas) == 76
+        assert await count(db, service_types) == 24
+        async with db.connection() as conn:
+            kayes = await Statement(select(areas.c.name).where(areas.c.code == "ML-1")).fetchval(
+                conn
             )
-        untouched_before = await row_version(sessionmaker, "ML-BKO-01")
-        async with sessionmaker() as session, session.begin():
-            await reference.load_seed_data(session)
-        assert await row_version(sessionmaker, "ML-BKO-01") == untouched_before
-        assert await count(sessionmaker, areas) == 76
-        assert await count(sessionmaker, service_types) == 24
-        async with sessionmaker() as session:
-            kayes = await session.scalar(select(areas.c.name).where(areas.c.code == "ML-1"))
-            legal = await session.scalar(
+            legal = await Statement(
                 select(service_types.c.name).where(service_types.c.code == "social.legal")
-            )
+            ).fetchval(conn)
         assert (kayes, legal) == ("Kayes", "Legal services")
     # A restart loads them once more.
     app = create_app(settings)
     async with running(app):
-        assert await count(app.state.sessionmaker, areas) == 76
-        assert await count(app.state.sessionmaker, service_types) == 24
+        assert await count(app.state.db, areas) == 76
+        assert await count(app.state.db, service_types) == 24
 
 
 # --- listing and reading areas ------------------------------------------------------------
@@ -197,7 +202,7 @@ async def test_an_admin_imports_areas_and_they_are_listed(settings):
         response = await client.post("/areas/import", headers=bearer(admin), **upload(csv_text))
         assert response.status_code == 200, response.text
         assert response.json() == {"imported": 3, "code_list_version": "ml-2027"}
-        assert await count(app.state.sessionmaker, areas) == 78
+        assert await count(app.state.db, areas) == 78
 
         listed = await all_pages(client, "/areas?parent=ML-1-05", admin)
         assert [(a["code"], a["depth"], a["code_list_version"]) for a in listed] == [
@@ -210,7 +215,7 @@ async def test_an_admin_imports_areas_and_they_are_listed(settings):
 
         again = await client.post("/areas/import", headers=bearer(admin), **upload(csv_text))
         assert again.status_code == 200
-        assert await count(app.state.sessionmaker, areas) == 78
+        assert await count(app.state.db, areas) == 78
 
 
 async def test_moving_an_area_moves_the_areas_below_it(settings):
@@ -224,8 +229,10 @@ async def test_moving_an_area_moves_the_areas_below_it(settings):
         commune = (await client.get("/areas/ML-BKO-06", headers=bearer(admin))).json()
         assert [a["code"] for a in commune["ancestors"]] == ["ML", "ML-2", "ML-BKO"]
         assert commune["depth"] == 3 and commune["code_list_version"] == SEED_VERSION
-        async with app.state.sessionmaker() as session:
-            path = await session.scalar(select(areas.c.path).where(areas.c.code == "ML-BKO-06"))
+        async with app.state.db.connection() as conn:
+            path = await Statement(
+                select(areas.c.path).where(areas.c.code == "ML-BKO-06")
+            ).fetchval(conn)
         assert path == ["ML", "ML-2", "ML-BKO", "ML-BKO-06"]
         cycle = "code,name,level,parent_code\nML-2,Koulikoro,region,ML-BKO-01\n"
         refused = await client.post("/areas/import", headers=bearer(admin), **upload(cycle))
@@ -255,7 +262,7 @@ async def test_a_file_with_bad_rows_names_their_lines_and_imports_nothing(settin
         ]
         assert [e["type"] for e in body["errors"]] == ["missing", "unknown_parent", "duplicate"]
         assert "lines 3, 4, 5" in body["detail"] and "nothing was imported" in body["detail"]
-        assert await count(app.state.sessionmaker, areas) == 76
+        assert await count(app.state.db, areas) == 76
         assert (await client.get("/areas/ML-1-05-01", headers=bearer(admin))).status_code == 404
 
 
@@ -271,7 +278,7 @@ async def test_a_file_that_is_not_utf8_or_lacks_a_column_is_refused(settings):
         response = await client.post("/areas/import", headers=bearer(admin), **upload(no_level))
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "file.line[1].level"
-        assert await count(app.state.sessionmaker, areas) == 76
+        assert await count(app.state.db, areas) == 76
 
 
 async def test_import_requires_the_file_and_the_code_list_version(settings):
@@ -301,7 +308,7 @@ async def test_a_partner_key_may_not_import_areas(settings):
         csv_text = "code,name,level,parent_code\nML-4-99,Ségou II,cercle,ML-4\n"
         response = await client.post("/areas/import", headers=bearer(key), **upload(csv_text))
         assert response.status_code == 403
-        assert await count(app.state.sessionmaker, areas) == 76
+        assert await count(app.state.db, areas) == 76
 
 
 # --- service types -----------------------------------------------------------------------
@@ -346,7 +353,7 @@ async def test_an_admin_creates_a_service_type_once(settings):
         )
         assert again.status_code == 409
         assert again.headers["content-type"] == "application/problem+json"
-        assert await count(app.state.sessionmaker, service_types) == 25
+        assert await count(app.state.db, service_types) == 25
 
 
 async def test_a_partner_key_may_not_create_a_service_type(settings):
@@ -356,7 +363,7 @@ async def test_a_partner_key_may_not_create_a_service_type(settings):
         key = await partner_key(client, admin)
         response = await client.post("/service-types", json=NEW_TYPE, headers=bearer(key))
         assert response.status_code == 403
-        assert await count(app.state.sessionmaker, service_types) == 24
+        assert await count(app.state.db, service_types) == 24
 
 
 async def test_an_invalid_service_type_answers_422_naming_the_fields(settings):
@@ -375,4 +382,4 @@ async def test_an_invalid_service_type_answers_422_naming_the_fields(settings):
             response = await client.post("/service-types", json=body, headers=bearer(admin))
             assert response.status_code == 422, body
             assert field in [e["field"] for e in response.json()["errors"]], body
-        assert await count(app.state.sessionmaker, service_types) == 24
+        assert await count(app.state.db, service_types) == 24

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy import text
-
 from services.registry import projector
 from services.registry.app import create_app
 from shared.eventlog.model import Event
@@ -63,34 +61,30 @@ async def test_a_batch_of_referral_events_sets_each_steps_status_once(settings):
             # The owner cancelled it: the step is cancelled with it.
             _referral_event(third, attempt=1, version=2, status="cancelled", reason="not needed"),
         ]
-        async with app.state.sessionmaker() as session, session.begin():
-            await projector.project(session, batch)
+        async with app.state.db.transaction() as conn:
+            await projector.project(conn, batch)
 
         read = (await client.get(f"/cases/{case['id']}", headers=bearer(key))).json()
         assert read["version"] == case["version"]  # step news does not version the case
         statuses = [(s["status"], s["status_reason"]) for s in read["plan"]]
         assert statuses[0] == ("in_progress", None)
         assert statuses[2] == ("cancelled", None)
-        async with app.state.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT id, referral_id, referral_status, referral_version, "
-                        "owner_status "
-                        "FROM registry.plan_steps WHERE case_id = :id ORDER BY position"
-                    ),
-                    {"id": UUID(case["id"])},
-                )
-            ).all()
-        assert [(r.referral_status, r.referral_version) for r in rows] == [
+        async with app.state.db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT id, referral_id, referral_status, referral_version, "
+                "owner_status "
+                "FROM registry.plan_steps WHERE case_id = $1 ORDER BY position",
+                UUID(case["id"]),
+            )
+        assert [(r["referral_status"], r["referral_version"]) for r in rows] == [
             ("in_progress", 3),
             ("cancelled", 2),
             ("cancelled", 2),
         ]
-        assert rows[0].referral_id == UUID(referral)
-        assert [r.owner_status for r in rows] == [None, None, "cancelled"]
+        assert rows[0]["referral_id"] == UUID(referral)
+        assert [r["owner_status"] for r in rows] == [None, None, "cancelled"]
         # Replaying the batch changes nothing.
-        async with app.state.sessionmaker() as session, session.begin():
-            await projector.project(session, batch)
+        async with app.state.db.transaction() as conn:
+            await projector.project(conn, batch)
         again = (await client.get(f"/cases/{case['id']}", headers=bearer(key))).json()
         assert again["plan"] == read["plan"]

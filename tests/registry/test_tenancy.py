@@ -22,6 +22,7 @@ from uuid import uuid4
 from sqlalchemy import text
 
 from services.registry.app import create_app
+from shared.db import Statement
 from shared.settings import Settings
 from tests.factories import bearer, case_body, make_partner_key
 from tests.registry.helpers import PROBLEM, assert_problem, database_fingerprint
@@ -192,8 +193,8 @@ async def a_state(world: World) -> list:
         ORDER BY 1, 2
         """
     )
-    async with world.app.state.sessionmaker() as session:
-        return [tuple(r) for r in (await session.execute(query, {"a": world.a["id"]})).all()]
+    async with world.app.state.db.connection() as conn:
+        return [tuple(r) for r in await Statement(query).fetch(conn, a=world.a["id"])]
 
 
 async def a_secrets(world: World) -> set[str]:
@@ -210,8 +211,8 @@ async def a_secrets(world: World) -> set[str]:
         UNION SELECT prefix FROM hub.api_keys WHERE partner_id = :a
         """
     )
-    async with world.app.state.sessionmaker() as session:
-        rows = (await session.execute(query, {"a": world.a["id"]})).scalars()
+    async with world.app.state.db.connection() as conn:
+        rows = [r[0] for r in await Statement(query).fetch(conn, a=world.a["id"])]
         return {r for r in rows if r}
 
 
@@ -400,9 +401,9 @@ async def test_another_partners_key_cannot_be_listed_or_revoked(world):
     for key in (world.key_a, spare_a["key"]):
         assert (await client.get("/cases", headers=bearer(key))).status_code == 200
     # A partner cannot revoke an admin key either.
-    admin_keys = text("SELECT id FROM hub.api_keys WHERE role = 'admin'")
-    async with world.app.state.sessionmaker() as session:
-        admin_key_id = (await session.execute(admin_keys)).scalar_one()
+    admin_keys = "SELECT id FROM hub.api_keys WHERE role = 'admin'"
+    async with world.app.state.db.connection() as conn:
+        [admin_key_id] = [r["id"] for r in await conn.fetch(admin_keys)]
     assert_problem(
         await client.delete(f"/api-keys/{admin_key_id}", headers=bearer(world.key_a)), 404
     )

@@ -27,12 +27,13 @@ from services.registry.schemas_cases import (
     StepCreate,
     VersionOnly,
 )
+from services.registry.store import Connection
 from services.registry.store import access_log as access_store
 from services.registry.store import cases as store
 from services.registry.store import partners as partner_store
 from services.registry.store import steps as steps_store
 from shared.auth import Principal
-from shared.deps import Caller, SessionDep
+from shared.deps import Caller, DbDep
 from shared.errors import (
     FieldError,
     Forbidden,
@@ -133,16 +134,16 @@ def _owner_for(caller: Principal, requested: UUID | None) -> UUID:
 
 
 async def _owned_case(
-    session, *, case_id: UUID, caller: Principal, for_update: bool = True
+    conn: Connection, *, case_id: UUID, caller: Principal, for_update: bool = True
 ) -> dict:
     """The case for an owner's or admin's action: 403 for an assignee, 404 for anyone else."""
-    case = await store.load_case(session, case_id=case_id, for_update=for_update)
+    case = await store.load_case(conn, case_id=case_id, for_update=for_update)
     if case is None:
         raise NotFound(f"No case {case_id}.")
     if caller.is_admin or case["owner_partner_id"] == caller.partner_id:
         return case
     if caller.partner_id and await actions.minimised_for(
-        session, case=case, partner_id=caller.partner_id
+        conn, case=case, partner_id=caller.partner_id
     ):
         raise Forbidden("Only the case's owner or an admin may do this.")
     raise NotFound(f"No case {case_id}.")
@@ -180,12 +181,12 @@ def _revalidate(model: type[BaseModel], value: dict, prefix: str) -> dict:
 async def create_case(
     body: Annotated[CaseCreate, Body(openapi_examples={"three steps": {"value": CASE_EXAMPLE}})],
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
 ) -> CaseRead:
     owner = _owner_for(caller, body.owner_partner_id)
     data = body.model_dump(mode="json", by_alias=True)
-    async with session.begin():
-        if caller.is_admin and await partner_store.get_partner(session, partner_id=owner) is None:
+    async with db.transaction() as conn:
+        if caller.is_admin and await partner_store.get_partner(conn, partner_id=owner) is None:
             raise Unprocessable(
                 "Unknown partner.",
                 errors=[
@@ -194,7 +195,7 @@ async def create_case(
                     )
                 ],
             )
-        snapshot = await actions.create_case(session, owner_id=owner, body=data, caller=caller)
+        snapshot = await actions.create_case(conn, owner_id=owner, body=data, caller=caller)
     return _full(snapshot)
 
 
@@ -211,27 +212,25 @@ async def upsert_case(
     external_id: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)],
     body: CaseCreate,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     response: Response,
     if_match: IfMatch = None,
 ) -> CaseRead:
     owner = _owner_for(caller, body.owner_partner_id)
     data = body.model_dump(mode="json", by_alias=True)
     data["external_id"] = external_id
-    async with session.begin():
-        case = await store.find_by_external_id(session, owner_id=owner, external_id=external_id)
+    async with db.transaction() as conn:
+        case = await store.find_by_external_id(conn, owner_id=owner, external_id=external_id)
         if case is None:
-            snapshot = await actions.create_case(session, owner_id=owner, body=data, caller=caller)
+            snapshot = await actions.create_case(conn, owner_id=owner, body=data, caller=caller)
             response.status_code = status.HTTP_201_CREATED
             return _full(snapshot)
         actions.expect(case, expected_version(if_match))
         fields = body.model_fields_set
-        steps = (
-            await steps_store.load_steps(session, case_id=case["id"]) if "plan" in fields else []
-        )
+        steps = await steps_store.load_steps(conn, case_id=case["id"]) if "plan" in fields else []
         rules.check_upsert_keeps_plan_and_consent(case, steps, data, fields)
         snapshot = await actions.update_case(
-            session,
+            conn,
             case=case,
             changes={
                 "beneficiary": data["beneficiary"],
@@ -255,7 +254,7 @@ async def upsert_case(
 async def list_cases(
     request: Request,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     status_: Annotated[CaseStatus | None, Query(alias="status")] = None,
     area: Annotated[
         str | None,
@@ -277,9 +276,9 @@ async def list_cases(
                     FieldError(field="query.updated_since", message="out of range", type="range")
                 ],
             ) from None
-    async with session.begin():
+    async with db.connection() as conn:  # one statement, committed alone
         items, next_cursor = await store.list_cases_and_record(
-            session,
+            conn,
             caller=caller,
             status=status_,
             area=area,
@@ -321,32 +320,32 @@ async def list_cases(
     },
     response_model=CaseRead | MinimisedCase | CaseReference,
 )
-async def get_case(case_id: UUID, caller: Caller, session: SessionDep) -> Any:
+async def get_case(case_id: UUID, caller: Caller, db: DbDep) -> Any:
     """The owner and admins get the full case. The assignee of a live referral gets the
     minimised case: the reference, the beneficiary's name, sex, age, phone and languages,
     the return area, the vulnerabilities its service names, its own live steps and the
     referring partner's contacts. Anyone else: 404. Every read is recorded in the access
     log.
     """
-    async with session.begin():
-        case = await store.load_case(session, case_id=case_id)
+    async with db.transaction() as conn:
+        case = await store.load_case(conn, case_id=case_id)
         if case is None:
             raise NotFound(f"No case {case_id}.")
         if caller.is_admin or case["owner_partner_id"] == caller.partner_id:
-            steps = await steps_store.load_steps(session, case_id=case_id)
+            steps = await steps_store.load_steps(conn, case_id=case_id)
             await access_store.record_access(
-                session, case_ids=[case_id], caller=caller, view="full", route="/cases/{case_id}"
+                conn, case_ids=[case_id], caller=caller, view="full", route="/cases/{case_id}"
             )
             return _full(case_snapshot(case, steps))
         minimised = (
-            await actions.minimised_for(session, case=case, partner_id=caller.partner_id)
+            await actions.minimised_for(conn, case=case, partner_id=caller.partner_id)
             if caller.partner_id
             else None
         )
         if minimised is None:
             raise NotFound(f"No case {case_id}.")
         await access_store.record_access(
-            session, case_ids=[case_id], caller=caller, view="minimised", route="/cases/{case_id}"
+            conn, case_ids=[case_id], caller=caller, view="minimised", route="/cases/{case_id}"
         )
     return ASSIGNEE_VIEW.validate_python(minimised)
 
@@ -359,12 +358,12 @@ async def get_case(case_id: UUID, caller: Caller, session: SessionDep) -> Any:
     responses={**NOT_FOUND, **STALE},
 )
 async def update_case(
-    case_id: UUID, body: CaseUpdate, caller: Caller, session: SessionDep, if_match: IfMatch = None
+    case_id: UUID, body: CaseUpdate, caller: Caller, db: DbDep, if_match: IfMatch = None
 ) -> CaseRead:
     patch = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
     expected = expected_version(if_match, patch.pop("version", None))
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
         changes: dict[str, Any] = {}
         if "beneficiary" in patch:
@@ -380,7 +379,7 @@ async def update_case(
         for field in ("vulnerabilities", "external_id"):
             if field in patch:
                 changes[field] = patch[field]
-        snapshot = await actions.update_case(session, case=case, changes=changes, caller=caller)
+        snapshot = await actions.update_case(conn, case=case, changes=changes, caller=caller)
     return _full(snapshot)
 
 
@@ -395,15 +394,15 @@ async def change_consent(
     case_id: UUID,
     body: ConsentChange,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> CaseRead:
     data = body.model_dump(mode="json", exclude={"version"})
     expected = expected_version(if_match, body.version)
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
-        snapshot = await actions.change_consent(session, case=case, consent=data, caller=caller)
+        snapshot = await actions.change_consent(conn, case=case, consent=data, caller=caller)
     return _full(snapshot)
 
 
@@ -416,14 +415,14 @@ async def change_consent(
     responses={**NOT_FOUND, **STALE},
 )
 async def add_steps(
-    case_id: UUID, body: StepsAdd, caller: Caller, session: SessionDep, if_match: IfMatch = None
+    case_id: UUID, body: StepsAdd, caller: Caller, db: DbDep, if_match: IfMatch = None
 ) -> CaseRead:
     expected = expected_version(if_match, body.version)
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
         snapshot = await actions.add_steps(
-            session,
+            conn,
             case=case,
             new_steps=[s.model_dump(mode="json") for s in body.steps],
             caller=caller,
@@ -440,7 +439,7 @@ async def cancel_step(
     case_id: UUID,
     step_id: UUID,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     body: StepAction | None = None,
     if_match: IfMatch = None,
 ) -> CaseRead:
@@ -448,11 +447,11 @@ async def cancel_step(
     depended on it may go ahead.
     """
     expected = expected_version(if_match, body.version if body else None)
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
         snapshot = await actions.set_step_owner_status(
-            session, case=case, step_id=step_id, owner_status="cancelled", caller=caller
+            conn, case=case, step_id=step_id, owner_status="cancelled", caller=caller
         )
     return _full(snapshot)
 
@@ -466,17 +465,17 @@ async def complete_step(
     case_id: UUID,
     step_id: UUID,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     body: StepAction | None = None,
     if_match: IfMatch = None,
 ) -> CaseRead:
     """For a `direct` step, which the owner delivers itself; the steps it unblocks are routed."""
     expected = expected_version(if_match, body.version if body else None)
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
         snapshot = await actions.set_step_owner_status(
-            session, case=case, step_id=step_id, owner_status="completed", caller=caller
+            conn, case=case, step_id=step_id, owner_status="completed", caller=caller
         )
     return _full(snapshot)
 
@@ -489,13 +488,13 @@ async def complete_step(
     responses={**NOT_FOUND, **STALE, **CONFLICT},
 )
 async def close_case(
-    case_id: UUID, body: CloseCase, caller: Caller, session: SessionDep, if_match: IfMatch = None
+    case_id: UUID, body: CloseCase, caller: Caller, db: DbDep, if_match: IfMatch = None
 ) -> CaseRead:
     expected = expected_version(if_match, body.version)
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
-        snapshot = await actions.close_case(session, case=case, reason=body.reason, caller=caller)
+        snapshot = await actions.close_case(conn, case=case, reason=body.reason, caller=caller)
     return _full(snapshot)
 
 
@@ -508,13 +507,13 @@ async def close_case(
 async def reopen_case(
     case_id: UUID,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     body: VersionOnly | None = None,
     if_match: IfMatch = None,
 ) -> CaseRead:
     expected = expected_version(if_match, body.version if body else None)
-    async with session.begin():
-        case = await _owned_case(session, case_id=case_id, caller=caller)
+    async with db.transaction() as conn:
+        case = await _owned_case(conn, case_id=case_id, caller=caller)
         actions.expect(case, expected)
-        snapshot = await actions.reopen_case(session, case=case, caller=caller)
+        snapshot = await actions.reopen_case(conn, case=case, caller=caller)
     return _full(snapshot)

@@ -11,7 +11,7 @@ from services.registry.schemas import NO_NUL
 from services.registry.schemas_cases import ServiceCreate, ServiceRead, ServiceUpdate
 from services.registry.store import directory as store
 from services.registry.store import partners as partner_store
-from shared.deps import Caller, SessionDep
+from shared.deps import Caller, DbDep
 from shared.errors import FieldError, Forbidden, NotFound, Unprocessable, cannot_be_null
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.problems import Problem
@@ -29,7 +29,7 @@ NOT_FOUND = {404: {"model": Problem, "description": "No such service."}}
     description="A partner adds its own services; an admin adds any partner's (with "
     "`partner_id`) and alone may set `priority` (lower is preferred; default 100).",
 )
-async def create_service(body: ServiceCreate, caller: Caller, session: SessionDep) -> ServiceRead:
+async def create_service(body: ServiceCreate, caller: Caller, db: DbDep) -> ServiceRead:
     values = body.model_dump(mode="json", exclude_none=False)
     if caller.is_admin:
         if body.partner_id is None:
@@ -49,16 +49,16 @@ async def create_service(body: ServiceCreate, caller: Caller, session: SessionDe
         values["partner_id"] = caller.partner_id
     if values.get("priority") is None:
         values.pop("priority")
-    async with session.begin():
-        if await partner_store.get_partner(session, partner_id=values["partner_id"]) is None:
+    async with db.transaction() as conn:
+        if await partner_store.get_partner(conn, partner_id=values["partner_id"]) is None:
             raise Unprocessable(
                 "Unknown partner.",
                 errors=[
                     FieldError(field="body.partner_id", message="no such partner", type="unknown")
                 ],
             )
-        await store.check_directory_refs(session, service_type=body.service_type, areas_=body.areas)
-        row = await store.create_service(session, values=values, caller=caller)
+        await store.check_directory_refs(conn, service_type=body.service_type, areas_=body.areas)
+        row = await store.create_service(conn, values=values, caller=caller)
     return ServiceRead.model_validate(row)
 
 
@@ -70,7 +70,7 @@ async def create_service(body: ServiceCreate, caller: Caller, session: SessionDe
 )
 async def list_services(
     _caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     service_type: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     partner_id: UUID | None = None,
     area: Annotated[
@@ -79,23 +79,25 @@ async def list_services(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ServiceRead]:
-    items, next_cursor = await store.list_services(
-        session,
-        service_type=service_type,
-        partner_id=partner_id,
-        area=area,
-        limit=limit,
-        cursor=cursor,
-    )
+    async with db.connection() as conn:
+        items, next_cursor = await store.list_services(
+            conn,
+            service_type=service_type,
+            partner_id=partner_id,
+            area=area,
+            limit=limit,
+            cursor=cursor,
+        )
     return Page[ServiceRead](
         items=[ServiceRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
 
 
 @router.get("/services/{service_id}", summary="Get a service (every key)", responses=NOT_FOUND)
-async def get_service(service_id: UUID, _caller: Caller, session: SessionDep) -> ServiceRead:
+async def get_service(service_id: UUID, _caller: Caller, db: DbDep) -> ServiceRead:
     """One service of the directory, readable by every key."""
-    row = await store.get_service(session, service_id=service_id)
+    async with db.connection() as conn:
+        row = await store.get_service(conn, service_id=service_id)
     if row is None:
         raise NotFound(f"No service {service_id}.")
     return ServiceRead.model_validate(row)
@@ -110,7 +112,7 @@ async def update_service(
     service_id: UUID,
     body: ServiceUpdate,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> ServiceRead:
     """A partner changes its own services (not `priority`); an admin changes any. Send `If-
@@ -118,8 +120,8 @@ async def update_service(
     """
     changes = body.model_dump(mode="json", exclude_unset=True)
     expected = expected_version(if_match, changes.pop("version", None))
-    async with session.begin():
-        current = await store.get_service(session, service_id=service_id, for_update=True)
+    async with db.transaction() as conn:
+        current = await store.get_service(conn, service_id=service_id, for_update=True)
         if current is None:
             raise NotFound(f"No service {service_id}.")
         if not caller.is_admin:
@@ -140,9 +142,9 @@ async def update_service(
                 raise cannot_be_null(f"body.{field}")
         check_version(current["version"], expected)
         await store.check_directory_refs(
-            session, service_type=changes.get("service_type"), areas_=changes.get("areas")
+            conn, service_type=changes.get("service_type"), areas_=changes.get("areas")
         )
         row = await store.update_service(
-            session, service_id=service_id, changes=changes, caller=caller
+            conn, service_id=service_id, changes=changes, caller=caller
         )
     return ServiceRead.model_validate(row)

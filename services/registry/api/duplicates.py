@@ -14,10 +14,11 @@ from services.registry.schemas_cases import (
     DuplicateStatus,
     MergeRequest,
 )
+from services.registry.store import Connection
 from services.registry.store import access_log as access_store
 from services.registry.store import cases as cases_store
 from services.registry.store import duplicates as duplicates_store
-from shared.deps import Admin, SessionDep
+from shared.deps import Admin, DbDep
 from shared.errors import NotFound
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.problems import Problem
@@ -38,21 +39,22 @@ CONFLICT = {409: {"model": Problem, "description": "Already decided, or not allo
 )
 async def list_duplicates(
     _admin: Admin,
-    session: SessionDep,
+    db: DbDep,
     status: DuplicateStatus | None = "open",
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[DuplicateRead]:
-    items, next_cursor = await duplicates_store.list_duplicates(
-        session, status=status, limit=limit, cursor=cursor
-    )
+    async with db.connection() as conn:
+        items, next_cursor = await duplicates_store.list_duplicates(
+            conn, status=status, limit=limit, cursor=cursor
+        )
     return Page[DuplicateRead](
         items=[DuplicateRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
 
 
-async def _open_pair(session, duplicate_id: UUID) -> dict:
-    pair = await duplicates_store.get_duplicate(session, duplicate_id=duplicate_id, for_update=True)
+async def _open_pair(conn: Connection, duplicate_id: UUID) -> dict:
+    pair = await duplicates_store.get_duplicate(conn, duplicate_id=duplicate_id, for_update=True)
     if pair is None:
         raise NotFound(f"No duplicate pair {duplicate_id}.")
     rules.check_pair_open(pair)
@@ -65,11 +67,11 @@ async def _open_pair(session, duplicate_id: UUID) -> dict:
     summary="Not the same person (admin)",
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def dismiss(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> DuplicateRead:
+async def dismiss(duplicate_id: UUID, _admin: Admin, db: DbDep) -> DuplicateRead:
     """Records that the two cases are different people."""
-    async with session.begin():
-        await _open_pair(session, duplicate_id)
-        row = await duplicates_store.decide(session, duplicate_id=duplicate_id, status="dismissed")
+    async with db.transaction() as conn:
+        await _open_pair(conn, duplicate_id)
+        row = await duplicates_store.decide(conn, duplicate_id=duplicate_id, status="dismissed")
     return DuplicateRead.model_validate(duplicates_store.duplicate_view(row))
 
 
@@ -79,13 +81,13 @@ async def dismiss(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> Dup
     summary="The same person followed by two owners: record it, share nothing (admin)",
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def link(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> DuplicateRead:
+async def link(duplicate_id: UUID, _admin: Admin, db: DbDep) -> DuplicateRead:
     """Records, for the coordination only, that two partners follow the same person. Nothing is
     shared between them.
     """
-    async with session.begin():
-        await _open_pair(session, duplicate_id)
-        row = await duplicates_store.decide(session, duplicate_id=duplicate_id, status="linked")
+    async with db.transaction() as conn:
+        await _open_pair(conn, duplicate_id)
+        row = await duplicates_store.decide(conn, duplicate_id=duplicate_id, status="linked")
     return DuplicateRead.model_validate(duplicates_store.duplicate_view(row))
 
 
@@ -99,22 +101,20 @@ async def link(duplicate_id: UUID, _admin: Admin, session: SessionDep) -> Duplic
     "link them instead.",
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def merge(
-    duplicate_id: UUID, body: MergeRequest, admin: Admin, session: SessionDep
-) -> DuplicateRead:
-    async with session.begin():
-        pair = await _open_pair(session, duplicate_id)
+async def merge(duplicate_id: UUID, body: MergeRequest, admin: Admin, db: DbDep) -> DuplicateRead:
+    async with db.transaction() as conn:
+        pair = await _open_pair(conn, duplicate_id)
         other_id = rules.merged_away_of(pair, keep_case_id=body.keep_case_id)
         locked = {
-            case_id: await cases_store.load_case(session, case_id=case_id, for_update=True)
+            case_id: await cases_store.load_case(conn, case_id=case_id, for_update=True)
             for case_id in sorted((body.keep_case_id, other_id), key=str)
         }
         keep, other = locked[body.keep_case_id], locked[other_id]
         assert keep is not None and other is not None
         rules.check_may_merge_away(other)
-        await case_actions.merge_cases(session, keep=keep, other=other, caller=admin)
+        await case_actions.merge_cases(conn, keep=keep, other=other, caller=admin)
         row = await duplicates_store.decide(
-            session, duplicate_id=duplicate_id, status="merged", kept_case_id=body.keep_case_id
+            conn, duplicate_id=duplicate_id, status="merged", kept_case_id=body.keep_case_id
         )
     return DuplicateRead.model_validate(duplicates_store.duplicate_view(row))
 
@@ -126,7 +126,7 @@ async def merge(
 )
 async def list_access_log(
     _admin: Admin,
-    session: SessionDep,
+    db: DbDep,
     case_id: UUID | None = None,
     partner_id: UUID | None = None,
     limit: LimitQuery = DEFAULT_LIMIT,
@@ -135,9 +135,10 @@ async def list_access_log(
     """Every read of a full, minimised or listed case by a key, newest last. Filter by case or
     by partner.
     """
-    items, next_cursor = await access_store.list_entries(
-        session, case_id=case_id, partner_id=partner_id, limit=limit, cursor=cursor
-    )
+    async with db.connection() as conn:
+        items, next_cursor = await access_store.list_entries(
+            conn, case_id=case_id, partner_id=partner_id, limit=limit, cursor=cursor
+        )
     return Page[AccessLogEntry](
         items=[AccessLogEntry.model_validate(r) for r in items], next_cursor=next_cursor
     )

@@ -16,7 +16,7 @@ from services.registry.schemas import (
     PartnerUpdate,
 )
 from services.registry.store import partners as store
-from shared.deps import Admin, Caller, SessionDep
+from shared.deps import Admin, Caller, DbDep
 from shared.errors import Forbidden, NotFound, cannot_be_null
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.problems import Problem
@@ -33,19 +33,19 @@ NOT_FOUND = {404: {"model": Problem, "description": "No such resource visible to
     status_code=status.HTTP_201_CREATED,
     summary="Register a partner organisation (admin)",
 )
-async def create_partner(body: PartnerCreate, caller: Admin, session: SessionDep) -> PartnerRead:
+async def create_partner(body: PartnerCreate, caller: Admin, db: DbDep) -> PartnerRead:
     """Registers an organisation taking part in the framework. Give it an API key next with
     `POST /partners/{id}/api-keys`.
     """
-    async with session.begin():
-        row = await store.create_partner(session, values=body.model_dump(), caller=caller)
+    async with db.transaction() as conn:
+        row = await store.create_partner(conn, values=body.model_dump(), caller=caller)
     return PartnerRead.model_validate(row)
 
 
 @router.get("/partners", tags=["partners"], summary="List partners (every key: the directory)")
 async def list_partners(
     _caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
     name: Annotated[
@@ -60,7 +60,8 @@ async def list_partners(
     ] = None,
 ) -> Page[PartnerRead]:
     """The directory of partners, readable by every key, ordered by name."""
-    items, next_cursor = await store.list_partners(session, limit=limit, cursor=cursor, name=name)
+    async with db.connection() as conn:
+        items, next_cursor = await store.list_partners(conn, limit=limit, cursor=cursor, name=name)
     return Page[PartnerRead](
         items=[PartnerRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
@@ -69,9 +70,10 @@ async def list_partners(
 @router.get(
     "/partners/{partner_id}", tags=["partners"], summary="Get a partner", responses=NOT_FOUND
 )
-async def get_partner(partner_id: UUID, _caller: Caller, session: SessionDep) -> PartnerRead:
+async def get_partner(partner_id: UUID, _caller: Caller, db: DbDep) -> PartnerRead:
     """One partner of the directory, readable by every key."""
-    row = await store.get_partner(session, partner_id=partner_id)
+    async with db.connection() as conn:
+        row = await store.get_partner(conn, partner_id=partner_id)
     if row is None:
         raise NotFound(f"No partner {partner_id}.")
     return PartnerRead.model_validate(row)
@@ -89,7 +91,7 @@ async def update_partner(
     partner_id: UUID,
     body: PartnerUpdate,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     if_match: IfMatch = None,
 ) -> PartnerRead:
     if not caller.is_admin and caller.partner_id != partner_id:
@@ -101,9 +103,9 @@ async def update_partner(
     for field in ("name", "kind", "status", "acronym"):
         if field in changes and changes[field] is None:
             raise cannot_be_null(f"body.{field}")
-    async with session.begin():
+    async with db.transaction() as conn:
         row = await store.update_partner(
-            session,
+            conn,
             partner_id=partner_id,
             changes=changes,
             caller=caller,
@@ -120,16 +122,16 @@ async def update_partner(
     responses=NOT_FOUND,
 )
 async def create_api_key(
-    partner_id: UUID, body: ApiKeyCreate, _admin: Admin, session: SessionDep
+    partner_id: UUID, body: ApiKeyCreate, _admin: Admin, db: DbDep
 ) -> ApiKeyCreated:
     """The key (`rk_...`) is in this response only; it is stored as a hash. A key of an
     inactive partner is created inactive.
     """
-    async with session.begin():
-        partner = await store.get_partner(session, partner_id=partner_id)
+    async with db.transaction() as conn:
+        partner = await store.get_partner(conn, partner_id=partner_id)
         if partner is None:
             raise NotFound(f"No partner {partner_id}.")
-        row, key = await store.create_partner_key(session, partner_id=partner_id, name=body.name)
+        row, key = await store.create_partner_key(conn, partner_id=partner_id, name=body.name)
     return ApiKeyCreated.model_validate({**row, "key": key})
 
 
@@ -142,18 +144,19 @@ async def create_api_key(
 async def list_api_keys(
     partner_id: UUID,
     caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ApiKeyRead]:
     """Keys are listed with their prefix and `last_used_at`, never the secret."""
-    if (not caller.is_admin and caller.partner_id != partner_id) or (
-        await store.get_partner(session, partner_id=partner_id) is None
-    ):
+    if not caller.is_admin and caller.partner_id != partner_id:
         raise NotFound(f"No partner {partner_id}.")
-    items, next_cursor = await store.list_keys(
-        session, partner_id=partner_id, limit=limit, cursor=cursor
-    )
+    async with db.connection() as conn:
+        if await store.get_partner(conn, partner_id=partner_id) is None:
+            raise NotFound(f"No partner {partner_id}.")
+        items, next_cursor = await store.list_keys(
+            conn, partner_id=partner_id, limit=limit, cursor=cursor
+        )
     return Page[ApiKeyRead](
         items=[ApiKeyRead.model_validate(r) for r in items], next_cursor=next_cursor
     )
@@ -166,12 +169,10 @@ async def list_api_keys(
     summary="Revoke a key, with immediate effect (admin, or the key's partner)",
     responses=NOT_FOUND,
 )
-async def revoke_api_key(
-    key_id: Annotated[UUID, Path()], caller: Caller, session: SessionDep
-) -> None:
+async def revoke_api_key(key_id: Annotated[UUID, Path()], caller: Caller, db: DbDep) -> None:
     """The key answers 401 from the next request on, in every service."""
-    async with session.begin():
-        key = await store.get_key(session, key_id=key_id)
+    async with db.transaction() as conn:
+        key = await store.get_key(conn, key_id=key_id)
         if key is None or (not caller.is_admin and key["partner_id"] != caller.partner_id):
             raise NotFound(f"No API key {key_id}.")
-        await store.revoke_key(session, key_id=key_id)
+        await store.revoke_key(conn, key_id=key_id)

@@ -17,7 +17,7 @@ from services.registry.schemas_reference import (
     ServiceTypeRead,
 )
 from services.registry.store import reference as store
-from shared.deps import Admin, Caller, SessionDep
+from shared.deps import Admin, Caller, DbDep
 from shared.errors import FieldError, NotFound, Unprocessable
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
 from shared.problems import PROBLEM_BASE, Problem
@@ -59,7 +59,7 @@ BAD_FILE_EXAMPLE = {
 )
 async def list_areas(
     _caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     parent: Annotated[
         str | None,
         Query(
@@ -75,9 +75,10 @@ async def list_areas(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[AreaRead]:
-    rows, next_cursor = await store.list_areas(
-        session, parent=parent, level=level, limit=limit, cursor=cursor
-    )
+    async with db.connection() as conn:
+        rows, next_cursor = await store.list_areas(
+            conn, parent=parent, level=level, limit=limit, cursor=cursor
+        )
     return Page[AreaRead](items=[AreaRead.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -93,9 +94,10 @@ async def get_area(
         str, Path(description="The area's code.", pattern=NO_NUL, examples=["ML-BKO-01"])
     ],
     _caller: Caller,
-    session: SessionDep,
+    db: DbDep,
 ) -> AreaDetail:
-    row = await store.get_area(session, code=code)
+    async with db.connection() as conn:
+        row = await store.get_area(conn, code=code)
     if row is None:
         raise NotFound(f"No area with code {code!r}.")
     return AreaDetail.model_validate(row)
@@ -137,7 +139,7 @@ async def import_areas(
         ),
     ],
     _admin: Admin,
-    session: SessionDep,
+    db: DbDep,
 ) -> AreaImportResult:
     data = await file.read()
     version = code_list_version.strip()
@@ -151,8 +153,8 @@ async def import_areas(
             ],
         )
     try:
-        async with session.begin():
-            imported = await reference.import_areas(session, data=data, code_list_version=version)
+        async with db.transaction() as conn:
+            imported = await reference.import_areas(conn, data=data, code_list_version=version)
     except reference.ReferenceDataError as exc:
         raise _bad_file(exc) from None
     return AreaImportResult(imported=imported, code_list_version=version)
@@ -181,16 +183,17 @@ def _bad_file(exc: reference.ReferenceDataError) -> Unprocessable:
 )
 async def list_service_types(
     _caller: Caller,
-    session: SessionDep,
+    db: DbDep,
     dimension: Annotated[
         Dimension | None, Query(description="Only service types of this dimension.")
     ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ServiceTypeRead]:
-    rows, next_cursor = await store.list_service_types(
-        session, dimension=dimension, limit=limit, cursor=cursor
-    )
+    async with db.connection() as conn:
+        rows, next_cursor = await store.list_service_types(
+            conn, dimension=dimension, limit=limit, cursor=cursor
+        )
     return Page[ServiceTypeRead](
         items=[ServiceTypeRead.model_validate(r) for r in rows], next_cursor=next_cursor
     )
@@ -205,9 +208,7 @@ async def list_service_types(
     "plans can ask for it. A code that already exists answers 409.",
     responses={409: {"model": Problem, "description": "A service type has this code."}},
 )
-async def create_service_type(
-    body: ServiceTypeCreate, _admin: Admin, session: SessionDep
-) -> ServiceTypeRead:
-    async with session.begin():
-        row = await store.create_service_type(session, values=body.model_dump())
+async def create_service_type(body: ServiceTypeCreate, _admin: Admin, db: DbDep) -> ServiceTypeRead:
+    async with db.transaction() as conn:
+        row = await store.create_service_type(conn, values=body.model_dump())
     return ServiceTypeRead.model_validate(row)

@@ -1,7 +1,7 @@
 """The registry's queries: the only code of the service that holds SQL or touches the driver.
 
-One module per resource; every function is keyword-only after the session it takes. The
-caller owns the transaction.
+One module per resource; every function is keyword-only after the connection it takes (a
+pooled asyncpg connection, `shared.db.Connection`). The caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncSession as Session
-
 from shared.auth import Principal
+from shared.db import Connection
 from shared.eventlog.append import append
 
-__all__ = ["SOURCE", "Session", "emit_snapshot"]
+__all__ = ["SOURCE", "Connection", "emit_snapshot"]
 
 SOURCE = "/registry"
 
 
 async def emit_snapshot(
-    session: Session,
+    conn: Connection,
     *,
     type: str,
     subject: str,
@@ -33,7 +32,7 @@ async def emit_snapshot(
     (the resource as served), in the caller's transaction; return that snapshot."""
     snapshot = dict(row)
     await append(
-        session,
+        conn,
         type=type,
         source=SOURCE,
         subject=subject,

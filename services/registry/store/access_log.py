@@ -6,18 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import String, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
 
 from services.registry.tables import access_log
 from shared.auth import Principal
+from shared.db import Connection, Statement
 from shared.pagination import keyset, page_of
 
 
 async def list_entries(
-    session: AsyncSession,
+    conn: Connection,
     *,
     case_id: UUID | None,
     partner_id: UUID | None,
@@ -31,30 +29,25 @@ async def list_entries(
     if partner_id is not None:
         query = query.where(access_log.c.partner_id == partner_id)
     query = keyset(query, order_by=[access_log.c.id], cursor=cursor, limit=limit, parse=[int])
-    rows = (await session.execute(query)).mappings().all()
+    rows = await Statement(query).fetch(conn)
     items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
     return [dict(r) for r in items], next_cursor
 
 
 # One row per case read, in the order given, in one statement whatever their number.
-_RECORD_ACCESS = text(
+_RECORD_ACCESS = Statement(
     """
     INSERT INTO registry.access_log (case_id, partner_id, key_id, view, route)
-    SELECT read.case_id, :partner_id, :key_id, :view, :route
-    FROM unnest(:case_ids) WITH ORDINALITY AS read(case_id, n)
+    SELECT read.case_id, CAST(:partner_id AS uuid), CAST(:key_id AS uuid),
+        CAST(:view AS text), CAST(:route AS text)
+    FROM unnest(CAST(:case_ids AS uuid[])) WITH ORDINALITY AS read(case_id, n)
     ORDER BY read.n
     """
-).bindparams(
-    bindparam("case_ids", type_=ARRAY(PG_UUID(as_uuid=True))),
-    bindparam("partner_id", type_=PG_UUID(as_uuid=True)),
-    bindparam("key_id", type_=PG_UUID(as_uuid=True)),
-    bindparam("view", type_=String),
-    bindparam("route", type_=String),
 )
 
 
 async def record_access(
-    session: AsyncSession,
+    conn: Connection,
     *,
     case_ids: Sequence[UUID],
     caller: Principal,
@@ -64,13 +57,11 @@ async def record_access(
     """Record in the access log (SPEC 9) that the caller's key read these cases."""
     if not case_ids:
         return
-    await session.execute(
-        _RECORD_ACCESS,
-        {
-            "case_ids": list(case_ids),
-            "partner_id": caller.partner_id,
-            "key_id": caller.key_id,
-            "view": view,
-            "route": route,
-        },
+    await _RECORD_ACCESS.execute(
+        conn,
+        case_ids=list(case_ids),
+        partner_id=caller.partner_id,
+        key_id=caller.key_id,
+        view=view,
+        route=route,
     )

@@ -24,83 +24,75 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.case_shape import CASE_COLUMNS, STEP_FIELDS
 from services.registry.store import SOURCE
 from services.registry.tables import access_log, cases, plan_steps, services
 from shared.auth import Principal
+from shared.db import Connection, Statement
 from shared.eventlog.append import append
 from shared.pagination import keyset, page_of, parse_time
 from shared.tables import areas
 
 KEY_MAX = plan_steps.c.key.type.length
 
+_CASE_QUERY = select(cases).where(cases.c.id == bindparam("case_id"))
+_CASE = Statement(_CASE_QUERY)
+_CASE_FOR_UPDATE = Statement(_CASE_QUERY.with_for_update())
+_BY_EXTERNAL_ID = (
+    cases.c.owner_partner_id == bindparam("owner_id"),
+    cases.c.external_id == bindparam("external_id"),
+)
+_CASE_BY_EXTERNAL_ID = Statement(select(cases).where(*_BY_EXTERNAL_ID).with_for_update())
+_CASE_ID_BY_EXTERNAL_ID = Statement(select(cases.c.id).where(*_BY_EXTERNAL_ID))
+
 
 async def load_case(
-    session: AsyncSession, *, case_id: UUID, for_update: bool = False
+    conn: Connection, *, case_id: UUID, for_update: bool = False
 ) -> dict[str, Any] | None:
-    query = select(cases).where(cases.c.id == case_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).mappings().one_or_none()
+    row = await (_CASE_FOR_UPDATE if for_update else _CASE).fetchrow(conn, case_id=case_id)
     return dict(row) if row else None
 
 
 async def find_by_external_id(
-    session: AsyncSession, *, owner_id: UUID, external_id: str
+    conn: Connection, *, owner_id: UUID, external_id: str
 ) -> dict[str, Any] | None:
     """The owner's case with this external id, locked; None if it has none."""
-    row = (
-        (
-            await session.execute(
-                select(cases)
-                .where(cases.c.owner_partner_id == owner_id, cases.c.external_id == external_id)
-                .with_for_update()
-            )
-        )
-        .mappings()
-        .one_or_none()
-    )
+    row = await _CASE_BY_EXTERNAL_ID.fetchrow(conn, owner_id=owner_id, external_id=external_id)
     return dict(row) if row else None
 
 
-async def external_id_taken(
-    session: AsyncSession, *, owner_id: UUID, external_id: str
-) -> UUID | None:
+async def external_id_taken(conn: Connection, *, owner_id: UUID, external_id: str) -> UUID | None:
     """The id of the owner's case with this external id, if any."""
-    return (
-        await session.execute(
-            select(cases.c.id).where(
-                cases.c.owner_partner_id == owner_id, cases.c.external_id == external_id
-            )
-        )
-    ).scalar()
+    return await _CASE_ID_BY_EXTERNAL_ID.fetchval(conn, owner_id=owner_id, external_id=external_id)
 
 
 # The codes a request names that exist, and the owner's case with the external id, if any:
 # one statement for what an intake checks before it writes.
-_KNOWN = text(
-    """
-    SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = :area
-    UNION ALL
-    SELECT 'service_type', code FROM hub.service_types WHERE code = ANY(:types)
-    UNION ALL
-    SELECT 'case', CAST(id AS text) FROM registry.cases
-    WHERE owner_partner_id = :owner AND external_id = :external_id
-    """
-).bindparams(
-    bindparam("area", type_=String),
-    bindparam("types", type_=ARRAY(String)),
-    bindparam("owner", type_=PG_UUID(as_uuid=True)),
-    bindparam("external_id", type_=String),
+_KNOWN = Statement(
+    text(
+        """
+        SELECT 'area' AS kind, code AS value FROM hub.areas WHERE code = :area
+        UNION ALL
+        SELECT 'service_type', code FROM hub.service_types WHERE code = ANY(:types)
+        UNION ALL
+        SELECT 'case', CAST(id AS text) FROM registry.cases
+        WHERE owner_partner_id = :owner AND external_id = :external_id
+        """
+    ).bindparams(
+        bindparam("area", type_=String),
+        bindparam("types", type_=ARRAY(String)),
+        bindparam("owner", type_=PG_UUID(as_uuid=True)),
+        bindparam("external_id", type_=String),
+    )
 )
 
 
 async def known_codes(
-    session: AsyncSession,
+    conn: Connection,
     *,
     area_code: str | None,
     step_types: Sequence[str],
@@ -111,28 +103,26 @@ async def known_codes(
     area_known, types, existing = area_code is None, set(), None
     if area_code is None and not step_types and external_id is None:
         return area_known, types, existing
-    rows = await session.execute(
-        _KNOWN,
-        {
-            "area": area_code,
-            "types": sorted(set(step_types)),
-            "owner": owner_id,
-            "external_id": external_id if owner_id is not None else None,
-        },
+    rows = await _KNOWN.fetch(
+        conn,
+        area=area_code,
+        types=sorted(set(step_types)),
+        owner=owner_id,
+        external_id=external_id if owner_id is not None else None,
     )
-    for kind, value in rows:
-        if kind == "area":
+    for row in rows:
+        if row["kind"] == "area":
             area_known = True
-        elif kind == "service_type":
-            types.add(value)
+        elif row["kind"] == "service_type":
+            types.add(row["value"])
         else:
-            existing = UUID(value)
+            existing = UUID(row["value"])
     return area_known, types, existing
 
 
 # The table's columns, in its order: the result's columns are matched to them by position.
 _CASE_COLUMNS = ", ".join(column.name for column in cases.c)
-_INSERT_CASE = (
+_INSERT_CASE = Statement(
     text(
         f"""
         WITH number AS MATERIALIZED (
@@ -176,7 +166,7 @@ _INSERT_CASE = (
 
 
 async def insert_case(
-    session: AsyncSession,
+    conn: Connection,
     *,
     case_id: UUID,
     reference_prefix: str,
@@ -187,33 +177,25 @@ async def insert_case(
     """Insert a case (its reference numbered after `reference_prefix`) and its steps, as
     they start, in one statement; answers the case's row. The steps get their `case_id` and
     times."""
-    row = (
-        (
-            await session.execute(
-                _INSERT_CASE,
-                {
-                    "id": case_id,
-                    "prefix": reference_prefix,
-                    "owner": owner_id,
-                    "external_id": body.get("external_id"),
-                    "beneficiary": body["beneficiary"],
-                    "return_info": body["return"],
-                    "area": body["return"]["area_code"],
-                    "vulnerabilities": list(body.get("vulnerabilities") or []),
-                    "consent": body["consent"],
-                    "steps": [
-                        {
-                            **{name: step[name] for name in STEP_FIELDS},
-                            "id": str(step["id"]),
-                            "position": step["position"],
-                        }
-                        for step in steps
-                    ],
-                },
-            )
-        )
-        .mappings()
-        .one()
+    row = await _INSERT_CASE.fetchrow(
+        conn,
+        id=case_id,
+        prefix=reference_prefix,
+        owner=owner_id,
+        external_id=body.get("external_id"),
+        beneficiary=body["beneficiary"],
+        return_info=body["return"],
+        area=body["return"]["area_code"],
+        vulnerabilities=list(body.get("vulnerabilities") or []),
+        consent=body["consent"],
+        steps=[
+            {
+                **{name: step[name] for name in STEP_FIELDS},
+                "id": str(step["id"]),
+                "position": step["position"],
+            }
+            for step in steps
+        ],
     )
     case = dict(row)
     for step in steps:
@@ -222,27 +204,54 @@ async def insert_case(
     return case
 
 
-async def save_case(
-    session: AsyncSession, *, case_id: UUID, values: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write `values` to the case as one more change (its version goes up); the new row."""
-    row = (
-        (
-            await session.execute(
-                update(cases)
-                .where(cases.c.id == case_id)
-                .values(**values, version=cases.c.version + 1, updated_at=func.now())
-                .returning(*cases.c)
+# The columns a change of a case may write (`save_case`). One statement writes any of them:
+# each is set when its flag `set_<column>` is true, else kept.
+SAVED_COLUMNS = (
+    "external_id",
+    "beneficiary",
+    "return_info",
+    "return_area_code",
+    "vulnerabilities",
+    "consent",
+    "status",
+    "closure_reason",
+    "merged_into",
+)
+_SAVE_CASE = Statement(
+    update(cases)
+    .where(cases.c.id == bindparam("case_id"))
+    .values(
+        {
+            name: sql_case(
+                (bindparam(f"set_{name}"), bindparam(name, type_=cases.c[name].type)),
+                else_=cases.c[name],
             )
-        )
-        .mappings()
-        .one()
+            for name in SAVED_COLUMNS
+        }
+        | {"version": cases.c.version + 1, "updated_at": func.now()}
     )
+    .returning(*cases.c)
+)
+
+
+async def save_case(
+    conn: Connection, *, case_id: UUID, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write `values` (of the `SAVED_COLUMNS`) to the case as one more change (its version
+    goes up); the new row."""
+    unknown = values.keys() - set(SAVED_COLUMNS)
+    if unknown:
+        raise ValueError(f"save_case writes no column {sorted(unknown)}")
+    params: dict[str, Any] = {}
+    for name in SAVED_COLUMNS:
+        params[f"set_{name}"] = name in values
+        params[name] = values.get(name)
+    row = await _SAVE_CASE.fetchrow(conn, case_id=case_id, **params)
     return dict(row)
 
 
 async def emit_case_event(
-    session: AsyncSession,
+    conn: Connection,
     *,
     type: str,
     snapshot: Mapping[str, Any],
@@ -251,7 +260,7 @@ async def emit_case_event(
 ) -> None:
     """Append a `case.*` event carrying the case's snapshot, for its owner."""
     await append(
-        session,
+        conn,
         type=type,
         source=SOURCE,
         subject=f"cases/{snapshot['id']}",
@@ -261,16 +270,19 @@ async def emit_case_event(
     )
 
 
-async def service_vulnerabilities(session: AsyncSession, *, service_ids: set[UUID]) -> set[str]:
+_ELIGIBILITIES = Statement(
+    select(services.c.eligibility).where(
+        services.c.id == func.any(bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True))))
+    )
+)
+
+
+async def service_vulnerabilities(conn: Connection, *, service_ids: set[UUID]) -> set[str]:
     """The vulnerabilities these services' eligibility names."""
     named: set[str] = set()
     if service_ids:
-        for eligibility in (
-            await session.execute(
-                select(services.c.eligibility).where(services.c.id.in_(service_ids))
-            )
-        ).scalars():
-            named.update((eligibility or {}).get("vulnerabilities_any") or [])
+        for row in await _ELIGIBILITIES.fetch(conn, ids=list(service_ids)):
+            named.update((row["eligibility"] or {}).get("vulnerabilities_any") or [])
     return named
 
 
@@ -343,7 +355,7 @@ def _cases_query(
 
 
 async def list_cases_and_record(
-    session: AsyncSession,
+    conn: Connection,
     *,
     caller: Principal,
     status: str | None,
@@ -357,8 +369,8 @@ async def list_cases_and_record(
     """A keyset page of the cases the caller may list, as JSON texts of the Case resource,
     and the next cursor; the page's cases recorded in the access log as listed by the caller
     (SPEC 9), in one statement: the read and its record succeed or fail together, in one
-    round trip, so the statement runs in autocommit mode (no BEGIN, no COMMIT). Call it first
-    in the session's transaction: the isolation level is set when the connection is taken."""
+    round trip. Run it on a connection outside a transaction (`Database.connection()`): the
+    statement commits alone (no BEGIN, no COMMIT)."""
     query = keyset(
         _cases_query(
             caller=caller,
@@ -390,8 +402,7 @@ async def list_cases_and_record(
         .cte("logged")
     )
     statement = select(page).add_cte(logged).order_by(page.c.updated_at, page.c.id)
-    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    rows = (await session.execute(statement)).mappings().all()
+    rows = await Statement(statement).fetch(conn)
     items, next_cursor = page_of(
         rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"])
     )

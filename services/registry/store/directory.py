@@ -7,31 +7,42 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import String, Table, cast, func, insert, select, update
+from sqlalchemy import String, Table, bindparam, cast, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry.store import emit_snapshot
 from services.registry.tables import services
 from shared.auth import Principal
+from shared.db import Connection, Statement
 from shared.errors import FieldError, Unprocessable
 from shared.pagination import keyset, page_of
 from shared.tables import areas, service_types
 
+# The codes of a list that each code table holds.
+_FOUND_CODES = {
+    table.name: Statement(
+        select(table.c.code).where(
+            table.c.code == func.any(bindparam("codes", type_=ARRAY(String)))
+        )
+    )
+    for table in (areas, service_types)
+}
+_SERVICE_QUERY = select(services).where(services.c.id == bindparam("service_id"))
+_SERVICE = Statement(_SERVICE_QUERY)
+_SERVICE_FOR_UPDATE = Statement(_SERVICE_QUERY.with_for_update())
 
-async def missing_codes(session: AsyncSession, *, table: Table, codes: Iterable[str]) -> list[str]:
+
+async def missing_codes(conn: Connection, *, table: Table, codes: Iterable[str]) -> list[str]:
     """The codes of `codes` that `table` (areas or service types) does not hold."""
     wanted = sorted(set(codes))
     if not wanted:
         return []
-    found = set(
-        (await session.execute(select(table.c.code).where(table.c.code.in_(wanted)))).scalars()
-    )
+    found = {r["code"] for r in await _FOUND_CODES[table.name].fetch(conn, codes=wanted)}
     return [c for c in wanted if c not in found]
 
 
 async def check_directory_refs(
-    session: AsyncSession,
+    conn: Connection,
     *,
     service_type: str | None,
     areas_: Sequence[str] | None,
@@ -39,7 +50,7 @@ async def check_directory_refs(
     """422 naming each unknown service-type or area code of a service."""
     errors: list[FieldError] = []
     if service_type is not None and await missing_codes(
-        session, table=service_types, codes=[service_type]
+        conn, table=service_types, codes=[service_type]
     ):
         errors.append(
             FieldError(
@@ -48,7 +59,7 @@ async def check_directory_refs(
                 type="unknown_code",
             )
         )
-    unknown_areas = set(await missing_codes(session, table=areas, codes=areas_ or ()))
+    unknown_areas = set(await missing_codes(conn, table=areas, codes=areas_ or ()))
     for index, code in enumerate(areas_ or ()):
         if code in unknown_areas:
             errors.append(
@@ -63,19 +74,13 @@ async def check_directory_refs(
 
 
 async def create_service(
-    session: AsyncSession, *, values: Mapping[str, Any], caller: Principal
+    conn: Connection, *, values: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
-    row = (
-        (
-            await session.execute(
-                insert(services).values(id=uuid.uuid4(), **values).returning(*services.c)
-            )
-        )
-        .mappings()
-        .one()
-    )
+    row = await Statement(
+        insert(services).values(id=uuid.uuid4(), **values).returning(*services.c)
+    ).fetchrow(conn)
     return await emit_snapshot(
-        session,
+        conn,
         type="service.created",
         subject=f"services/{row['id']}",
         row=row,
@@ -85,32 +90,24 @@ async def create_service(
 
 
 async def get_service(
-    session: AsyncSession, *, service_id: UUID, for_update: bool = False
+    conn: Connection, *, service_id: UUID, for_update: bool = False
 ) -> dict[str, Any] | None:
-    query = select(services).where(services.c.id == service_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).mappings().one_or_none()
+    statement = _SERVICE_FOR_UPDATE if for_update else _SERVICE
+    row = await statement.fetchrow(conn, service_id=service_id)
     return dict(row) if row else None
 
 
 async def update_service(
-    session: AsyncSession, *, service_id: UUID, changes: Mapping[str, Any], caller: Principal
+    conn: Connection, *, service_id: UUID, changes: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
-    row = (
-        (
-            await session.execute(
-                update(services)
-                .where(services.c.id == service_id)
-                .values(**changes, version=services.c.version + 1, updated_at=func.now())
-                .returning(*services.c)
-            )
-        )
-        .mappings()
-        .one()
-    )
+    row = await Statement(
+        update(services)
+        .where(services.c.id == service_id)
+        .values(**changes, version=services.c.version + 1, updated_at=func.now())
+        .returning(*services.c)
+    ).fetchrow(conn)
     return await emit_snapshot(
-        session,
+        conn,
         type="service.updated",
         subject=f"services/{service_id}",
         row=row,
@@ -120,7 +117,7 @@ async def update_service(
 
 
 async def list_services(
-    session: AsyncSession,
+    conn: Connection,
     *,
     service_type: str | None,
     partner_id: UUID | None,
@@ -141,6 +138,6 @@ async def list_services(
             services.c.areas.op("&&")(func.coalesce(ancestors, cast([], ARRAY(String))))
         )
     query = keyset(query, order_by=[services.c.id], cursor=cursor, limit=limit, parse=[UUID])
-    rows = (await session.execute(query)).mappings().all()
+    rows = await Statement(query).fetch(conn)
     items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["id"],))
     return [dict(r) for r in items], next_cursor

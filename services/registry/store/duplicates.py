@@ -16,17 +16,16 @@ from uuid import UUID
 from sqlalchemy import Integer, Select, String, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import matching
 from services.registry.tables import cases, duplicate_keys, duplicates
+from shared.db import Connection, Statement
 from shared.pagination import keyset, page_of, parse_time
 
 # The case's blocking keys are added and the cases sharing one of them read, at most `cap`
 # per key, in one statement. Its parts see the same snapshot: the keys just added are not
 # among those searched, which excludes the case itself anyway.
-_INDEX = (
+_INDEX = Statement(
     text(
         """
         WITH added AS (
@@ -55,9 +54,23 @@ _INDEX = (
     )
     .columns(cases.c.id, cases.c.beneficiary, cases.c.return_area_code)
 )
+_UNINDEX = Statement(delete(duplicate_keys).where(duplicate_keys.c.case_id == bindparam("case_id")))
+# The pairs found, in one statement whatever their number; a pair already known keeps its
+# decision and, while open, takes the new score and reasons.
+_RECORD_PAIRS = Statement(
+    """
+    INSERT INTO registry.duplicates AS d (id, case_a_id, case_b_id, score, reasons)
+    SELECT p.id, p.case_a_id, p.case_b_id, p.score, p.reasons
+    FROM jsonb_to_recordset(CAST(:pairs AS jsonb))
+        AS p(id uuid, case_a_id uuid, case_b_id uuid, score double precision, reasons text[])
+    ON CONFLICT (case_a_id, case_b_id) DO UPDATE
+    SET score = excluded.score, reasons = excluded.reasons
+    WHERE d.status = 'open'
+    """
+)
 
 
-async def index_case(session: AsyncSession, *, case: Mapping[str, Any], new: bool = False) -> int:
+async def index_case(conn: Connection, *, case: Mapping[str, Any], new: bool = False) -> int:
     """(Re)index a case under its blocking keys and record its probable duplicates; a `new`
     case, created in this transaction, has no keys to remove first.
 
@@ -65,14 +78,12 @@ async def index_case(session: AsyncSession, *, case: Mapping[str, Any], new: boo
     facts = matching.facts_of(case)
     keys = sorted(matching.blocking_keys(facts))
     if not new:
-        await session.execute(delete(duplicate_keys).where(duplicate_keys.c.case_id == case["id"]))
+        await _UNINDEX.execute(conn, case_id=case["id"])
     if not keys:
         return 0
-    rows = await session.execute(
-        _INDEX, {"keys": keys, "case_id": case["id"], "cap": matching.MAX_CANDIDATES}
-    )
+    rows = await _INDEX.fetch(conn, keys=keys, case_id=case["id"], cap=matching.MAX_CANDIDATES)
     pairs = []
-    for other in rows.mappings():
+    for other in rows:
         match = matching.score(facts, matching.facts_of(other))
         if match is None:
             continue
@@ -87,14 +98,7 @@ async def index_case(session: AsyncSession, *, case: Mapping[str, Any], new: boo
             }
         )
     if pairs:
-        statement = pg_insert(duplicates).values(pairs)
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["case_a_id", "case_b_id"],
-                set_={"score": statement.excluded.score, "reasons": statement.excluded.reasons},
-                where=duplicates.c.status == "open",
-            )
-        )
+        await _RECORD_PAIRS.execute(conn, pairs=pairs)
     return len(pairs)
 
 
@@ -118,7 +122,7 @@ def duplicates_query(*, status: str | None) -> Select:
 
 
 async def list_duplicates(
-    session: AsyncSession, *, status: str | None, limit: int, cursor: str | None
+    conn: Connection, *, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of pairs (as `duplicate_view` shows them) by creation, and the next cursor."""
     query = keyset(
@@ -128,7 +132,7 @@ async def list_duplicates(
         limit=limit,
         parse=[parse_time, UUID],
     )
-    rows = (await session.execute(query)).mappings().all()
+    rows = await Statement(query).fetch(conn)
     items, next_cursor = page_of(
         rows, limit=limit, key=lambda r: (r["created_at"].isoformat(), r["id"])
     )
@@ -150,24 +154,30 @@ def duplicate_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_PAIR_QUERY = duplicates_query(status=None).where(duplicates.c.id == bindparam("duplicate_id"))
+_PAIR = Statement(_PAIR_QUERY)
+_PAIR_FOR_UPDATE = Statement(_PAIR_QUERY.with_for_update(of=duplicates))
+_DECIDE = Statement(
+    update(duplicates)
+    .where(duplicates.c.id == bindparam("duplicate_id"))
+    .values(
+        status=bindparam("status"), kept_case_id=bindparam("kept_case_id"), decided_at=func.now()
+    )
+)
+
+
 async def get_duplicate(
-    session: AsyncSession, *, duplicate_id: UUID, for_update: bool = False
+    conn: Connection, *, duplicate_id: UUID, for_update: bool = False
 ) -> dict[str, Any] | None:
-    query = duplicates_query(status=None).where(duplicates.c.id == duplicate_id)
-    if for_update:
-        query = query.with_for_update(of=duplicates)
-    row = (await session.execute(query)).mappings().one_or_none()
+    statement = _PAIR_FOR_UPDATE if for_update else _PAIR
+    row = await statement.fetchrow(conn, duplicate_id=duplicate_id)
     return dict(row) if row else None
 
 
 async def decide(
-    session: AsyncSession, *, duplicate_id: UUID, status: str, kept_case_id: UUID | None = None
+    conn: Connection, *, duplicate_id: UUID, status: str, kept_case_id: UUID | None = None
 ) -> dict[str, Any]:
-    await session.execute(
-        update(duplicates)
-        .where(duplicates.c.id == duplicate_id)
-        .values(status=status, kept_case_id=kept_case_id, decided_at=func.now())
-    )
-    row = await get_duplicate(session, duplicate_id=duplicate_id)
+    await _DECIDE.execute(conn, duplicate_id=duplicate_id, status=status, kept_case_id=kept_case_id)
+    row = await get_duplicate(conn, duplicate_id=duplicate_id)
     assert row is not None
     return row

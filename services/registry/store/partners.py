@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, insert, select, update
 
 from services.registry.store import emit_snapshot
 from services.registry.tables import partners
 from shared.auth import Principal, create_key
 from shared.constraints import PARTNER_UNKNOWN
+from shared.db import Connection, Statement
 from shared.errors import NotFound, unknown_reference
 from shared.pagination import keyset, page_of, parse_time
 from shared.tables import api_keys
@@ -21,21 +21,40 @@ from shared.versioning import check_version
 
 KEY_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
 
+_PARTNER_QUERY = select(partners).where(partners.c.id == bindparam("partner_id"))
+_PARTNER = Statement(_PARTNER_QUERY)
+_PARTNER_FOR_UPDATE = Statement(_PARTNER_QUERY.with_for_update())
+_PARTNER_EXISTS = Statement(select(partners.c.id).where(partners.c.id == bindparam("partner_id")))
+# A share lock: orders the key's creation against a concurrent change of the status.
+_PARTNER_STATUS_SHARED = Statement(
+    select(partners.c.status)
+    .where(partners.c.id == bindparam("partner_id"))
+    .with_for_update(read=True)
+)
+_KEY_INACTIVE = Statement(
+    update(api_keys).where(api_keys.c.id == bindparam("key_id")).values(partner_active=False)
+)
+_KEY = Statement(select(*KEY_COLUMNS).where(api_keys.c.id == bindparam("key_id")))
+_REVOKE_KEY = Statement(
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key_id"), api_keys.c.revoked_at.is_(None))
+    .values(revoked_at=func.now())
+)
+_KEYS_ACTIVE = Statement(
+    update(api_keys)
+    .where(api_keys.c.partner_id == bindparam("partner_id"))
+    .values(partner_active=bindparam("active"))
+)
+
 
 async def create_partner(
-    session: AsyncSession, *, values: Mapping[str, Any], caller: Principal
+    conn: Connection, *, values: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
-    row = (
-        (
-            await session.execute(
-                insert(partners).values(id=uuid.uuid4(), **values).returning(*partners.c)
-            )
-        )
-        .mappings()
-        .one()
-    )
+    row = await Statement(
+        insert(partners).values(id=uuid.uuid4(), **values).returning(*partners.c)
+    ).fetchrow(conn)
     return await emit_snapshot(
-        session,
+        conn,
         type="partner.created",
         subject=f"partners/{row['id']}",
         row=row,
@@ -44,26 +63,19 @@ async def create_partner(
     )
 
 
-async def get_partner(session: AsyncSession, *, partner_id: UUID) -> dict[str, Any] | None:
-    row = (
-        (await session.execute(select(partners).where(partners.c.id == partner_id)))
-        .mappings()
-        .one_or_none()
-    )
+async def get_partner(conn: Connection, *, partner_id: UUID) -> dict[str, Any] | None:
+    row = await _PARTNER.fetchrow(conn, partner_id=partner_id)
     return dict(row) if row else None
 
 
-async def check_partner(session: AsyncSession, *, partner_id: UUID, field: str) -> None:
+async def check_partner(conn: Connection, *, partner_id: UUID, field: str) -> None:
     """422 naming `field` when no partner has this id (before a write that refers to it)."""
-    found = (
-        await session.execute(select(partners.c.id).where(partners.c.id == partner_id))
-    ).scalar()
-    if found is None:
+    if await _PARTNER_EXISTS.fetchval(conn, partner_id=partner_id) is None:
         raise unknown_reference(field, PARTNER_UNKNOWN)
 
 
 async def list_partners(
-    session: AsyncSession, *, limit: int, cursor: str | None, name: str | None = None
+    conn: Connection, *, limit: int, cursor: str | None, name: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of partners by name, and the cursor of the next page (None on the last);
     with `name`, only the partners of that name, whatever its case."""
@@ -77,31 +89,25 @@ async def list_partners(
         limit=limit,
         parse=[str, UUID],
     )
-    rows = (await session.execute(query)).mappings().all()
+    rows = await Statement(query).fetch(conn)
     items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["name"], r["id"]))
     return [dict(r) for r in items], next_cursor
 
 
 async def create_partner_key(
-    session: AsyncSession, *, partner_id: UUID, name: str
+    conn: Connection, *, partner_id: UUID, name: str
 ) -> tuple[dict[str, Any], str]:
     # A key issued to an inactive partner must answer 401 like its other keys. The share
     # lock orders this against a concurrent change of the partner's status.
-    status = (
-        await session.execute(
-            select(partners.c.status).where(partners.c.id == partner_id).with_for_update(read=True)
-        )
-    ).scalar_one()
-    row, key = await create_key(session, role="partner", partner_id=partner_id, name=name)
+    status = await _PARTNER_STATUS_SHARED.fetchval(conn, partner_id=partner_id)
+    row, key = await create_key(conn, role="partner", partner_id=partner_id, name=name)
     if status != "active":
-        await session.execute(
-            update(api_keys).where(api_keys.c.id == row["id"]).values(partner_active=False)
-        )
+        await _KEY_INACTIVE.execute(conn, key_id=row["id"])
     return row, key
 
 
 async def list_keys(
-    session: AsyncSession, *, partner_id: UUID, limit: int, cursor: str | None
+    conn: Connection, *, partner_id: UUID, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of a partner's keys (without their hash) by creation, and the next cursor."""
     query = keyset(
@@ -111,30 +117,22 @@ async def list_keys(
         limit=limit,
         parse=[parse_time, UUID],
     )
-    rows = (await session.execute(query)).mappings().all()
+    rows = await Statement(query).fetch(conn)
     items, next_cursor = page_of(rows, limit=limit, key=lambda r: (r["created_at"], r["id"]))
     return [dict(r) for r in items], next_cursor
 
 
-async def get_key(session: AsyncSession, *, key_id: UUID) -> dict[str, Any] | None:
-    row = (
-        (await session.execute(select(*KEY_COLUMNS).where(api_keys.c.id == key_id)))
-        .mappings()
-        .one_or_none()
-    )
+async def get_key(conn: Connection, *, key_id: UUID) -> dict[str, Any] | None:
+    row = await _KEY.fetchrow(conn, key_id=key_id)
     return dict(row) if row else None
 
 
-async def revoke_key(session: AsyncSession, *, key_id: UUID) -> None:
-    await session.execute(
-        update(api_keys)
-        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-    )
+async def revoke_key(conn: Connection, *, key_id: UUID) -> None:
+    await _REVOKE_KEY.execute(conn, key_id=key_id)
 
 
 async def update_partner(
-    session: AsyncSession,
+    conn: Connection,
     *,
     partner_id: UUID,
     changes: Mapping[str, Any],
@@ -142,39 +140,23 @@ async def update_partner(
     expected_version: int | None,
 ) -> dict[str, Any]:
     """Apply `changes` (already authorised) with optimistic concurrency; emit the event."""
-    current = (
-        (
-            await session.execute(
-                select(partners).where(partners.c.id == partner_id).with_for_update()
-            )
-        )
-        .mappings()
-        .one_or_none()
-    )
+    current = await _PARTNER_FOR_UPDATE.fetchrow(conn, partner_id=partner_id)
     if current is None:
         raise NotFound(f"No partner {partner_id}.")
     check_version(current["version"], expected_version)
-    row = (
-        (
-            await session.execute(
-                update(partners)
-                .where(partners.c.id == partner_id)
-                .values(**changes, version=partners.c.version + 1, updated_at=func.now())
-                .returning(*partners.c)
-            )
-        )
-        .mappings()
-        .one()
-    )
+    row = await Statement(
+        update(partners)
+        .where(partners.c.id == partner_id)
+        .values(**changes, version=partners.c.version + 1, updated_at=func.now())
+        .returning(*partners.c)
+    ).fetchrow(conn)
     if "status" in changes and changes["status"] != current["status"]:
         # Keys of an inactive partner answer 401 at once, in every service.
-        await session.execute(
-            update(api_keys)
-            .where(api_keys.c.partner_id == partner_id)
-            .values(partner_active=changes["status"] == "active")
+        await _KEYS_ACTIVE.execute(
+            conn, partner_id=partner_id, active=changes["status"] == "active"
         )
     return await emit_snapshot(
-        session,
+        conn,
         type="partner.updated",
         subject=f"partners/{partner_id}",
         row=row,
