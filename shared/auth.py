@@ -16,9 +16,8 @@ from typing import Literal
 from uuid import UUID
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import Connection, Database, Statement, driver_of
+from shared.db import Connection, Database, Statement
 from shared.settings import MAX_KEY_LENGTH
 from shared.tables import api_keys
 
@@ -91,8 +90,6 @@ async def create_key(
     key: str | None = None,
 ) -> tuple[dict, str]:
     """Store a new key (or the given one) and return its row and the key, shown once."""
-    if isinstance(conn, AsyncSession):
-        conn = await driver_of(conn)
     key = key or generate_key()
     row = await _CREATE.fetchrow(
         conn,

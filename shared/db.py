@@ -1,5 +1,6 @@
-"""The database layer: the asyncpg pool the services run their SQL on, statements compiled
-once, and the SQLAlchemy engine that tools and migrations use."""
+"""The database layer: the asyncpg pool the services run their SQL on and statements compiled
+once; the schema's naming convention and the URL forms that SQLAlchemy (the table
+definitions, Alembic) and asyncpg take."""
 
 from __future__ import annotations
 
@@ -15,12 +16,6 @@ import asyncpg
 from sqlalchemy import MetaData, text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 from sqlalchemy.sql import ClauseElement
 
 from shared.settings import Settings
@@ -55,44 +50,6 @@ def plain_url(url: str) -> str:
     """The URL without the SQLAlchemy driver suffix, as asyncpg.connect takes it."""
     parsed = make_url(url).set(drivername="postgresql")
     return parsed.render_as_string(hide_password=False)
-
-
-def create_engine(settings: Settings, *, application_name: str = "relais") -> AsyncEngine:
-    """Build the engine of one process: a pool without pre-ping, bounded idle transactions.
-
-    No `pool_pre_ping`: with asyncpg it costs three round trips on every checkout (a third of
-    an intake's). A connection that died with the server fails the statement that finds it;
-    SQLAlchemy recognises the disconnect and invalidates the whole pool, so one request per
-    process answers 503 (`shared/problems.py`) and the next ones get fresh connections.
-    """
-    return create_async_engine(
-        asyncpg_url(settings.require_database_url()),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_recycle=1800,
-        connect_args={
-            "server_settings": {
-                "application_name": application_name,
-                "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
-                "timezone": "UTC",
-            },
-            # Prepared statements stay valid across pgbouncer-less deployments; keep the cache.
-            "command_timeout": 60,
-        },
-    )
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-@asynccontextmanager
-async def transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One unit of work: a session in a transaction, committed on success."""
-    async with sessionmaker() as session, session.begin():
-        yield session
 
 
 # --- Running SQL at runtime: asyncpg, each statement compiled once --------------------------
@@ -216,9 +173,6 @@ class Database:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        # The services' code not yet on the pool still opens sessions here.
-        self.engine: AsyncEngine | None = None
-        self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
     @classmethod
     async def connect(
@@ -243,8 +197,6 @@ class Database:
 
     async def close(self) -> None:
         await self.pool.close()
-        if self.engine is not None:
-            await self.engine.dispose()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -267,11 +219,3 @@ class Database:
     async def _after_error(self, exc: BaseException) -> None:
         if lost_connection(exc):
             await self.pool.expire_connections()  # a coroutine that does not wait on I/O
-
-
-async def driver_of(session: AsyncSession) -> Connection:
-    """The asyncpg connection under a session, inside the session's transaction (for the
-    services' code not yet on the pool; SQLAlchemy begins on the driver lazily)."""
-    connection = await session.connection()
-    await connection.exec_driver_sql("SELECT 1")
-    return (await connection.get_raw_connection()).driver_connection

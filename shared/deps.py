@@ -1,13 +1,11 @@
-"""The FastAPI dependencies every service uses: the session and the caller."""
+"""The FastAPI dependencies every service uses: the database and the caller."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth import Principal, look_up, plausible
 from shared.db import Database
@@ -24,16 +22,6 @@ bearer_scheme = HTTPBearer(
 def get_db(request: Request) -> Database:
     """The process's database: handlers open their units of work with `db.transaction()`."""
     return request.app.state.db
-
-
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    return request.app.state.sessionmaker
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; handlers open their own transaction with `session.begin()`."""
-    async with request.app.state.sessionmaker() as session:
-        yield session
 
 
 async def get_caller(
@@ -68,7 +56,5 @@ async def require_admin(caller: Annotated[Principal, Depends(get_caller)]) -> Pr
 
 
 DbDep = Annotated[Database, Depends(get_db)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 Caller = Annotated[Principal, Depends(get_caller)]
 Admin = Annotated[Principal, Depends(require_admin)]

@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel, Field
 
-from shared.db import Database, Statement, create_engine, create_sessionmaker
+from shared.db import Database, Statement
 from shared.docs import install_docs
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
@@ -146,11 +146,8 @@ class Runtime:
         self.tasks: list[asyncio.Task[None]] = []
 
     async def connect(self) -> Database:
-        db = await Database.connect(self.settings, application_name=f"relais-{self.spec.name}")
-        db.engine = create_engine(self.settings, application_name=f"relais-{self.spec.name}")
-        db.sessionmaker = create_sessionmaker(db.engine)
-        self.db = db
-        return db
+        self.db = await Database.connect(self.settings, application_name=f"relais-{self.spec.name}")
+        return self.db
 
     async def start(self, app: FastAPI, *, run_workers: bool) -> None:
         for hook in self.spec.on_startup:
@@ -294,7 +291,6 @@ def build_app(settings: Settings, spec: ServiceSpec) -> FastAPI:
         try:
             db = await runtime.connect()
             app.state.db = db
-            app.state.sessionmaker = db.sessionmaker
             await runtime.start(app, run_workers=settings.run_workers)
             # What start-up built lives as long as the process: keep it out of the
             # collector's full passes, which otherwise pause requests for 100 ms and more.

@@ -11,7 +11,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from shared.db import Database, Statement, create_engine, create_sessionmaker
+from shared.db import Database, Statement
 from shared.eventlog.append import NOTIFY_CHANNEL
 from shared.eventlog.consumer import Worker
 from shared.eventlog.listener import Listener
@@ -58,8 +58,6 @@ async def run_consumers(
     """Run the consumers of a service until `stop` is set."""
     metrics = Metrics(name)
     db = await Database.connect(settings, application_name=f"relais-{name}-worker")
-    db.engine = create_engine(settings, application_name=f"relais-{name}-worker")
-    db.sessionmaker = create_sessionmaker(db.engine)
     listener = Listener(
         settings.require_database_url(),
         application_name=f"relais-{name}-listener",

@@ -23,7 +23,6 @@ class Hub(HubClient):
     """The hub's client (devkit/client.py) with the registry's database."""
 
     db: Any = None
-    sessionmaker: Any = None
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
@@ -55,5 +54,4 @@ async def running_hub(settings: Settings, **overrides: Any) -> AsyncIterator[Hub
             notifications=notifications,
             admin=admin,
             db=registry_api.state.db,
-            sessionmaker=registry_api.state.sessionmaker,
         )

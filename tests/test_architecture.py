@@ -95,3 +95,50 @@ def test_no_code_uses_the_private_names_of_another_object():
         for hit in _private_names_of_others(path)
     ]
     assert not found, found
+
+
+# SQL runs straight on asyncpg through `shared.db` (README, "Architecture"): the runtime code
+# opens no SQLAlchemy session or engine. SQLAlchemy stays for the table definitions, for
+# statements compiled once, and for Alembic's migrations.
+SESSION_MODULES = ("sqlalchemy.ext.asyncio", "sqlalchemy.orm")
+
+
+def _session_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    hits = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        hits += [
+            f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+            for name in names
+            if name.startswith(SESSION_MODULES)
+        ]
+    return hits
+
+
+def _runtime_session_imports(root: Path) -> list[str]:
+    return [
+        hit
+        for folder in ("services", "shared")
+        for path in sorted((root / folder).rglob("*.py"))
+        if "migrations" not in path.parts
+        for hit in _session_imports(path)
+    ]
+
+
+def test_the_runtime_opens_no_sqlalchemy_session():
+    assert _runtime_session_imports(ROOT) == []
+
+
+def test_the_session_check_finds_a_session_import(tmp_path, monkeypatch):
+    module = tmp_path / "services" / "registry" / "api" / "cases.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("from sqlalchemy.ext.asyncio import AsyncSession\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert _runtime_session_imports(tmp_path) == [
+        "services/registry/api/cases.py:1 sqlalchemy.ext.asyncio"
+    ]

@@ -21,7 +21,6 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
             fanout.fan_out,
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
-            on_pool=True,
         ),
         Dispatcher(settings=settings, metrics=metrics),
     ]

@@ -19,7 +19,6 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
             batch_size=50,  # smaller batches commit sooner: lower latency under load
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
-            on_pool=True,
         ),
         DeadlineSweeper(interval=settings.poll_interval_seconds),
     ]

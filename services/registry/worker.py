@@ -17,7 +17,6 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
             projector.project,
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
-            on_pool=True,
         )
     ]
 

@@ -13,14 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, DateTime, Text, bindparam, insert, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from shared.db import Connection, Statement, json_text
 from shared.eventlog.model import SOURCES, Event
-from shared.tables import events
 
 NOTIFY_CHANNEL = "hub_events"
 
@@ -57,7 +51,7 @@ def _row(
 
 
 async def append(
-    session: Connection | AsyncSession,
+    conn: Connection,
     *,
     type: str,
     source: str,
@@ -69,7 +63,7 @@ async def append(
     causation_id: UUID | None = None,
     event_id: UUID | None = None,
 ) -> Event:
-    """Append one event in the session's current transaction and return it as stored.
+    """Append one event in the connection's current transaction and return it as stored.
 
     The audience is fixed now: the partners allowed to see the event (admins see all).
     """
@@ -84,10 +78,7 @@ async def append(
         event_id=event_id,
     )
     encoded = json_text(data)
-    if isinstance(session, AsyncSession):  # the services not on the asyncpg pool yet
-        stored = (await session.execute(_INSERT_ONE, {**row, "data": encoded})).one()._mapping
-    else:
-        stored = await _INSERT.fetchrow(session, **row, data=encoded)
+    stored = await _INSERT.fetchrow(conn, **row, data=encoded)
     return Event(
         seq=stored["seq"],
         id=row["id"],
@@ -104,51 +95,30 @@ async def append(
     )
 
 
-# One event, built once: the data goes as JSON text (encoded once, not re-encoded by the
-# driver) and only what the database assigns comes back.
-_INSERT_ONE = (
-    text(
-        "INSERT INTO hub.events "
-        "(id, type, source, subject, actor, audience, correlation_id, causation_id, data) "
-        "VALUES (:id, :type, :source, :subject, :actor, :audience, :correlation_id, "
-        ":causation_id, CAST(CAST(:data AS text) AS jsonb)) "
-        "RETURNING seq, tx, time"
-    )
-    .bindparams(
-        bindparam("id", type_=PG_UUID(as_uuid=True)),
-        bindparam("audience", type_=ARRAY(PG_UUID(as_uuid=True))),
-        bindparam("causation_id", type_=PG_UUID(as_uuid=True)),
-        bindparam("data", type_=Text()),
-    )
-    .columns(seq=BigInteger(), tx=events.c.tx.type, time=DateTime(timezone=True))
+# One event, compiled once: the data goes as JSON text (encoded once here, and typed `text`
+# so that the connection's jsonb codec does not encode it again); only what the database
+# assigns comes back.
+_INSERT = Statement(
+    "INSERT INTO hub.events "
+    "(id, type, source, subject, actor, audience, correlation_id, causation_id, data) "
+    "VALUES (CAST(:id AS uuid), :type, :source, :subject, :actor, CAST(:audience AS uuid[]), "
+    ":correlation_id, CAST(:causation_id AS uuid), CAST(CAST(:data AS text) AS jsonb)) "
+    "RETURNING seq, tx, time"
 )
-_INSERT = Statement(_INSERT_ONE)
 
 
-async def append_many(
-    session: Connection | AsyncSession, drafts: Sequence[Mapping[str, Any]]
-) -> list[Event]:
+async def append_many(conn: Connection, drafts: Sequence[Mapping[str, Any]]) -> list[Event]:
     """Append several events in one statement, in the order given (their `seq` follows it).
 
     Each draft holds the keyword arguments of `append`."""
     if not drafts:
         return []
-    rows = [
-        {
-            **_row(**{k: v for k, v in draft.items() if k != "data"}),
-            "data": to_json_data(draft["data"]),
-        }
-        for draft in drafts
-    ]
-    if isinstance(session, AsyncSession):  # the services not on the asyncpg pool yet
-        stored = await session.execute(
-            insert(events).returning(*events.c, sort_by_parameter_order=True), rows
-        )
-        return [Event.from_row(r) for r in stored.mappings()]
-    columns = {name: [row[name] for row in rows] for name in _COLUMNS}
+    rows = [_row(**{k: v for k, v in draft.items() if k != "data"}) for draft in drafts]
+    columns = {name: [row[name] for row in rows] for name in _COLUMNS if name != "data"}
+    # As text, for the reason `_INSERT` gives; the audience as a JSON array per event.
     columns["audience"] = [json_text(a) for a in columns["audience"]]
-    columns["data"] = [json_text(d) for d in columns["data"]]
-    records = await _INSERT_MANY.fetch(session, **columns)
+    columns["data"] = [json_text(draft["data"]) for draft in drafts]
+    records = await _INSERT_MANY.fetch(conn, **columns)
     return [Event.from_row(r) for r in records]
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Connection, Database, Statement
 from shared.eventlog.listener import Listener
@@ -38,7 +36,7 @@ class Worker(Protocol):
     async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None: ...
 
 
-_READ = text(
+_READ_AFTER = Statement(
     """
     SELECT seq, id, tx, type, source, subject, time, actor, audience,
            correlation_id, causation_id, data
@@ -50,7 +48,7 @@ _READ = text(
     """
 )
 
-_PENDING = text(
+_PENDING_ABOVE = Statement(
     """
     SELECT EXISTS (
         SELECT 1 FROM hub.events WHERE (tx, seq) > (CAST(:tx AS xid8), :seq)
@@ -59,8 +57,6 @@ _PENDING = text(
 )
 
 
-_READ_AFTER = Statement(_READ)
-_PENDING_ABOVE = Statement(_PENDING)
 _ENSURE = Statement(
     "INSERT INTO hub.consumer_checkpoints (name) VALUES (:name) ON CONFLICT (name) DO NOTHING"
 )
@@ -75,9 +71,6 @@ _ADVANCE = Statement(
 
 async def read_after(conn: Connection, *, tx: int, seq: int, limit: int) -> list[Event]:
     """Committed events after the position (tx, seq), oldest first, never skipping one."""
-    if isinstance(conn, AsyncSession):  # the services not on the asyncpg pool yet
-        rows = (await conn.execute(_READ, {"tx": tx, "seq": seq, "limit": limit})).mappings()
-        return [Event.from_row(row) for row in rows]
     return [Event.from_row(r) for r in await _READ_AFTER.fetch(conn, tx=tx, seq=seq, limit=limit)]
 
 
@@ -101,16 +94,12 @@ class Consumer:
     metrics: Metrics | None = None
     _failures: int = field(default=0, init=False)
 
-    on_pool: bool = False  # the handler takes an asyncpg connection (else a session)
-
     async def ensure_checkpoint(self, db: Database) -> None:
         async with db.transaction() as conn:
             await _ENSURE.execute(conn, name=self.name)
 
     async def run_once(self, db: Database) -> tuple[int, bool]:
         """Process one batch. Returns (events handled, more events exist above the horizon)."""
-        if not self.on_pool:
-            return await self._run_once_on_session(db)
         async with db.transaction() as conn:
             cp = await _CHECKPOINT.fetchrow(conn, name=self.name)
             batch = await read_after(conn, tx=cp["tx"], seq=cp["seq"], limit=self.batch_size)
@@ -128,43 +117,6 @@ class Consumer:
                 seq=cp["seq"],
             )
             if moved != 1:
-                raise CheckpointMoved(self.name)
-        if self.metrics is not None:
-            self.metrics.consumer_events.labels(self.name).inc(len(batch))
-            self.metrics.consumer_position.labels(self.name).set(last.seq)
-        return len(batch), True
-
-    async def _run_once_on_session(self, db: Database) -> tuple[int, bool]:
-        async with db.sessionmaker() as session, session.begin():
-            cp = (
-                await session.execute(
-                    text("SELECT tx, seq FROM hub.consumer_checkpoints WHERE name = :name"),
-                    {"name": self.name},
-                )
-            ).one()
-            batch = await read_after(session, tx=cp.tx, seq=cp.seq, limit=self.batch_size)
-            if not batch:
-                async with db.connection() as conn:
-                    return 0, await pending_above_horizon(conn, tx=cp.tx, seq=cp.seq)
-            await self.handler(session, batch)
-            last = batch[-1]
-            moved = await session.execute(
-                text(
-                    "UPDATE hub.consumer_checkpoints "
-                    "SET tx = CAST(:new_tx AS xid8), seq = :new_seq, "
-                    "    events_processed = events_processed + :n, updated_at = now() "
-                    "WHERE name = :name AND tx = CAST(:tx AS xid8) AND seq = :seq"
-                ),
-                {
-                    "name": self.name,
-                    "new_tx": last.tx,
-                    "new_seq": last.seq,
-                    "n": len(batch),
-                    "tx": cp.tx,
-                    "seq": cp.seq,
-                },
-            )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
                 raise CheckpointMoved(self.name)
         if self.metrics is not None:
             self.metrics.consumer_events.labels(self.name).inc(len(batch))

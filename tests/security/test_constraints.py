@@ -19,13 +19,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from services.notifications.app import create_app as notifications_app
 from services.registry.app import create_app as registry_app
 from shared.constraints import HUB_CONSTRAINTS, REQUEST_CONSTRAINTS
-from shared.db import create_engine, create_sessionmaker, plain_url
+from shared.db import Database, plain_url
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.migrate import upgrade
 from shared.problems import PROBLEM_BASE, unexpected_error_response
@@ -161,9 +159,10 @@ async def _wait_for_a_lock_wait(database_url: str) -> None:
 
 
 async def _cases_with(app, external_id: str) -> int:
-    async with app.state.sessionmaker() as session:
-        query = text("SELECT count(*) FROM registry.cases WHERE external_id = :e")
-        return (await session.execute(query, {"e": external_id})).scalar_one()
+    async with app.state.db.connection() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM registry.cases WHERE external_id = $1", external_id
+        )
 
 
 @pytest.mark.parametrize(
@@ -292,15 +291,14 @@ async def test_a_tripped_constraint_answers_4xx_naming_the_field_and_quoting_no_
     settings, constraint
 ):
     statements, status, field = TRIPPED[constraint]
-    engine = create_engine(settings)
+    db = await Database.connect(settings)
     try:
-        async with create_sessionmaker(engine)() as session:
-            with pytest.raises(DBAPIError) as raised:
-                async with session.begin():
-                    for statement in statements:
-                        await session.execute(text(statement))
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            async with db.transaction() as conn:
+                for statement in statements:
+                    await conn.execute(statement)
     finally:
-        await engine.dispose()
+        await db.close()
     response = unexpected_error_response(raised.value)
     body = json.loads(response.body)
     assert response.status_code == status, body
@@ -331,18 +329,15 @@ async def test_a_database_failing_with_an_outage_state_answers_503_with_retry_af
 ):
     """Raised by a real server (the states a failing disk or server reports), classified by
     the unexpected-error path."""
-    engine = create_engine(settings)
+    db = await Database.connect(settings)
     try:
-        async with create_sessionmaker(engine)() as session:
-            with pytest.raises(DBAPIError) as raised:
-                await session.execute(
-                    text(
-                        "DO $$ BEGIN RAISE EXCEPTION 'Awa Keita' "
-                        f"USING ERRCODE = '{sqlstate}'; END $$"
-                    )
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            async with db.connection() as conn:
+                await conn.execute(
+                    f"DO $$ BEGIN RAISE EXCEPTION 'Awa Keita' USING ERRCODE = '{sqlstate}'; END $$"
                 )
     finally:
-        await engine.dispose()
+        await db.close()
     response = unexpected_error_response(raised.value)
     body = json.loads(response.body)
     assert response.status_code == 503, body
@@ -375,10 +370,8 @@ async def test_a_database_whose_table_file_vanished_answers_503_with_retry_after
             admin = await make_admin_key(app.state.db)
             await make_partner(client, admin)
             assert (await client.get("/partners", headers=bearer(admin))).status_code == 200
-            async with app.state.sessionmaker() as session:
-                relation = (
-                    await session.execute(text("SELECT pg_relation_filepath('registry.partners')"))
-                ).scalar_one()
+            async with app.state.db.connection() as conn:
+                relation = await conn.fetchval("SELECT pg_relation_filepath('registry.partners')")
 
         await asyncio.to_thread(server.stop)
         main_fork = server.pgdata / relation

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sqlalchemy import text
-
 from tests.factories import bearer, case_body
 from tests.hub import eventually, running_hub
 from tests.notifications.receiver import Receiver
@@ -18,7 +16,7 @@ PROBES = {"/healthz", "/readyz", "/metrics"}
 
 
 async def _fingerprint(hub) -> tuple:
-    async with hub.sessionmaker() as session:
+    async with hub.db.connection() as conn:
         parts = []
         for table in (
             "referrals.referrals",
@@ -28,14 +26,10 @@ async def _fingerprint(hub) -> tuple:
             "hub.events",
         ):
             parts.append(
-                (
-                    await session.execute(
-                        text(
-                            f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
-                            f"FROM {table} AS t"
-                        )
-                    )
-                ).scalar()
+                await conn.fetchval(
+                    f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                    f"FROM {table} AS t"
+                )
             )
         return tuple(parts)
 

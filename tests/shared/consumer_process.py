@@ -24,7 +24,7 @@ async def record(conn: Connection, events: Sequence[Event]) -> None:
 
 
 def consumers(_settings: Settings, metrics: Metrics) -> list[Consumer]:
-    return [Consumer("test-kill", record, batch_size=20, metrics=metrics, on_pool=True)]
+    return [Consumer("test-kill", record, batch_size=20, metrics=metrics)]
 
 
 if __name__ == "__main__":

@@ -164,51 +164,41 @@ async def test_last_used_at_is_written_at_most_once_a_minute(settings):
         assert later >= first
 
 
-class _CountingUnitsOfWork:
-    """Counts the units of work an app's requests open: transactions on its Database and,
-    while a service's handlers still run on SQLAlchemy sessions, the sessions they open."""
+class _CountingTransactions:
+    """Counts the transactions an app's requests open on its Database."""
 
     def __init__(self, app) -> None:
-        self.state = app.state
         self.db = app.state.db
         self.transaction = self.db.transaction
-        self.sessionmaker = getattr(app.state, "sessionmaker", None)
         self.opened = 0
 
-    def _counted(self, open_):
-        def counted(*args, **kwargs):
-            self.opened += 1
-            return open_(*args, **kwargs)
+    def _counted(self, *args, **kwargs):
+        self.opened += 1
+        return self.transaction(*args, **kwargs)
 
-        return counted
-
-    def __enter__(self) -> _CountingUnitsOfWork:
-        self.db.transaction = self._counted(self.transaction)
-        if self.sessionmaker is not None:
-            self.state.sessionmaker = self._counted(self.sessionmaker)
+    def __enter__(self) -> _CountingTransactions:
+        self.db.transaction = self._counted
         return self
 
     def __exit__(self, *_exc) -> None:
         del self.db.transaction  # the method again
-        if self.sessionmaker is not None:
-            self.state.sessionmaker = self.sessionmaker
 
 
-async def test_a_request_opens_one_unit_of_work_and_its_key_look_up_none(settings):
+async def test_a_request_opens_at_most_one_transaction_and_its_key_look_up_none(settings):
     """The caller's key is looked up in autocommit; the handler's unit of work is the only
-    transaction a request opens."""
+    transaction a request opens (a list, one statement, opens none)."""
     app = create_app(settings)
     async with running(app) as client:
         admin = await make_admin_key(app.state.db)
         partner = await make_partner(client, admin)
         key = await make_partner_key(client, admin, partner["id"])
-        with _CountingUnitsOfWork(app) as counting:
+        with _CountingTransactions(app) as counting:
             created = await client.post("/cases", json=case_body(), headers=bearer(key["key"]))
             assert created.status_code == 201, created.text
             assert counting.opened == 1
             listed = await client.get("/cases", headers=bearer(key["key"]))
             assert listed.status_code == 200 and len(listed.json()["items"]) == 1
-            assert counting.opened == 2
+            assert counting.opened == 1
 
 
 async def test_a_key_revoked_between_two_requests_answers_401_and_writes_nothing(settings):

@@ -99,7 +99,7 @@ async def test_concurrent_out_of_order_commits_never_make_a_consumer_skip(settin
         await conn.execute("CREATE TABLE public.scratch (id serial PRIMARY KEY, note text)")
 
     recorder = Recorder()
-    consumer = Consumer("test-skip", recorder, batch_size=7, poll_interval=0.2, on_pool=True)
+    consumer = Consumer("test-skip", recorder, batch_size=7, poll_interval=0.2)
 
     naive_seq: list[int] = []  # tails by seq alone
     naive_txseq: list[tuple[int, int]] = []  # tails by (tx, seq) without the horizon
@@ -211,7 +211,7 @@ async def test_a_failed_batch_changes_nothing_and_the_next_run_resumes(db):
             await conn.execute("INSERT INTO public.effects VALUES ($1)", event.id)
 
     await _readable(db, len(appended))
-    first = Consumer("test-resume", crashing, batch_size=10, on_pool=True)
+    first = Consumer("test-resume", crashing, batch_size=10)
     await first.ensure_checkpoint(db)
     with pytest.raises(RuntimeError):
         await first.run_once(db)
@@ -222,7 +222,7 @@ async def test_a_failed_batch_changes_nothing_and_the_next_run_resumes(db):
         )
         assert cp == 0
 
-    second = Consumer("test-resume", effecting, batch_size=10, on_pool=True)
+    second = Consumer("test-resume", effecting, batch_size=10)
     handled = [await second.run_once(db) for _ in range(4)]
     assert [h for h, _ in handled] == [10, 10, 5, 0]
     async with db.connection() as conn:
@@ -233,7 +233,7 @@ async def test_a_failed_batch_changes_nothing_and_the_next_run_resumes(db):
 async def test_a_committed_event_wakes_a_waiting_consumer_long_before_the_next_poll(settings, db):
     recorder = Recorder()
     poll = 10.0
-    consumer = Consumer("test-wake", recorder, poll_interval=poll, on_pool=True)
+    consumer = Consumer("test-wake", recorder, poll_interval=poll)
     async with consuming(settings.database_url, consumer, db):
         await asyncio.sleep(0.5)  # the consumer has read the empty log and now waits
         delays = []
@@ -253,8 +253,8 @@ async def test_two_consumers_of_one_name_never_both_process(settings, db):
     """Replicas of a consumer: one holds the advisory lock, the other stands by and takes
     over when the first stops; every event is handled exactly once."""
     first, second = Recorder(), Recorder()
-    a = Consumer("test-replicas", first, batch_size=5, poll_interval=0.1, on_pool=True)
-    b = Consumer("test-replicas", second, batch_size=5, poll_interval=0.1, on_pool=True)
+    a = Consumer("test-replicas", first, batch_size=5, poll_interval=0.1)
+    b = Consumer("test-replicas", second, batch_size=5, poll_interval=0.1)
     async with consuming(settings.database_url, a, db):
         async with consuming(settings.database_url, b, db):
             await asyncio.sleep(0.3)
