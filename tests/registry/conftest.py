@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from services.registry import hsds
 from services.registry.app import create_app
 from tests.conftest import running
 from tests.factories import (
@@ -91,6 +92,11 @@ async def world(hub):
         "service_id": w.service_a["id"],
         "code": "ML-1",
         "external_id": "EXT-A",
+        # The HSDS view's names for a partner, the taxonomy and one of its terms.
+        "organization_id": w.a["id"],
+        "taxonomy_id": str(hsds.TAXONOMY_ID),
+        "term_id": str(hsds.term_id("economic")),
+        "service_at_location_id": str(hsds.term_id("none")),
     }
     w.ids = {
         "partner_id": w.a["id"],

@@ -157,6 +157,20 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=lambda w, who: {"keep_case_id": w.case_a["id"]},
     ),
     ("GET", "/access-log"): Route("admin", 403, 403, 200),
+    # --- the directory as HSDS 3.0 (every key reads it; nothing is a location)
+    ("GET", "/hsds/"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/services"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/services/{service_id}"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/organizations"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/organizations/{organization_id}"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/taxonomies"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/taxonomies/{taxonomy_id}"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/taxonomy_terms"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/taxonomy_terms/{term_id}"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/service_at_locations"): Route("directory", 200, 200, 200),
+    ("GET", "/hsds/service_at_locations/{service_at_location_id}"): Route(
+        "directory", 404, 404, 404
+    ),
     # --- probes, open to all
     ("GET", "/healthz"): Route("public", 200, 200, 200),
     ("GET", "/readyz"): Route("public", 200, 200, 200),

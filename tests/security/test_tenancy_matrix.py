@@ -91,6 +91,8 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                 "endpoint_id": owner_endpoint["id"],
                 "delivery_id": delivery["id"],
                 "step_id": referral["step_id"],
+                "task_id": referral["id"],
+                "request_id": referral["step_id"],
             }
             # Every route of the two services, as the stranger, with the others' ids.
             routes = {
@@ -112,6 +114,15 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                     {"case_id": case["id"], "step_id": referral["step_id"]},
                 ),
                 ("referrals", "GET", "/queues/unassigned"): (403, None),
+                # The FHIR view: the same tenancy, refusals as OperationOutcome documents.
+                ("referrals", "GET", "/fhir/metadata"): ("list", None),
+                ("referrals", "GET", "/fhir/Task"): ("list", None),
+                ("referrals", "GET", "/fhir/Task/{task_id}"): (404, None),
+                ("referrals", "PATCH", "/fhir/Task/{task_id}"): (
+                    404,
+                    [{"op": "replace", "path": "/status", "value": "accepted"}],
+                ),
+                ("referrals", "GET", "/fhir/ServiceRequest/{request_id}"): (404, None),
                 ("notifications", "POST", "/endpoints"): (
                     403,
                     {"url": receiver.url, "partner_id": owner["id"]},
@@ -166,7 +177,12 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                         response.status_code,
                         response.text,
                     )
-                    assert response.headers["content-type"] == "application/problem+json", where
+                    media = (
+                        "application/fhir+json"
+                        if path.startswith("/fhir/")
+                        else "application/problem+json"
+                    )
+                    assert response.headers["content-type"] == media, where
                     assert not [
                         i
                         for i in secret_ids
@@ -208,6 +224,13 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                 )
             ).json()
             assert provider_view["decision"] is None
+            # Through FHIR: the provider finds its Task; the stranger, naming the provider as
+            # the owner, finds nothing.
+            search = f"/fhir/Task?owner=Organization/{provider['id']}"
+            mine = (await hub.referrals.get(search, headers=bearer(provider["key"]))).json()
+            assert [e["resource"]["id"] for e in mine["entry"]] == [referral["id"]]
+            theirs = (await hub.referrals.get(search, headers=bearer(stranger["key"]))).json()
+            assert "entry" not in theirs and referral["id"] not in json.dumps(theirs)
             del provider_endpoint
     finally:
         await receiver.stop()
