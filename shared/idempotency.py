@@ -83,19 +83,16 @@ _MATCH = (
     records.c.path == bindparam("path"),
     records.c.key == bindparam("key"),
 )
-_CLAIM = Statement(
-    insert(records)
-    .values(
-        scope=bindparam("scope"),
-        method=bindparam("method"),
-        path=bindparam("path"),
-        key=bindparam("key"),
-        request_hash=bindparam("fingerprint"),
-        state="in_flight",
-    )
-    .on_conflict_do_nothing()
-    .returning(records.c.key)
+# A new record, in flight: most keys are new, and this is then the only statement.
+_NEW = insert(records).values(
+    scope=bindparam("scope"),
+    method=bindparam("method"),
+    path=bindparam("path"),
+    key=bindparam("key"),
+    request_hash=bindparam("fingerprint"),
+    state="in_flight",
 )
+_CLAIM = Statement(_NEW.on_conflict_do_nothing().returning(records.c.key))
 _CURRENT = Statement(
     select(
         records,
@@ -106,16 +103,7 @@ _CURRENT = Statement(
     .with_for_update()
 )
 _RETAKE = Statement(
-    insert(records)
-    .values(
-        scope=bindparam("scope"),
-        method=bindparam("method"),
-        path=bindparam("path"),
-        key=bindparam("key"),
-        request_hash=bindparam("fingerprint"),
-        state="in_flight",
-    )
-    .on_conflict_do_update(
+    _NEW.on_conflict_do_update(
         index_elements=["scope", "method", "path", "key"],
         set_={
             "request_hash": bindparam("fingerprint"),

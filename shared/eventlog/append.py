@@ -19,11 +19,6 @@ from shared.eventlog.model import SOURCES, Event
 NOTIFY_CHANNEL = "hub_events"
 
 
-def to_json_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Event data as plain JSON values (uuids and times as strings)."""
-    return json.loads(json_text(data))
-
-
 def _row(
     *,
     type: str,
