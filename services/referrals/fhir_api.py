@@ -18,15 +18,17 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 
 from services.referrals import fhir
 from services.referrals import referral_actions as actions
 from services.referrals.store import referrals as referral_store
-from shared.deps import Caller, DbDep
+from shared.auth import Principal
+from shared.deps import Caller, DbDep, bearer_scheme, get_caller
 from shared.errors import BadRequest, FieldError, NotFound, ProblemError
 from shared.problems import validation_errors
 from shared.versioning import IfMatch, expected_version
@@ -36,7 +38,11 @@ MAX_COUNT = 200
 STATUSES_OF_TASK_STATUS: dict[str, list[str]] = {}
 for _relais, _task in fhir.TASK_STATUS.items():
     STATUSES_OF_TASK_STATUS.setdefault(_task, []).append(_relais)
-PATCH_MEDIA_TYPES = ("application/json-patch+json", "application/json")
+PATCH_MEDIA_TYPE = "application/json-patch+json"
+PATCH_EXAMPLE = [
+    {"op": "replace", "path": "/status", "value": "rejected"},
+    {"op": "add", "path": "/statusReason", "value": {"text": "No place before March"}},
+]
 
 
 class FhirResponse(JSONResponse):
@@ -99,13 +105,29 @@ ERRORS = {
 }
 
 
+async def optional_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal | None:
+    """No key needed; a key that is sent is still checked (401 when it is not valid)."""
+    if credentials is None:
+        return None
+    return await get_caller(request, credentials)
+
+
 @router.get(
     "/metadata",
     summary="The CapabilityStatement (no key needed)",
+    description="What this FHIR server serves (FHIR 4.0.1, JSON): Task read, search and "
+    "patch, ServiceRequest read, the search parameters. Readable without a key, as FHIR "
+    "clients discover a server; a key that is sent is still checked.",
     response_class=FhirResponse,
     responses={200: _fhir("A CapabilityStatement (FHIR 4.0.1).")},
+    openapi_extra={"security": [{}, {"ApiKey": []}]},
 )
-async def metadata(request: Request) -> FhirResponse:
+async def metadata(
+    request: Request, _caller: Annotated[Principal | None, Depends(optional_caller)]
+) -> FhirResponse:
     base = str(request.url_for("metadata")).removesuffix("/metadata")
     return FhirResponse(
         fhir.capability_statement(
@@ -234,6 +256,9 @@ def _task_response(referral: dict[str, Any]) -> FhirResponse:
 @router.get(
     "/Task/{task_id}",
     summary="Read a Task: the referral, with the minimised case as a contained Patient",
+    description="The referral as a FHIR Task (the id is the referral's). The beneficiary is a "
+    "contained Patient holding only the minimised case, and only while the minimised case "
+    "may be shown (SPEC 6); `ETag` is the Task's version, for a PATCH's `If-Match`.",
     response_class=FhirResponse,
     responses={200: _fhir("A Task; `ETag` is its version."), **ERRORS},
 )
@@ -264,8 +289,10 @@ async def read_task(task_id: UUID, caller: Caller, db: DbDep) -> FhirResponse:
         "requestBody": {
             "required": True,
             "content": {
-                media: {"schema": {"$ref": "#/components/schemas/JsonPatch"}}
-                for media in PATCH_MEDIA_TYPES
+                PATCH_MEDIA_TYPE: {
+                    "schema": {"$ref": "#/components/schemas/JsonPatch"},
+                    "example": PATCH_EXAMPLE,
+                }
             },
         }
     },

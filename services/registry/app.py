@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from services.registry import reference
 from services.registry.api import routers
+from services.registry.api.hsds import HSDS_SCHEMAS
 from services.registry.worker import consumers
 from shared.auth import ensure_admin_key
 from shared.openapi import make_exact
@@ -72,5 +73,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_startup=[_load_reference_data, _bootstrap_admin_key],
         ),
     )
-    make_exact(app)
+    make_exact(app, schemas=HSDS_SCHEMAS)
     return app

@@ -52,28 +52,27 @@ FullQuery = Annotated[bool, Query(description="Fully nested items, as the `/{id}
 NOT_FOUND = {404: {"model": Problem, "description": "No such resource."}}
 
 
-def _hsds_response(description: str, schema: str) -> dict[int | str, dict[str, Any]]:
+def _hsds_response(
+    description: str, schema: str, name: str = "HsdsResource"
+) -> dict[int | str, dict[str, Any]]:
     return {
         200: {
-            "description": f"{description} Validates against HSDS 3.0's `{schema}`.",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": f"{description} (validated against HSDS 3.0's `{schema}`).",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
     }
 
 
 def _page_response(item_schema: str) -> dict[int | str, dict[str, Any]]:
-    return _hsds_response(
-        "An HSDS page: `total_items`, `total_pages`, `page_number`, `size`, `first_page`, "
-        "`last_page`, `empty`, `contents`.",
-        item_schema,
-    )
+    return _hsds_response("An HSDS page of items", item_schema, "HsdsPage")
 
 
 @router.get(
     "/",
     summary="This API and its relationship with HSDS",
+    description="The HSDS version this API serves (3.0) and where its OpenAPI document is.",
     response_class=JSONResponse,
-    responses=_hsds_response("The HSDS version and where the OpenAPI document is.", "/"),
+    responses=_hsds_response("The HSDS version and the OpenAPI document's URL", "/", "HsdsRoot"),
 )
 async def meta(request: Request, _reader: Reader) -> JSONResponse:
     return JSONResponse(
@@ -116,6 +115,10 @@ async def _full_services(conn: Connection, rows: list[dict[str, Any]]) -> list[d
 @router.get(
     "/services",
     summary="Services (HSDS)",
+    description="The directory's services as HSDS list items (each with its organization), "
+    "ordered by name; `full=true` nests each fully (areas, taxonomy term). Filters: `search` "
+    "(the service's or partner's name), `taxonomy_term_id` (a service type, or a dimension "
+    "for all its types), `taxonomy_id`, `organization_id`, `modified_after` (at or after).",
     response_class=JSONResponse,
     responses=_page_response("compiled/service_list.json (service.json with full=true)"),
 )
@@ -160,8 +163,10 @@ async def list_services(
 @router.get(
     "/services/{service_id}",
     summary="One service, fully nested (HSDS)",
+    description="A service with its organization, its service areas (one per covered area: "
+    "`extent` the area code) and its service type as an attribute with its taxonomy term.",
     response_class=JSONResponse,
-    responses={**_hsds_response("The service.", "compiled/service.json"), **NOT_FOUND},
+    responses={**_hsds_response("The service", "compiled/service.json"), **NOT_FOUND},
 )
 async def get_service(service_id: UUID, _reader: Reader, db: DbDep) -> JSONResponse:
     async with db.connection() as conn:
@@ -175,6 +180,8 @@ async def get_service(service_id: UUID, _reader: Reader, db: DbDep) -> JSONRespo
 @router.get(
     "/organizations",
     summary="Organizations: the partners (HSDS)",
+    description="The partners as HSDS organizations, ordered by name; `search` in the name "
+    "or the acronym; `full=true` adds phones and services (`full_service` nests them fully).",
     response_class=JSONResponse,
     responses=_page_response("compiled/organization_list.json (organization.json with full)"),
 )
@@ -215,8 +222,10 @@ async def _full_organizations(
 @router.get(
     "/organizations/{organization_id}",
     summary="One organization with its services (HSDS)",
+    description="A partner with its contact phone and its services (fully nested with "
+    "`full_service=true`).",
     response_class=JSONResponse,
-    responses={**_hsds_response("The partner.", "compiled/organization.json"), **NOT_FOUND},
+    responses={**_hsds_response("The partner", "compiled/organization.json"), **NOT_FOUND},
 )
 async def get_organization(
     organization_id: UUID,
@@ -237,6 +246,7 @@ async def get_organization(
 @router.get(
     "/taxonomies",
     summary="Taxonomies: the service types (HSDS)",
+    description="One taxonomy: Relais's service types (`uri` `urn:relais:service-types`).",
     response_class=JSONResponse,
     responses=_page_response("taxonomy.json"),
 )
@@ -255,8 +265,9 @@ async def list_taxonomies(
 @router.get(
     "/taxonomies/{taxonomy_id}",
     summary="The service-type taxonomy (HSDS)",
+    description="The service-type taxonomy by its id (the only one).",
     response_class=JSONResponse,
-    responses={**_hsds_response("The taxonomy.", "taxonomy.json"), **NOT_FOUND},
+    responses={**_hsds_response("The taxonomy", "taxonomy.json"), **NOT_FOUND},
 )
 async def get_taxonomy(taxonomy_id: UUID, _reader: Reader) -> JSONResponse:
     if taxonomy_id != hsds.TAXONOMY_ID:
@@ -267,6 +278,8 @@ async def get_taxonomy(taxonomy_id: UUID, _reader: Reader) -> JSONResponse:
 @router.get(
     "/taxonomy_terms",
     summary="Taxonomy terms: the dimensions and the service types (HSDS)",
+    description="The four dimensions and, under each (`parent_id`), its service types "
+    "(`code` the Relais code); `top_only` for the dimensions, `parent_id` for one's types.",
     response_class=JSONResponse,
     responses=_page_response("taxonomy_term.json"),
 )
@@ -297,8 +310,9 @@ async def list_taxonomy_terms(
 @router.get(
     "/taxonomy_terms/{term_id}",
     summary="One taxonomy term (HSDS)",
+    description="A dimension or a service type by its term id (a name-based uuid of its code).",
     response_class=JSONResponse,
-    responses={**_hsds_response("The term.", "taxonomy_term.json"), **NOT_FOUND},
+    responses={**_hsds_response("The term", "taxonomy_term.json"), **NOT_FOUND},
 )
 async def get_taxonomy_term(term_id: UUID, _reader: Reader, db: DbDep) -> JSONResponse:
     async with db.connection() as conn:
@@ -328,8 +342,9 @@ async def list_service_at_locations(
 @router.get(
     "/service_at_locations/{service_at_location_id}",
     summary="One service at a location: none exist (HSDS)",
+    description="Always 404: Relais has no locations; see each service's `service_areas`.",
     response_class=JSONResponse,
-    responses={**_hsds_response("Never answered.", "compiled/service.json"), **NOT_FOUND},
+    responses={**_hsds_response("Never answered", "compiled/service.json"), **NOT_FOUND},
 )
 async def get_service_at_location(service_at_location_id: UUID, _reader: Reader) -> JSONResponse:
     raise NotFound("Relais has no service at locations: see the services' service_areas.")
@@ -340,3 +355,41 @@ def _sliced(items: list[dict[str, Any]], *, page: int, per_page: int) -> dict[st
     return hsds.page(
         items[start : start + per_page], total=len(items), page_number=page, per_page=per_page
     )
+
+
+# The view's shapes in the OpenAPI document: named, with the fields every HSDS object of its
+# kind has; the full shapes are HSDS 3.0's own schemas, which every answer validates against.
+HSDS_SCHEMAS: dict[str, dict[str, Any]] = {
+    "HsdsRoot": {
+        "type": "object",
+        "title": "HsdsRoot",
+        "properties": {
+            "version": {"type": "string", "examples": ["3.0"]},
+            "profile": {"type": "string", "format": "uri"},
+            "openapi_url": {"type": "string", "format": "uri"},
+        },
+    },
+    "HsdsResource": {
+        "type": "object",
+        "title": "HsdsResource",
+        "description": "An HSDS 3.0 object (service, organization, taxonomy, taxonomy term) as "
+        "Open Referral's schema of its kind defines it.",
+        "required": ["id"],
+        "properties": {"id": {"type": "string", "format": "uuid"}},
+    },
+    "HsdsPage": {
+        "type": "object",
+        "title": "HsdsPage",
+        "description": "HSDS 3.0's page of a list.",
+        "properties": {
+            "total_items": {"type": "integer"},
+            "total_pages": {"type": "integer"},
+            "page_number": {"type": "integer"},
+            "size": {"type": "integer"},
+            "first_page": {"type": "boolean"},
+            "last_page": {"type": "boolean"},
+            "empty": {"type": "boolean"},
+            "contents": {"type": "array", "items": {"$ref": "#/components/schemas/HsdsResource"}},
+        },
+    },
+}
