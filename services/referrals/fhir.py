@@ -211,16 +211,25 @@ ISSUE_CODES = {
 }
 
 
-def operation_outcome(status: int, diagnostics: str, *, details: str | None = None) -> dict:
-    """An error as FHIR says it: an OperationOutcome with one issue per problem."""
-    issue: dict[str, Any] = {
-        "severity": "error" if status < 500 else "fatal",
-        "code": ISSUE_CODES.get(status, "exception" if status >= 500 else "processing"),
-        "diagnostics": diagnostics,
-    }
+def operation_outcome(
+    status: int,
+    diagnostics: str,
+    *,
+    details: str | None = None,
+    fields: Sequence[tuple[str, str]] = (),
+) -> dict:
+    """An error as FHIR says it: an OperationOutcome whose first issue says what happened
+    and, for an invalid request, one more issue per field (`expression` names it)."""
+    severity = "error" if status < 500 else "fatal"
+    code = ISSUE_CODES.get(status, "exception" if status >= 500 else "processing")
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
     if details:
         issue["details"] = {"text": details}
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
+    issues = [issue] + [
+        {"severity": severity, "code": code, "diagnostics": message, "expression": [field]}
+        for field, message in fields
+    ]
+    return {"resourceType": "OperationOutcome", "issue": issues}
 
 
 def capability_statement(*, base: str, software_version: str, date: str) -> dict[str, Any]:

@@ -18,17 +18,15 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials
 
 from services.referrals import fhir
 from services.referrals import referral_actions as actions
 from services.referrals.store import referrals as referral_store
-from shared.auth import Principal
-from shared.deps import Caller, DbDep, bearer_scheme, get_caller
+from shared.deps import Caller, DbDep
 from shared.errors import BadRequest, FieldError, NotFound, ProblemError
 from shared.problems import validation_errors
 from shared.versioning import IfMatch, expected_version
@@ -49,11 +47,16 @@ class FhirResponse(JSONResponse):
     media_type = fhir.FHIR_JSON
 
 
-def outcome_response(status: int, diagnostics: str, *, details: str | None = None) -> FhirResponse:
+def outcome_response(
+    status: int,
+    diagnostics: str,
+    *,
+    details: str | None = None,
+    fields: list[tuple[str, str]] | None = None,
+) -> FhirResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return FhirResponse(
-        fhir.operation_outcome(status, diagnostics, details=details), status, headers=headers
-    )
+    outcome = fhir.operation_outcome(status, diagnostics, details=details, fields=fields or ())
+    return FhirResponse(outcome, status, headers=headers)
 
 
 class FhirRoute(APIRoute):
@@ -74,15 +77,16 @@ class FhirRoute(APIRoute):
                         f"current status {exc.extra.get('current_status')}; "
                         f"actions open to you: {allowed}"
                     )
-                errors = exc.errors or []
-                text = exc.detail or exc.title
-                if errors:
-                    text += " " + "; ".join(f"{e.field}: {e.message}" for e in errors)
-                return outcome_response(exc.status, text, details=details)
+                fields = [(e.field, e.message) for e in exc.errors or []]
+                return outcome_response(
+                    exc.status, exc.detail or exc.title, details=details, fields=fields
+                )
             except RequestValidationError as exc:
                 errors = validation_errors(exc.errors())
                 return outcome_response(
-                    422, "; ".join(f"{e.field}: {e.message}" for e in errors) or "Invalid request."
+                    422,
+                    f"{len(errors)} field(s) invalid: " + ", ".join(e.field for e in errors[:5]),
+                    fields=[(e.field, e.message) for e in errors],
                 )
 
         return route
@@ -105,29 +109,15 @@ ERRORS = {
 }
 
 
-async def optional_caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> Principal | None:
-    """No key needed; a key that is sent is still checked (401 when it is not valid)."""
-    if credentials is None:
-        return None
-    return await get_caller(request, credentials)
-
-
 @router.get(
     "/metadata",
-    summary="The CapabilityStatement (no key needed)",
+    summary="The CapabilityStatement",
     description="What this FHIR server serves (FHIR 4.0.1, JSON): Task read, search and "
-    "patch, ServiceRequest read, the search parameters. Readable without a key, as FHIR "
-    "clients discover a server; a key that is sent is still checked.",
+    "patch, ServiceRequest read, the search parameters. Any key reads it.",
     response_class=FhirResponse,
-    responses={200: _fhir("A CapabilityStatement (FHIR 4.0.1).")},
-    openapi_extra={"security": [{}, {"ApiKey": []}]},
+    responses={200: _fhir("A CapabilityStatement (FHIR 4.0.1)."), **ERRORS},
 )
-async def metadata(
-    request: Request, _caller: Annotated[Principal | None, Depends(optional_caller)]
-) -> FhirResponse:
+async def metadata(request: Request, _caller: Caller) -> FhirResponse:
     base = str(request.url_for("metadata")).removesuffix("/metadata")
     return FhirResponse(
         fhir.capability_statement(

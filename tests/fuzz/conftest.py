@@ -107,6 +107,13 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
     hub.fuzzing_key_ids.add(fuzzing_key["id"])
     hub.add(partner_id=owner["id"])
     hub.add(partner_id=other["id"])
+    # The HSDS view names partners as organizations, and the taxonomy and its terms by uuid.
+    hub.add(organization_id=owner["id"])
+    hub.add(organization_id=other["id"])
+    taxonomies = _ok(registry.get("/hsds/taxonomies", headers=admin))["contents"]
+    hub.add(taxonomy_id=taxonomies[0]["id"])
+    for term in _ok(registry.get("/hsds/taxonomy_terms?per_page=3", headers=admin))["contents"]:
+        hub.add(term_id=term["id"])
     # Keys a fuzzed DELETE /api-keys/{key_id} may revoke: never the key that fuzzes.
     spare = _ok(
         registry.post(f"/partners/{owner['id']}/api-keys", json={"name": "spare"}, headers=admin),
@@ -183,6 +190,8 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
 
     for referral in _eventually(referrals_routed, "referrals routed"):
         hub.add(referral_id=referral["id"], case_id=referral["case_id"])
+        # The FHIR view: the referral as a Task, its step as a ServiceRequest.
+        hub.add(task_id=referral["id"], request_id=referral["step_id"])
 
     def duplicate_found() -> list[dict]:
         return _ok(registry.get("/duplicates", headers=admin))["items"]

@@ -44,6 +44,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import schemathesis
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 from hypothesis import HealthCheck, Phase, given, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyStrategyDefinition
@@ -91,9 +92,13 @@ def _media_type(response: Any) -> str:
     return (response.headers.get("content-type") or [""])[0].split(";")[0].strip()
 
 
+FHIR_JSON = "application/fhir+json"
+
+
 @schemathesis.check
 def problem_document_conformance(ctx: Any, response: Any, case: Any) -> bool | None:
-    """A 4xx or 5xx answers `application/problem+json` matching the documented `Problem`.
+    """A 4xx or 5xx answers `application/problem+json` matching the documented `Problem`
+    (the FHIR view: a FHIR R4 OperationOutcome, as the stock models validate it).
 
     schemathesis validates a body only against the schema of the media type it arrived
     in; while errors are documented as `application/json` (KNOWN_GAPS), no problem
@@ -101,6 +106,12 @@ def problem_document_conformance(ctx: Any, response: Any, case: Any) -> bool | N
     if response.status_code < 400:
         return None
     media_type = _media_type(response)
+    if case.operation.path.startswith("/fhir/") and media_type == FHIR_JSON:
+        # SPEC 11.2: the FHIR view's own errors are OperationOutcomes; those of the HTTP
+        # layer (413, 415) and of an unreachable database stay problem documents.
+        outcome = OperationOutcome.model_validate_json(response.content)
+        assert outcome.issue and outcome.issue[0].diagnostics, "an OperationOutcome says why"
+        return None
     assert media_type == PROBLEM_JSON, (
         f"{response.status_code} answered {media_type!r}, not {PROBLEM_JSON}"
     )

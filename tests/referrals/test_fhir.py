@@ -53,7 +53,7 @@ async def test_an_assignee_works_its_referral_through_fhir_only(settings):
             fhir = hub.referrals
             centre_key = bearer(centre["key"])
 
-            capability = resource_of(await fhir.get("/fhir/metadata"))
+            capability = resource_of(await fhir.get("/fhir/metadata", headers=centre_key))
             assert capability["fhirVersion"] == "4.0.1"
 
             created = await hub.registry.post(

@@ -96,7 +96,6 @@ async def world(hub):
         "organization_id": w.a["id"],
         "taxonomy_id": str(hsds.TAXONOMY_ID),
         "term_id": str(hsds.term_id("economic")),
-        "service_at_location_id": str(hsds.term_id("none")),
     }
     w.ids = {
         "partner_id": w.a["id"],

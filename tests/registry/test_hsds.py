@@ -256,7 +256,6 @@ async def test_unknown_ids_answer_404_and_a_key_is_needed(directory):
         "/hsds/organizations/00000000-0000-0000-0000-000000000001",
         "/hsds/taxonomies/00000000-0000-0000-0000-000000000001",
         "/hsds/taxonomy_terms/00000000-0000-0000-0000-000000000001",
-        "/hsds/service_at_locations/00000000-0000-0000-0000-000000000001",
     ):
         response = await client.get(path, headers=headers)
         assert response.status_code == 404, path

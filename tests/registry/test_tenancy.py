@@ -168,9 +168,6 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/hsds/taxonomy_terms"): Route("directory", 200, 200, 200),
     ("GET", "/hsds/taxonomy_terms/{term_id}"): Route("directory", 200, 200, 200),
     ("GET", "/hsds/service_at_locations"): Route("directory", 200, 200, 200),
-    ("GET", "/hsds/service_at_locations/{service_at_location_id}"): Route(
-        "directory", 404, 404, 404
-    ),
     # --- probes, open to all
     ("GET", "/healthz"): Route("public", 200, 200, 200),
     ("GET", "/readyz"): Route("public", 200, 200, 200),

@@ -339,17 +339,6 @@ async def list_service_at_locations(
     return JSONResponse(hsds.page([], total=0, page_number=page, per_page=per_page))
 
 
-@router.get(
-    "/service_at_locations/{service_at_location_id}",
-    summary="One service at a location: none exist (HSDS)",
-    description="Always 404: Relais has no locations; see each service's `service_areas`.",
-    response_class=JSONResponse,
-    responses={**_hsds_response("Never answered", "compiled/service.json"), **NOT_FOUND},
-)
-async def get_service_at_location(service_at_location_id: UUID, _reader: Reader) -> JSONResponse:
-    raise NotFound("Relais has no service at locations: see the services' service_areas.")
-
-
 def _sliced(items: list[dict[str, Any]], *, page: int, per_page: int) -> dict[str, Any]:
     start = (page - 1) * per_page
     return hsds.page(
