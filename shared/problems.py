@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import errors as domain
@@ -191,9 +190,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def _is_database_outage(exc: BaseException) -> bool:
     """The database cannot be reached or went away: a passing fault, answered 503."""
     for cause in _causes(exc):
-        if isinstance(cause, (OperationalError, ConnectionError, TimeoutError, OSError)):
-            return True
-        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+        if isinstance(cause, (ConnectionError, TimeoutError, OSError)):
             return True
         if type(cause).__name__ in _OUTAGE_NAMES or any(
             base.__name__ == "PostgresConnectionError" for base in type(cause).__mro__
