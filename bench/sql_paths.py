@@ -28,7 +28,7 @@ this machine). Both in µs per operation. The database is made as the bench make
 (`bench.common.pg_server`, `BENCH_DATABASE_URL` honoured) and filled by the scale measure's
 generator (`bench.scale.generate`).
 
-    python -m bench.sql_paths   # about a minute; SQL_PATHS_OPS, SQL_PATHS_CONCURRENCY
+    python -m bench.sql_paths   # under a minute; SQL_PATHS_OPS, _ROUNDS, _CONCURRENCY
 """
 
 from __future__ import annotations
