@@ -47,7 +47,7 @@ from bench.common import (
 )
 from services.notifications import fanout
 from services.referrals.resources import resource
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database
 from shared.eventlog.append import append_many
 from shared.eventlog.consumer import Consumer
 from shared.minimised import minimise_case
@@ -149,19 +149,18 @@ async def add_deliveries(
             }
         )
     settings = Settings(database_url=database_url, db_pool_size=2, db_max_overflow=0)
-    engine = create_engine(settings, application_name="relais-bench-dispatch")
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings, application_name="relais-bench-dispatch")
     try:
-        async with sessionmaker() as session, session.begin():
-            stored = await append_many(session, drafts)
+        async with db.transaction() as conn:
+            stored = await append_many(conn, drafts)
         consumer = Consumer(name=fanout.CONSUMER_NAME, handler=fanout.fan_out, batch_size=500)
-        await consumer.ensure_checkpoint(sessionmaker)
+        await consumer.ensure_checkpoint(db)
         while True:
-            handled, more = await consumer.run_once(sessionmaker)
+            handled, more = await consumer.run_once(db)
             if not handled and not more:
                 break
     finally:
-        await engine.dispose()
+        await db.close()
     async with connect(database_url) as conn:
         await conn.execute("ANALYZE notifications.deliveries")
         await conn.execute("ANALYZE hub.events")

@@ -8,8 +8,10 @@ process spends as little of the two cores as possible.
 Modes:
 - `intake_http`: `POST /cases` from N concurrent connections, for a duration or a count.
 - `intake_direct`: one intake as the registry runs it (the key's look-up, then
-  `services/registry/case_actions.py` `create_case` with its store functions) on the
-  service's own engine, without HTTP, from N concurrent sessions: the ceiling of intake.
+  `services/registry/case_actions.py` `create_case` with its store functions) on a
+  `shared.db.Database` built as the service builds its own (asyncpg, statements compiled
+  once), without HTTP, from N concurrent connections: the same SQL straight through the
+  driver, the ceiling of intake.
 - `paced`: `POST /cases` at a fixed rate (open loop), recording when each answer arrived.
 - `gets`: GET requests one after the other, with the latency of each.
 """
@@ -185,15 +187,16 @@ async def intake_http(config: dict[str, Any]) -> dict[str, Any]:
 
 
 async def intake_direct(config: dict[str, Any]) -> dict[str, Any]:
-    """One intake as the registry runs it, without HTTP: on the service's engine and
-    sessionmaker (`shared.db`), the key looked up on the session's connection in autocommit
-    mode as `shared.deps.get_caller` does, then in one transaction
-    `services.registry.case_actions.create_case` (its store functions: the codes and the
-    external id, the case with its steps, the duplicate keys and candidates, the event)."""
+    """One intake as the registry runs it, without HTTP: on a `shared.db.Database` built as
+    the service builds its own (an asyncpg pool), the key looked up in autocommit as
+    `shared.deps.get_caller` does (`shared.auth.look_up`), then in one unit of work
+    (`Database.transaction()`) `services.registry.case_actions.create_case` (its store
+    functions: the codes and the external id, the case with its steps, the duplicate keys and
+    candidates, the event)."""
     from services.registry import case_actions
     from services.registry.schemas_cases import CaseCreate
-    from shared.auth import AUTOCOMMIT, look_up
-    from shared.db import create_engine, create_sessionmaker
+    from shared.auth import look_up
+    from shared.db import Database
     from shared.settings import Settings
 
     start_index = int(config["start_index"])
@@ -209,22 +212,18 @@ async def intake_direct(config: dict[str, Any]) -> dict[str, Any]:
     settings = Settings(
         database_url=config["database_url"], db_pool_size=concurrency, db_max_overflow=0
     )
-    engine = create_engine(settings, application_name="relais-bench-intake")
-    sessionmaker = create_sessionmaker(engine)
+    db = await Database.connect(settings, application_name="relais-bench-intake")
     next_index = 0
     done = 0
     latencies: list[float] = []
 
     async def one(body: dict[str, Any]) -> None:
-        async with sessionmaker() as session:
-            await session.connection(execution_options=AUTOCOMMIT)
-            caller = await look_up(session, config["key"])
-            await session.commit()
-            assert caller is not None and caller.partner_id is not None
-            async with session.begin():
-                await case_actions.create_case(
-                    session, owner_id=caller.partner_id, body=body, caller=caller
-                )
+        caller = await look_up(db, config["key"])
+        assert caller is not None and caller.partner_id is not None
+        async with db.transaction() as conn:
+            await case_actions.create_case(
+                conn, owner_id=caller.partner_id, body=body, caller=caller
+            )
 
     stop_at = 0.0
 
@@ -247,7 +246,7 @@ async def intake_direct(config: dict[str, Any]) -> dict[str, Any]:
     stop_at = started + duration
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.monotonic() - started
-    await engine.dispose()
+    await db.close()
     return {
         "count": done,
         "seconds": elapsed,

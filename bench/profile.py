@@ -65,7 +65,7 @@ def summarise(path: Path, top: int = 25) -> str:
             owner = (
                 "[HTTP framework: uvicorn, starlette, fastapi]"
                 if any(k in stack for k in ("uvicorn", "starlette", "fastapi"))
-                else "[event loop, greenlet-spawned SQLAlchemy, other]"
+                else "[event loop, asyncpg protocol callbacks, other]"
             )
         leaf = library(frames[-1])
         owners[owner] += n

@@ -39,8 +39,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID, uuid4
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from bench.common import (
     CpuMeter,
     Hub,
@@ -64,7 +62,7 @@ from services.referrals.store import loads as loads_store
 from services.registry.store import directory as directory_store
 from services.registry.store import partners as partners_store
 from shared.auth import Principal, create_key
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Connection, Database
 from shared.eventlog.model import sequence_of
 from shared.pagination import encode_cursor
 from shared.settings import Settings
@@ -149,15 +147,16 @@ def _ts(expr: str) -> str:
 
 
 @asynccontextmanager
-async def store_session(database_url: str) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction on an engine built as the services build theirs."""
+async def store_transaction(database_url: str) -> AsyncIterator[Connection]:
+    """A unit of work (`Database.transaction()`) on a `Database` built as the services build
+    theirs: the connection the store functions take."""
     settings = Settings(database_url=database_url, db_pool_size=1, db_max_overflow=0)
-    engine = create_engine(settings, application_name="relais-bench-scale")
+    db = await Database.connect(settings, application_name="relais-bench-scale")
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            yield session
+        async with db.transaction() as conn:
+            yield conn
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def setup_partners(database_url: str) -> tuple[list[UUID], list[UUID]]:
@@ -167,10 +166,10 @@ async def setup_partners(database_url: str) -> tuple[list[UUID], list[UUID]]:
     ids, their services' ids in the order of TYPES)."""
     admin = Principal(key_id=uuid4(), role="admin", partner_id=None)
     partners, services = [], []
-    async with store_session(database_url) as session:
+    async with store_transaction(database_url) as conn:
         for p in range(PARTNERS):
             partner = await partners_store.create_partner(
-                session,
+                conn,
                 values={
                     "name": f"Partenaire {p:02d}",
                     "acronym": f"P{p:02d}",
@@ -179,14 +178,14 @@ async def setup_partners(database_url: str) -> tuple[list[UUID], list[UUID]]:
                 },
                 caller=admin,
             )
-            await projections.apply_partner(session, partner)
+            await projections.apply_partner(conn, partner)
             await create_key(
-                session, role="partner", partner_id=partner["id"], name="bench", key=partner_key(p)
+                conn, role="partner", partner_id=partner["id"], name="bench", key=partner_key(p)
             )
             partners.append(partner["id"])
             for service_type in TYPES:
                 service = await directory_store.create_service(
-                    session,
+                    conn,
                     values={
                         "partner_id": partner["id"],
                         "service_type": service_type,
@@ -195,7 +194,7 @@ async def setup_partners(database_url: str) -> tuple[list[UUID], list[UUID]]:
                     },
                     caller=admin,
                 )
-                await projections.apply_service(session, service)
+                await projections.apply_service(conn, service)
                 services.append(service["id"])
     return partners, services
 
@@ -378,8 +377,8 @@ async def generate(database_url: str, cases: int) -> tuple[dict[str, int], UUID]
             print()
         # The trigger on referrals recorded each service's load changes; fold them into the
         # counters, as the reconciler does once per batch.
-        async with store_session(database_url) as session:
-            await loads_store.fold_changes(session)
+        async with store_transaction(database_url) as store_conn:
+            await loads_store.fold_changes(store_conn)
         progress("scale: VACUUM ANALYZE")
         await conn.execute("VACUUM ANALYZE")
         counts = {

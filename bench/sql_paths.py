@@ -1,22 +1,23 @@
-"""Ways to run SQL at runtime: CPU per operation of the same work done three ways.
+"""Ways to run SQL at runtime: CPU per operation of the services' own code on `shared.db`,
+against the same statements written by hand on a bare asyncpg pool.
 
-1. `sqlalchemy`: as the services run it today, SQLAlchemy Core on an `AsyncSession` (the
-   engine and sessionmaker of `shared.db`, through the greenlet bridge);
-2. `compiled`: SQLAlchemy Core compiled once to SQL text with positional parameters
-   (`$1`, `$2`, ...), executed straight on a connection of an `asyncpg.create_pool`, whose
-   statement cache makes them prepared; writes in an explicit `conn.transaction()`;
-3. `handwritten`: the same statements written as SQL text, on the same pool.
+1. `services`: the services' real code as they run it now: their statements SQLAlchemy Core
+   or SQL text compiled once into `shared.db.Statement`s (per call for a list whose filters
+   vary), run on the asyncpg pool of a `shared.db.Database` built as a service builds its
+   own, units of work in `Database.transaction()`, reads in `Database.connection()`;
+2. `handwritten`: the hot statements as SQL text with `$n` parameters, run with asyncpg's
+   own calls on a bare `asyncpg.create_pool` (the same json codecs, `shared.db.
+   init_connection`; no `Database`, no `Statement`), writes in `conn.transaction()`.
 
 Operations:
 - `intake`: the registry's intake as `bench.load intake_direct` runs it: the key's look-up
-  (`shared.auth.look_up`), then in one transaction `case_actions.create_case` with its store
-  functions. Variant 2 runs the very same functions, unchanged, on `CompiledSession`, a
-  session-shaped shim over an asyncpg connection that compiles each statement object once;
-  variant 3 is not run for it (the store's intake statements are SQL text already: their
-  compiled text is what a hand-written one would be).
+  (`shared.auth.look_up`, in autocommit), then in one unit of work `case_actions.create_case`
+  with its store functions. Run by variant 1 only: writing its statements by hand would copy
+  the store's SQL, most of which is SQL text already.
 - `key look-up`: an API key by its hash (`shared.auth.look_up` in variant 1);
 - `referral page`: `GET /referrals?role=incoming&limit=50` of a partner, the first page and
-  pages after cursors of its own (`referrals.store.referrals.page` in variant 1);
+  pages after cursors of its own (`referrals.store.referrals.page` in variant 1, which
+  compiles its statement per call: its filters vary);
 - `event append`: one `case.updated` event with a case's snapshot, in its own transaction
   (`shared.eventlog.append.append` in variant 1).
 
@@ -27,7 +28,7 @@ this machine). Both in µs per operation. The database is made as the bench make
 (`bench.common.pg_server`, `BENCH_DATABASE_URL` honoured) and filled by the scale measure's
 generator (`bench.scale.generate`).
 
-    python -m bench.sql_paths   # about a minute; SQL_PATHS_OPS, SQL_PATHS_CONCURRENCY
+    python -m bench.sql_paths   # under a minute; SQL_PATHS_OPS, _ROUNDS, _CONCURRENCY
 """
 
 from __future__ import annotations
@@ -44,25 +45,19 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Text, bindparam, cast, insert, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.sql.elements import ClauseElement
 
 from bench.common import pg_server, plain_url, progress
 from bench.data import case_body
-from bench.scale import generate, partner_key, store_session
+from bench.scale import generate, partner_key, store_transaction
 from services.referrals.store import referrals as referrals_store
-from services.referrals.tables import referrals
 from services.registry import case_actions, reference
 from services.registry.schemas_cases import CaseCreate
-from shared.auth import AUTOCOMMIT, Principal, hash_key, look_up
-from shared.db import create_engine, create_sessionmaker
+from shared.auth import Principal, hash_key, look_up
+from shared.db import Database, init_connection, json_text
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
 from shared.pagination import decode_cursor, page_of, parse_time
 from shared.settings import Settings
-from shared.tables import api_keys, events
 
 CASES = 5000  # generated before measuring: 10,000 referrals over 20 partners
 OPS = int(os.environ.get("SQL_PATHS_OPS", "1500"))
@@ -70,41 +65,12 @@ CONCURRENCY = int(os.environ.get("SQL_PATHS_CONCURRENCY", "4"))
 ROUNDS = int(os.environ.get("SQL_PATHS_ROUNDS", "3"))  # each variant measured this many times
 PAGE = 50
 _TICK = os.sysconf("SC_CLK_TCK")
-DIALECT = asyncpg_dialect()
-
-
-# --- Variant 2: Core compiled once, run on asyncpg ---------------------------------------------
-
-
-class Compiled:
-    """A Core statement compiled once for asyncpg: its SQL with `$n` parameters and the
-    names of its parameters in their order (`SQLCompiler.positiontup`)."""
-
-    __slots__ = ("defaults", "names", "sql")
-
-    def __init__(self, statement: ClauseElement) -> None:
-        compiled = statement.compile(dialect=DIALECT)
-        self.sql = compiled.string
-        self.names = tuple(compiled.positiontup or ())
-        self.defaults = compiled.params  # the values a statement holds itself
-
-    def args(self, params: Mapping[str, Any]) -> list[Any]:
-        return [params[name] if name in params else self.defaults.get(name) for name in self.names]
-
-
-async def init_connection(conn: asyncpg.Connection) -> None:
-    """The codecs of the pool's connections: JSON and JSONB as Python values (encoded with
-    `json.dumps`, uuids and times as strings); uuid, timestamptz, arrays are asyncpg's own."""
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name,
-            schema="pg_catalog",
-            encoder=lambda value: json.dumps(value, default=str),
-            decoder=json.loads,
-        )
+VARIANTS = ("services", "handwritten")
+OPERATIONS = ("intake", "key look-up", "referral page", "event append")
 
 
 async def create_pool(database_url: str, *, size: int, name: str) -> asyncpg.Pool:
+    """A bare asyncpg pool with the codecs of `shared.db`'s (json and jsonb as Python values)."""
     return await asyncpg.create_pool(
         plain_url(database_url),
         min_size=size,
@@ -115,157 +81,7 @@ async def create_pool(database_url: str, *, size: int, name: str) -> asyncpg.Poo
     )
 
 
-class _Row:
-    """A record that also answers attribute access, as the store functions read rows."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: asyncpg.Record) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._record[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._record[index]
-
-    def __iter__(self):
-        return iter(self._record)
-
-    def __len__(self) -> int:
-        return len(self._record)
-
-
-class _Mappings:
-    def __init__(self, records: list[asyncpg.Record]) -> None:
-        self.records = records
-
-    def __iter__(self):
-        return iter(self.records)
-
-    def all(self) -> list[asyncpg.Record]:
-        return self.records
-
-    def one(self) -> asyncpg.Record:
-        (record,) = self.records
-        return record
-
-    def one_or_none(self) -> asyncpg.Record | None:
-        return self.records[0] if self.records else None
-
-    def first(self) -> asyncpg.Record | None:
-        return self.records[0] if self.records else None
-
-
-class _Result:
-    """The part of SQLAlchemy's Result the store functions use, over asyncpg records."""
-
-    def __init__(self, records: list[asyncpg.Record]) -> None:
-        self.records = records
-
-    def __iter__(self):
-        return (_Row(r) for r in self.records)
-
-    def mappings(self) -> _Mappings:
-        return _Mappings(self.records)
-
-    def all(self) -> list[_Row]:
-        return [_Row(r) for r in self.records]
-
-    def one(self) -> _Row:
-        (record,) = self.records
-        return _Row(record)
-
-    def one_or_none(self) -> _Row | None:
-        return _Row(self.records[0]) if self.records else None
-
-    def first(self) -> _Row | None:
-        return self.one_or_none()
-
-    def scalar(self) -> Any:
-        return self.records[0][0] if self.records else None
-
-    def scalars(self) -> list[Any]:
-        return [r[0] for r in self.records]
-
-
-class CompiledSession:
-    """What the store functions ask of a session (`execute` and its result), on an asyncpg
-    connection: each statement object compiled once and kept (the stores build their hot
-    statements once, at import); a statement built per call is compiled per call."""
-
-    cache: dict[ClauseElement, Compiled] = {}
-    compilations = 0  # statements built per call are new objects: compiled on each call
-    executions = 0
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def execute(self, statement: ClauseElement, params: Mapping[str, Any] | None = None):
-        CompiledSession.executions += 1
-        compiled = self.cache.get(statement)
-        if compiled is None:
-            compiled = Compiled(statement)
-            CompiledSession.compilations += 1
-            if len(self.cache) < 256:
-                self.cache[statement] = compiled
-        return _Result(await self.conn.fetch(compiled.sql, *compiled.args(params or {})))
-
-
-# The hot statements in Core, each built once with named parameters and compiled once.
-_KEY_COLUMNS = (
-    api_keys.c.id,
-    api_keys.c.role,
-    api_keys.c.partner_id,
-    api_keys.c.key_hash,
-    api_keys.c.last_used_at,
-)
-CORE_LOOK_UP = Compiled(
-    select(*_KEY_COLUMNS).where(
-        api_keys.c.key_hash == bindparam("digest"),
-        api_keys.c.revoked_at.is_(None),
-        api_keys.c.partner_active.is_(True),
-    )
-)
-_INCOMING = select(referrals).where(
-    or_(
-        referrals.c.assignee_partner_id == bindparam("viewer"),
-        referrals.c.owner_partner_id == bindparam("viewer"),
-    ),
-    referrals.c.assignee_partner_id == bindparam("viewer"),
-)
-_ORDER = (referrals.c.updated_at, referrals.c.id)
-CORE_FIRST_PAGE = Compiled(_INCOMING.order_by(*_ORDER).limit(bindparam("limit")))
-CORE_NEXT_PAGE = Compiled(
-    _INCOMING.where(tuple_(*_ORDER) > tuple_(bindparam("after_time"), bindparam("after_id")))
-    .order_by(*_ORDER)
-    .limit(bindparam("limit"))
-)
-CORE_APPEND = Compiled(
-    insert(events)
-    .values(
-        {
-            name: bindparam(name, type_=events.c[name].type)
-            for name in (
-                "id",
-                "type",
-                "source",
-                "subject",
-                "actor",
-                "audience",
-                "correlation_id",
-                "causation_id",
-            )
-        }
-        | {"data": cast(cast(bindparam("data", type_=Text()), Text()), JSONB)}
-    )
-    .returning(events.c.seq, events.c.tx, events.c.time)
-)
-
-# --- Variant 3: the same statements by hand ----------------------------------------------------
+# --- Variant 2: the hot statements by hand ------------------------------------------------------
 
 HAND_LOOK_UP = (
     "SELECT id, role, partner_id, key_hash, last_used_at FROM hub.api_keys "
@@ -351,28 +167,25 @@ def event_of(draft: Mapping[str, Any], encoded: str, stored: Any) -> Event:
     )
 
 
-def sqlalchemy_ops(sessionmaker: Any, work: Work) -> dict[str, Callable[[int], Awaitable[Any]]]:
+def services_ops(db: Database, work: Work) -> dict[str, Callable[[int], Awaitable[Any]]]:
+    """The services' own code on a `shared.db.Database`."""
+
     async def key(i: int) -> Any:
-        async with sessionmaker() as session:
-            await session.connection(execution_options=AUTOCOMMIT)
-            caller = await look_up(session, work.key)
-            await session.commit()
+        caller = await look_up(db, work.key)
         assert caller is not None
 
     async def intake(i: int) -> Any:
-        async with sessionmaker() as session:
-            await session.connection(execution_options=AUTOCOMMIT)
-            caller = await look_up(session, work.key)
-            await session.commit()
-            async with session.begin():
-                await case_actions.create_case(
-                    session, owner_id=caller.partner_id, body=next(work.bodies), caller=caller
-                )
+        caller = await look_up(db, work.key)
+        assert caller is not None and caller.partner_id is not None
+        async with db.transaction() as conn:
+            await case_actions.create_case(
+                conn, owner_id=caller.partner_id, body=next(work.bodies), caller=caller
+            )
 
     async def page(i: int) -> Any:
-        async with sessionmaker() as session:
+        async with db.connection() as conn:
             items, _ = await referrals_store.page(
-                session,
+                conn,
                 viewer_is_admin=False,
                 viewer_partner_id=work.partner_id,
                 equal=[("assignee_partner_id", work.partner_id)],
@@ -383,56 +196,30 @@ def sqlalchemy_ops(sessionmaker: Any, work: Work) -> dict[str, Callable[[int], A
 
     async def event(i: int) -> Any:
         draft = work.event()
-        async with sessionmaker() as session, session.begin():
-            await append(
-                session,
-                event_id=draft.pop("id"),
-                data=work.snapshot,
-                **draft,
-            )
+        async with db.transaction() as conn:
+            await append(conn, event_id=draft.pop("id"), data=work.snapshot, **draft)
 
     return {"intake": intake, "key look-up": key, "referral page": page, "event append": event}
 
 
-def asyncpg_ops(pool: asyncpg.Pool, work: Work, *, hand: bool) -> dict[str, Callable]:
-    def page_args(i: int) -> tuple[str, list[Any]]:
-        cursor = work.cursor(i)
-        if hand:
-            if cursor is None:
-                return HAND_FIRST_PAGE, [work.partner_id, PAGE + 1]
-            return HAND_NEXT_PAGE, [work.partner_id, PAGE + 1, *work.after(cursor)]
-        params: dict[str, Any] = {"viewer": work.partner_id, "limit": PAGE + 1}
-        if cursor is None:
-            return CORE_FIRST_PAGE.sql, CORE_FIRST_PAGE.args(params)
-        params["after_time"], params["after_id"] = work.after(cursor)
-        return CORE_NEXT_PAGE.sql, CORE_NEXT_PAGE.args(params)
+def handwritten_ops(pool: asyncpg.Pool, work: Work) -> dict[str, Callable[[int], Awaitable[Any]]]:
+    """The hot statements by hand, with asyncpg's own calls on a bare pool."""
 
     async def key(i: int) -> Any:
         digest = hash_key(work.key)
         async with pool.acquire() as conn:
-            if hand:
-                row = await conn.fetchrow(HAND_LOOK_UP, digest)
-            else:
-                row = await conn.fetchrow(CORE_LOOK_UP.sql, *CORE_LOOK_UP.args({"digest": digest}))
+            row = await conn.fetchrow(HAND_LOOK_UP, digest)
         assert principal_of(row, digest) is not None
 
-    async def intake(i: int) -> Any:
-        async with pool.acquire() as conn:
-            session = CompiledSession(conn)
-            caller = await look_up(session, work.key)  # type: ignore[arg-type]
-            assert caller is not None and caller.partner_id is not None
-            async with conn.transaction():
-                await case_actions.create_case(
-                    session,  # type: ignore[arg-type]
-                    owner_id=caller.partner_id,
-                    body=next(work.bodies),
-                    caller=caller,
-                )
-
     async def page(i: int) -> Any:
-        sql, args = page_args(i)
+        cursor = work.cursor(i)
         async with pool.acquire() as conn:
-            rows = await conn.fetch(sql, *args)
+            if cursor is None:
+                rows = await conn.fetch(HAND_FIRST_PAGE, work.partner_id, PAGE + 1)
+            else:
+                rows = await conn.fetch(
+                    HAND_NEXT_PAGE, work.partner_id, PAGE + 1, *work.after(cursor)
+                )
         items, _ = page_of(
             [dict(r) for r in rows],
             limit=PAGE,
@@ -442,20 +229,12 @@ def asyncpg_ops(pool: asyncpg.Pool, work: Work, *, hand: bool) -> dict[str, Call
 
     async def event(i: int) -> Any:
         draft = work.event()
-        encoded = json.dumps(work.snapshot, default=str)
+        encoded = json_text(work.snapshot)
         async with pool.acquire() as conn, conn.transaction():
-            if hand:
-                stored = await conn.fetchrow(HAND_APPEND, *draft.values(), encoded)
-            else:
-                stored = await conn.fetchrow(
-                    CORE_APPEND.sql, *CORE_APPEND.args(draft | {"data": encoded})
-                )
+            stored = await conn.fetchrow(HAND_APPEND, *draft.values(), encoded)
         event_of(draft, encoded, stored)
 
-    ops = {"key look-up": key, "referral page": page, "event append": event}
-    if not hand:
-        ops = {"intake": intake, **ops}
-    return ops
+    return {"key look-up": key, "referral page": page, "event append": event}
 
 
 # --- Measuring -----------------------------------------------------------------------------------
@@ -505,13 +284,13 @@ async def measure_op(
     return (client1 - client0) / count * 1e6, (backend1 - backend0) / count * 1e6
 
 
-async def collect_cursors(sessionmaker: Any, partner_id: uuid.UUID, pages: int) -> list[str]:
+async def collect_cursors(db: Database, partner_id: uuid.UUID, pages: int) -> list[str]:
     cursors: list[str] = []
     cursor = None
-    async with sessionmaker() as session:
+    async with db.connection() as conn:
         for _ in range(pages):
             _, cursor = await referrals_store.page(
-                session,
+                conn,
                 viewer_is_admin=False,
                 viewer_partner_id=partner_id,
                 equal=[("assignee_partner_id", partner_id)],
@@ -535,32 +314,29 @@ async def main() -> int:
 async def run(server: Any) -> int:
     progress(f"sql paths: database from the migrated template, {CASES:,} cases generated")
     database = await server.fresh_database("sqlpaths")
-    async with store_session(database) as session:
-        await reference.load_seed_data(session)  # as the registry does when it starts
+    async with store_transaction(database) as conn:
+        await reference.load_seed_data(conn)  # as the registry does when it starts
     _, partner_id = await generate(database, CASES)
-    names = {v: f"relais-bench-sqlpaths-{v}" for v in ("sqlalchemy", "compiled", "handwritten")}
+    names = {v: f"relais-bench-sqlpaths-{v}" for v in VARIANTS}
     settings = Settings(database_url=database, db_pool_size=CONCURRENCY, db_max_overflow=0)
-    engine = create_engine(settings, application_name=names["sqlalchemy"])
-    sessionmaker = create_sessionmaker(engine)
-    pool = await create_pool(database, size=CONCURRENCY, name=names["compiled"])
+    db = await Database.connect(settings, application_name=names["services"], min_size=CONCURRENCY)
     hand_pool = await create_pool(database, size=CONCURRENCY, name=names["handwritten"])
     monitor = await asyncpg.connect(plain_url(database))
     intake_ops = OPS // 3
     work = Work(
         partner_key(0),
         partner_id,
-        await collect_cursors(sessionmaker, partner_id, 15),
-        intakes=ROUNDS * 2 * (intake_ops + max(50, intake_ops // 10)),
+        await collect_cursors(db, partner_id, 15),
+        intakes=ROUNDS * (intake_ops + max(50, intake_ops // 10)),
     )
     variants = {
-        "sqlalchemy": sqlalchemy_ops(sessionmaker, work),
-        "compiled": asyncpg_ops(pool, work, hand=False),
-        "handwritten": asyncpg_ops(hand_pool, work, hand=True),
+        "services": services_ops(db, work),
+        "handwritten": handwritten_ops(hand_pool, work),
     }
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for round_ in range(1, ROUNDS + 1):
-            for operation in ("intake", "key look-up", "referral page", "event append"):
+            for operation in OPERATIONS:
                 count = intake_ops if operation == "intake" else OPS
                 for variant, ops in variants.items():
                     if operation not in ops:
@@ -573,9 +349,8 @@ async def run(server: Any) -> int:
                     )
     finally:
         await monitor.close()
-        await pool.close()
         await hand_pool.close()
-        await engine.dispose()
+        await db.close()
     print(report(results))
     return 0
 
@@ -586,12 +361,12 @@ def report(results: Mapping[tuple[str, str], list[tuple[float, float]]]) -> str:
         f"CPU per operation, µs (median of {ROUNDS} rounds; {OPS} operations each, intake "
         f"{OPS // 3}; {CONCURRENCY} connections; measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
-        "| operation | variant | client | PostgreSQL backend | total | client vs SQLAlchemy |",
+        "| operation | variant | client | PostgreSQL backend | total | client vs services |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for operation in ("intake", "key look-up", "referral page", "event append"):
+    for operation in OPERATIONS:
         base = None
-        for variant in ("sqlalchemy", "compiled", "handwritten"):
+        for variant in VARIANTS:
             runs = results.get((operation, variant))
             if not runs:
                 continue
@@ -602,11 +377,6 @@ def report(results: Mapping[tuple[str, str], list[tuple[float, float]]]) -> str:
                 f"| {operation} | {variant} | {client:,.0f} | {backend:,.0f} | "
                 f"{client + backend:,.0f} | {client / base:.2f} |"
             )
-    lines.append("")
-    lines.append(
-        f"CompiledSession (intake, variant 2): {CompiledSession.compilations:,} compilations for "
-        f"{CompiledSession.executions:,} statements executed"
-    )
     return "\n".join(lines)
 
 
