@@ -22,8 +22,10 @@ Left out (the measured endpoints never read them): the referrals service's case 
 projections, duplicate keys, deliveries. Then, with the three APIs running (no workers),
 one partner's key requests, one request at a time after a warm-up: `GET /cases?limit=50`
 (the first page and pages at random cursors), `GET /cases/{id}` (random cases of its own),
-`GET /referrals?role=incoming` (first page and random cursors) and `GET /feed?after=` a
-cursor in the middle of the log (random events of its own in the middle third).
+`GET /referrals?role=incoming` (first page and random cursors), `GET /hsds/services` (pages,
+plain and fully nested), `GET /fhir/Task?owner=` (the partner's Tasks, first page and random
+cursors) and `GET /feed?after=` a cursor in the middle of the log (random events of its own
+in the middle third).
 """
 
 from __future__ import annotations
@@ -438,6 +440,17 @@ async def request_plan(
         "GET /feed?after=<middle>": [
             f"/feed?after={sequence_of(row['tx'], row['seq'])}&limit=50" for row in events
         ],
+        # The standards views (SPEC 11): the directory's 60 services as HSDS pages (plain and
+        # fully nested), and the partner's Tasks through FHIR (first page and random cursors).
+        "GET /hsds/services": [
+            f"/hsds/services?per_page=20&page={1 + i % 3}" + ("&full=true" if i % 2 else "")
+            for i in range(len(cases))
+        ],
+        "GET /fhir/Task?owner=": [
+            f"/fhir/Task?owner=Organization/{partner}&_count=50"
+            + (f"&next={cursor(row)}" if i % 2 else "")
+            for i, row in enumerate(incoming)
+        ],
     }
     for values in paths.values():
         rng.shuffle(values)
@@ -449,6 +462,8 @@ SERVICE_OF = {
     "GET /cases/{id}": "registry",
     "GET /referrals?role=incoming": "referrals",
     "GET /feed?after=<middle>": "notifications",
+    "GET /hsds/services": "registry",
+    "GET /fhir/Task?owner=": "referrals",
 }
 
 
