@@ -1,8 +1,10 @@
 """1. Intake: `POST /cases` with a 3-step plan over HTTP, against the same SQL straight through
 the driver, in the same run.
 
-The registry runs alone (`RELAIS_RUN_WORKERS=false`) on a fresh database. A load process
-posts distinct beneficiaries from N keep-alive connections for a few seconds; then another
+The registry runs alone (`RELAIS_RUN_WORKERS=false`) on a fresh database, warmed up with 400
+cases and then analysed (`PgServer.settle_statistics`: the statistics a running hub has). A
+load process posts distinct beneficiaries from N keep-alive connections for a few seconds;
+then another
 load process (`bench/load.py` `intake_direct`) runs the same intakes through the registry's
 code itself, without HTTP: the key's look-up and `case_actions.create_case` with the store
 functions it calls, on a `shared.db.Database` (asyncpg) as the service's, from N concurrent
@@ -59,6 +61,7 @@ async def measure(server: PgServer, procs: Processes, *, quick: bool = False) ->
     )
     if warm["errors"]:
         raise RuntimeError(f"intake warm-up errors: {warm['errors']}")
+    await server.settle_statistics(database)
     index = warm["next_index"]
     http_rates, direct_rates = [], []
     pid = hub.running["registry"].pid

@@ -155,6 +155,7 @@ async def whole_hub(
     _, missing, _ = await collect(client, receiver, warm["cases"], 30)
     if missing:
         raise RuntimeError(f"warm-up: {missing} cases got no referral webhook")
+    await server.settle_statistics(database)
     await client.get(f"{receiver}/reset")
     return whole
 
