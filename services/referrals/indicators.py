@@ -10,7 +10,8 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from shared.errors import FieldError, Unprocessable
@@ -57,14 +58,6 @@ class Period:
 
     start: date
     end: date
-
-    @property
-    def bounds(self) -> tuple[datetime, datetime]:
-        """The period's first instant and the instant after it, in UTC."""
-        return (
-            datetime.combine(self.start, time.min, tzinfo=UTC),
-            datetime.combine(self.end, time.min, tzinfo=UTC),
-        )
 
     @classmethod
     def of(cls, start: date | None, end: date | None, *, today: date) -> Period:
@@ -161,6 +154,18 @@ class _Withholding:
             self.suppressed = True
             return None
         return value
+
+
+def percentile(
+    below: float | None, above: float | None, fraction: Decimal, count: int
+) -> float | None:
+    """PostgreSQL's `percentile_cont(fraction)` over `count` sorted values, from the two
+    values at positions floor and ceil of fraction * (count - 1): interpolated between them."""
+    if below is None or above is None or not count:
+        return None
+    position = fraction * (count - 1)
+    weight = float(position - int(position))
+    return float(below) + weight * (float(above) - float(below))
 
 
 def ratio(part: int, whole: int) -> float | None:
