@@ -9,7 +9,7 @@ and pathway completion, the day of the previous referral of its case (and step) 
 durations. `refresh_cases` writes the rows of some cases as they are now and moves what
 changed between the day totals, in one statement; only the reconciler calls it (one writer:
 the day totals are added to without waiting on each other), and `rebuild` writes everything
-again.
+again with it, a few thousand cases at a time.
 
 `indicator_counts` answers from the day totals when the figures concern every partner (an
 admin key, no partner filter or grouping): a year reads a few thousand rows. A partner's
@@ -44,13 +44,11 @@ _CASES = "CAST(:case_ids AS uuid[])"
 _ORDER = "ORDER BY b.created_at, b.referral_id"
 
 
-def _fresh(*, restricted: bool) -> str:
-    """Each referral's row as it is now (of the cases `case_ids` when `restricted`)."""
-    of_cases = f"WHERE r.case_id = ANY({_CASES})" if restricted else ""
+def _fresh() -> str:
+    """Each referral's row as it is now, for the referrals of the cases `case_ids`."""
+    of_cases = f"WHERE r.case_id = ANY({_CASES})"
     history_of_cases = (
         f"WHERE h.referral_id IN (SELECT id FROM referrals.referrals WHERE case_id = ANY({_CASES}))"
-        if restricted
-        else ""
     )
 
     def previous(partition: str) -> str:
@@ -95,10 +93,10 @@ def _fresh(*, restricted: bool) -> str:
     """
 
 
-def _refresh(*, restricted: bool) -> str:
-    """Write the rows that changed and move their contributions between the day totals: each
-    old row is taken away (-1), each new one added (+1)."""
-    old = f"SELECT * FROM {FACTS}" + (f" WHERE case_id = ANY({_CASES})" if restricted else "")
+def _refresh() -> str:
+    """Write the rows of the cases `case_ids` that changed, and move their contributions
+    between the day totals: each old row is taken away (-1), each new one added (+1)."""
+    old = f"SELECT * FROM {FACTS} WHERE case_id = ANY({_CASES})"
     columns = ", ".join(_COLUMNS)
     differs = (
         f"ROW({', '.join('n.' + c for c in _VALUES)}) "
@@ -118,7 +116,7 @@ def _refresh(*, restricted: bool) -> str:
         f"status_{s} = d.status_{s} + EXCLUDED.status_{s}" for s in REFERRAL_STATUSES
     )
     return f"""
-    WITH fresh AS MATERIALIZED ({_fresh(restricted=restricted)}),
+    WITH fresh AS MATERIALIZED ({_fresh()}),
     old AS MATERIALIZED ({old}),
     came AS (
         SELECT n.* FROM fresh AS n LEFT JOIN old AS o ON o.referral_id = n.referral_id
@@ -133,9 +131,8 @@ def _refresh(*, restricted: bool) -> str:
         ON CONFLICT (referral_id) DO UPDATE SET {updates}
     ),
     dropped AS (
-        DELETE FROM {FACTS} WHERE referral_id IN (
-            SELECT o.referral_id FROM old AS o
-            WHERE NOT EXISTS (SELECT 1 FROM fresh AS n WHERE n.referral_id = o.referral_id))
+        DELETE FROM {FACTS} AS f WHERE f.case_id = ANY({_CASES})
+            AND NOT EXISTS (SELECT 1 FROM fresh AS n WHERE n.referral_id = f.referral_id)
     ),
     moves AS (
         SELECT {moved}, 1 AS sign FROM came UNION ALL SELECT {moved}, -1 AS sign FROM gone
@@ -187,12 +184,17 @@ def _refresh(*, restricted: bool) -> str:
     """
 
 
-_REFRESH = Statement(_refresh(restricted=True))
+_REFRESH = Statement(_refresh())
 _CLEAR = [
     Statement(f"DELETE FROM {table}") for table in (FACTS, DAYS, FIRSTS, DEADLINES, DURATIONS)
 ]
-_WRITE_ALL = Statement(_refresh(restricted=False))
+# The cases in the order of their first referral: a rebuild's statement then adds to the
+# totals of a few days only.
+_CASES_REFERRED = Statement(
+    "SELECT case_id FROM referrals.referrals GROUP BY case_id ORDER BY min(created_at), case_id"
+)
 _COUNT = Statement(f"SELECT count(*) FROM {FACTS}")
+REBUILD_CASES = 2000  # cases per statement of a rebuild
 
 
 async def refresh_cases(conn: Connection, *, case_ids: Sequence[UUID]) -> None:
@@ -203,10 +205,13 @@ async def refresh_cases(conn: Connection, *, case_ids: Sequence[UUID]) -> None:
 
 
 async def rebuild(conn: Connection) -> int:
-    """Write the whole rollup again from the referrals; returns the number of referrals."""
+    """Write the whole rollup again from the referrals, a few thousand cases per statement;
+    returns the number of referrals."""
     for statement in _CLEAR:
         await statement.execute(conn)
-    await _WRITE_ALL.execute(conn)
+    case_ids = [row["case_id"] for row in await _CASES_REFERRED.fetch(conn)]
+    for first in range(0, len(case_ids), REBUILD_CASES):
+        await refresh_cases(conn, case_ids=case_ids[first : first + REBUILD_CASES])
     return await _COUNT.fetchval(conn)
 
 
