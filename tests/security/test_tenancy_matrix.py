@@ -112,6 +112,8 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                     {"case_id": case["id"], "step_id": referral["step_id"]},
                 ),
                 ("referrals", "GET", "/queues/unassigned"): (403, None),
+                ("referrals", "GET", "/indicators"): ("list", None),
+                ("referrals", "GET", "/gaps"): (403, None),
                 ("notifications", "POST", "/endpoints"): (
                     403,
                     {"url": receiver.url, "partner_id": owner["id"]},
@@ -173,6 +175,17 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                         if i in response.text and i not in json.dumps(body or {}) + url
                     ], where
             assert await _fingerprint(hub) == before, "a stranger's request changed something"
+
+            # The stranger's indicators are its own, empty: one row of totals counting nothing,
+            # and no group when grouped (by partner: not even the others' ids).
+            own = await hub.referrals.get("/indicators", headers=bearer(stranger["key"]))
+            assert [(r["referrals"], r["cases_referred"]) for r in own.json()["rows"]] == [(0, 0)]
+            grouped = await hub.referrals.get(
+                "/indicators",
+                params={"group_by": "partner", "partner_id": owner["id"]},
+                headers=bearer(stranger["key"]),
+            )
+            assert grouped.status_code == 200 and grouped.json()["rows"] == []
 
             # The stranger's own things still work, and the feed holds only its own events.
             assert (
