@@ -13,6 +13,7 @@ from tests.hub import eventually, running_hub
 from tests.notifications.receiver import Receiver
 
 PROBES = {"/healthz", "/readyz", "/metrics"}
+PROBLEM = "application/problem+json"  # errors; the FHIR view's are OperationOutcomes
 
 
 async def _fingerprint(hub) -> tuple:
@@ -91,6 +92,8 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                 "endpoint_id": owner_endpoint["id"],
                 "delivery_id": delivery["id"],
                 "step_id": referral["step_id"],
+                "task_id": referral["id"],  # a FHIR Task is a referral
+                "request_id": referral["step_id"],  # a ServiceRequest is a step
             }
             # Every route of the two services, as the stranger, with the others' ids.
             routes = {
@@ -114,6 +117,14 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                 ("referrals", "GET", "/queues/unassigned"): (403, None),
                 ("referrals", "GET", "/indicators"): ("list", None),
                 ("referrals", "GET", "/gaps"): (403, None),
+                ("referrals", "GET", "/fhir/metadata"): ("list", None),
+                ("referrals", "GET", "/fhir/Task"): ("list", None),
+                ("referrals", "GET", "/fhir/Task/{task_id}"): (404, None),
+                ("referrals", "PATCH", "/fhir/Task/{task_id}"): (
+                    404,
+                    [{"op": "replace", "path": "/status", "value": "accepted"}],
+                ),
+                ("referrals", "GET", "/fhir/ServiceRequest/{request_id}"): (404, None),
                 ("notifications", "POST", "/endpoints"): (
                     403,
                     {"url": receiver.url, "partner_id": owner["id"]},
@@ -168,7 +179,8 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                         response.status_code,
                         response.text,
                     )
-                    assert response.headers["content-type"] == "application/problem+json", where
+                    errors = "application/fhir+json" if path.startswith("/fhir") else PROBLEM
+                    assert response.headers["content-type"] == errors, where
                     assert not [
                         i
                         for i in secret_ids
