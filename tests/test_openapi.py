@@ -200,6 +200,7 @@ ENUMERATED_QUERIES = {
     ("registry", "/cases", "status"): {"open", "closed"},
     ("registry", "/duplicates", "status"): {"open", "dismissed", "merged", "linked"},
     ("notifications", "/deliveries", "status"): {"pending", "succeeded", "failed"},
+    ("referrals", "/gaps", "level"): {"region", "cercle"},
 }
 
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.referrals.api import router
 from services.referrals.fhir_api import FHIR_SCHEMAS
 from services.referrals.fhir_api import router as fhir_router
+from services.referrals.indicators_api import router as indicators_router
 from services.referrals.worker import consumers
 from shared.openapi import make_exact
 from shared.service import ServiceSpec, build_app
@@ -24,7 +25,8 @@ TAGS = [
     {"name": "referrals", "description": "Referrals addressed to you or about your cases."},
     {
         "name": "coordination",
-        "description": "The coordination's tools: queue, assignment, preview.",
+        "description": "The coordination's tools: queue, assignment, preview; indicators "
+        "and service gaps.",
     },
     {
         "name": "fhir",
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name="referrals",
             title="Relais referrals",
             description=DESCRIPTION,
-            routers=[router, fhir_router],
+            routers=[router, fhir_router, indicators_router],
             tags=TAGS,
             consumers=consumers,
         ),

@@ -1,9 +1,11 @@
-"""The referrals service's own copies of partners, services and cases, built from events.
+"""The referrals service's own copies of partners, services and cases, built from events,
+and the indicators' rollup kept with them.
 
 Each event carries the resource's full snapshot and its `version`; an update whose version
 is not newer than the copy is discarded, so replays and reordering are harmless. The copies
 can be rebuilt from the log from scratch (`rebuild`). The rows are written by
-`store.projections`.
+`store.projections`; the rollup's (what `GET /indicators` and `GET /gaps` count) by
+`store.indicators`, from the cases and referrals as they are when their events are processed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from services.referrals.store import Connection
+from services.referrals.store import indicators as indicator_store
 from services.referrals.store import projections as projection_store
 from shared.eventlog.consumer import read_after
 from shared.eventlog.model import Event
@@ -148,6 +151,12 @@ def step_row(
     }
 
 
+async def refresh_rollup(conn: Connection, *, case_ids: Sequence[UUID]) -> None:
+    """Bring the indicators' rollup in line with these cases and their referrals as they are
+    now (their return area, their pathway, each referral's status and times)."""
+    await indicator_store.refresh_cases(conn, case_ids=case_ids)
+
+
 async def resolve_step(conn: Connection, *, step_id: UUID, resolution: str) -> None:
     """The step ends (completed or cancelled) unless it already has."""
     await projection_store.resolve_step(conn, step_id=step_id, resolution=resolution)
@@ -166,13 +175,15 @@ async def apply(conn: Connection, event: Event) -> bool:
 
 
 async def rebuild(conn: Connection, *, batch_size: int = 1000) -> int:
-    """Empty the projections and build them again from the whole log. No routing happens:
-    the reconciler keeps its own checkpoint. Returns the number of events read."""
+    """Empty the projections and build them again from the whole log, each pathway's
+    completion included (its last `case.pathway_completed`). No routing happens: the
+    reconciler keeps its own checkpoint. Returns the number of events read."""
     await projection_store.clear(conn)
     position, count = (0, 0), 0
     while True:
         batch = await read_after(conn, tx=position[0], seq=position[1], limit=batch_size)
         if not batch:
+            await projection_store.restore_pathway_completions(conn)
             return count
         for event in batch:
             await apply(conn, event)

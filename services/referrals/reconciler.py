@@ -1,5 +1,6 @@
-"""The reconciler: consumes the log, keeps the projections, and routes each case's next
-interventions (SPEC 5). One batch of events is one transaction with the checkpoint.
+"""The reconciler: consumes the log, keeps the projections and the indicators' rollup, and
+routes each case's next interventions (SPEC 5). One batch of events is one transaction with
+the checkpoint.
 
 For every case an event touches, `reconcile` brings its referrals in line with the case:
 - a closed case, or one without consent, has no open referral (they are cancelled with
@@ -49,9 +50,11 @@ RECONCILING_REFERRAL_EVENTS = frozenset(
 
 
 async def handle(conn: Connection, events: Sequence[Event]) -> None:
-    """The consumer's handler: projections first, then the touched cases reconciled together."""
+    """The consumer's handler: projections first, then the touched cases reconciled
+    together, then the indicators' rollup of those cases and of the batch's referrals."""
     touched: dict[UUID, Event] = {}
     snapshots: list[Mapping[str, Any]] = []
+    referred: set[UUID] = set()  # the cases of the batch's referral events
     for event in events:
         if event.type.startswith("partner."):
             applied, before = await projections.apply_partner(conn, event.data)
@@ -65,10 +68,13 @@ async def handle(conn: Connection, events: Sequence[Event]) -> None:
         elif event.type.startswith("case.") and event.type != "case.pathway_completed":
             snapshots.append(event.data)
             touched[UUID(str(event.data["id"]))] = event
-        elif event.type in RECONCILING_REFERRAL_EVENTS:
-            touched[UUID(str(event.data["case_id"]))] = event
+        elif event.type.startswith("referral."):
+            referred.add(UUID(str(event.data["case_id"])))
+            if event.type in RECONCILING_REFERRAL_EVENTS:
+                touched[UUID(str(event.data["case_id"]))] = event
     await projections.apply_cases(conn, snapshots)
     await reconcile(conn, touched)
+    await projections.refresh_rollup(conn, case_ids=[*touched, *referred])
 
 
 async def release_partner(conn: Connection, *, partner_id: UUID, cause: Event) -> list[UUID]:

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import TypeAliasType
 
+from services.referrals.indicators import DIMENSIONS, GAP_LEVELS
 from services.referrals.routing import (
     AGE,
     AGE_UNKNOWN,
@@ -275,3 +276,109 @@ class PathwayCompleted(BaseModel):
     case_id: UUID
     case_reference: str
     steps: list[PathwayCompletedStep]
+
+
+# --- The coordination's view (SPEC 12) ------------------------------------------------------
+
+Dimension = TypeAliasType("Dimension", Literal[DIMENSIONS])  # type: ignore[valid-type]
+GapLevel = TypeAliasType("GapLevel", Literal[tuple(GAP_LEVELS)])  # type: ignore[misc]
+
+_COUNT = "null when withheld (`min_cell`)."
+
+
+class ReferralsByStatus(BaseModel):
+    """The row's referrals by their status now (each null when withheld)."""
+
+    requested: int | None
+    accepted: int | None
+    in_progress: int | None
+    unassigned: int | None
+    rejected: int | None
+    expired: int | None
+    completed: int | None
+    failed: int | None
+    cancelled: int | None
+
+
+class IndicatorRow(BaseModel):
+    """One row of indicators: the values of the grouped dimensions (only those), then the
+    figures over the row's referrals. Definitions in the operation's description."""
+
+    region: str | None = Field(
+        default=None, description="Grouped by `region`: the region's area code (depth 1)."
+    )
+    area: str | None = Field(default=None, description="Grouped by `area`: the area code.")
+    service_type: str | None = Field(default=None, description="Grouped by `service_type`.")
+    dimension: str | None = Field(default=None, description="Grouped by `dimension`.")
+    partner: UUID | None = Field(
+        default=None,
+        description="Grouped by `partner`: the assignee's id (null for unassigned referrals).",
+    )
+    month: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{4}-[0-9]{2}$",
+        description="Grouped by `month`: the month of creation, `YYYY-MM` (UTC).",
+        examples=["2026-03"],
+    )
+    cases_referred: int | None = Field(description=f"Distinct cases; {_COUNT}")
+    referrals: int | None = Field(description=f"Referrals created in the period; {_COUNT}")
+    by_status: ReferralsByStatus
+    accepted: int | None = Field(description=f"Referrals ever accepted; {_COUNT}")
+    answered: int | None = Field(description=f"Accepted or rejected; {_COUNT}")
+    acceptance_rate: float | None = Field(description="accepted / answered.")
+    rejection_rate: float | None = Field(description="rejected / answered.")
+    expiry_rate: float | None = Field(description="expired / (answered + expired).")
+    rerouted_steps: int | None = Field(
+        description=f"Distinct steps with a referral of attempt > 1; {_COUNT}"
+    )
+    hours_to_acceptance_median: float | None
+    hours_to_acceptance_p90: float | None
+    days_to_completion_median: float | None
+    overdue_now: int | None = Field(description=f"Still requested past the deadline; {_COUNT}")
+    unassigned_now: int | None = Field(description=f"Unassigned now; {_COUNT}")
+    pathways_completed: int | None = Field(
+        description=f"Distinct cases whose pathway last completed within the period; {_COUNT}"
+    )
+    suppressed: bool = Field(description="True when a figure of the row is withheld.")
+
+
+class IndicatorsRead(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: date = Field(alias="from", description="First day of the period (included).")
+    to: date = Field(description="Day after the period (excluded).")
+    group_by: list[Dimension]
+    min_cell: int | None = Field(description="Counts under it are withheld.")
+    rows: list[IndicatorRow]
+
+
+class GapDemand(BaseModel):
+    """What an area asks of a service type."""
+
+    waiting_steps: int = Field(
+        description="Open cases' steps of the type not routed yet (no open referral)."
+    )
+    unassigned: int = Field(description="Referrals of the type unassigned now.")
+    recent_referrals: int = Field(description="Referrals of the type created in the last 90 days.")
+    total: int = Field(
+        description="waiting_steps + the referrals unassigned or recent (each referral once)."
+    )
+
+
+class GapRow(BaseModel):
+    area_code: str
+    area_name: str
+    service_type: str
+    demand: GapDemand
+    services: int = Field(description="Active services of active partners covering the area.")
+    free_capacity: int | None = Field(
+        description="Their capacity minus their load, added up; null when one has no limit."
+    )
+    gap: bool = Field(description="Demand, and no covering service.")
+    saturated: bool = Field(description="Covering services, every one of them full.")
+
+
+class GapsRead(BaseModel):
+    level: GapLevel
+    service_type: str | None = Field(description="The one service type asked for, if any.")
+    rows: list[GapRow]

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -86,6 +87,8 @@ cases = Table(
     Column("vulnerabilities", ARRAY(String(64)), nullable=False),
     Column("version", Integer, nullable=False),
     Column("pathway_completed", Boolean, nullable=False, server_default="false"),
+    # When the reconciler last found every step resolved (its last `case.pathway_completed`).
+    Column("pathway_completed_at", DateTime(timezone=True)),
 )
 
 steps = Table(
@@ -196,4 +199,121 @@ service_load_changes = Table(
     Column("service_id", UUID(as_uuid=True), nullable=False),
     Column("delta", Integer, nullable=False),
     Index("ix_service_load_changes_service_id", "service_id"),
+)
+
+# --- The indicators' rollup (SPEC 12) --------------------------------------------------------
+# `referral_facts`: one row per referral with what `GET /indicators` and `GET /gaps` count.
+# `indicator_days`, `indicator_firsts`, `indicator_deadlines` and `indicator_durations`: those
+# rows added up per day of creation, case return area and service type, so that a year of
+# figures reads a few thousand rows instead of every referral. Only the reconciler writes
+# them (store.indicators), in the batch that sees a case's events;
+# `python -m services.referrals.rebuild` writes them all again. An area unknown to the rollup
+# (a case never projected) is '' in the day rows.
+
+_NO_DAY = text("'-infinity'::date")
+
+referral_facts = Table(
+    "referral_facts",
+    metadata,
+    Column("referral_id", UUID(as_uuid=True), primary_key=True),
+    Column("case_id", UUID(as_uuid=True), nullable=False),
+    Column("step_id", UUID(as_uuid=True), nullable=False),
+    # The case's return area as the case is now (null if the case was never projected).
+    Column("area_code", String(32)),
+    Column("service_type", String(64), nullable=False),
+    Column("dimension", String(32)),
+    Column("assignee_partner_id", UUID(as_uuid=True)),
+    Column("owner_partner_id", UUID(as_uuid=True), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("deadline_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # From its history: when it entered `requested` (created so, or assigned), was accepted
+    # and completed; and when its case's pathway last completed.
+    Column("requested_at", DateTime(timezone=True)),
+    Column("accepted_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("pathway_completed_at", DateTime(timezone=True)),
+    # Derived: its day of creation (UTC); the day of the case's previous referral (of any
+    # type, of its type, of its dimension) and, from the second attempt on, of its step's
+    # previous re-routed referral ('-infinity' when none); the day its case's pathway last
+    # completed ('infinity' when never); its durations in whole minutes.
+    Column("day", Date, nullable=False),
+    Column("case_prev_day", Date, nullable=False, server_default=_NO_DAY),
+    Column("case_type_prev_day", Date, nullable=False, server_default=_NO_DAY),
+    Column("case_dimension_prev_day", Date, nullable=False, server_default=_NO_DAY),
+    Column("step_prev_day", Date, nullable=False, server_default=_NO_DAY),
+    Column("completed_day", Date, nullable=False, server_default=text("'infinity'::date")),
+    Column("acceptance_minutes", Integer),
+    Column("completion_minutes", Integer),
+    Index("ix_referral_facts_day", "day"),
+    Index("ix_referral_facts_case_id", "case_id"),
+    Index("ix_referral_facts_owner_partner_id_day", "owner_partner_id", "day"),
+    Index("ix_referral_facts_assignee_partner_id_day", "assignee_partner_id", "day"),
+    Index(
+        "ix_referral_facts_requested_deadline_at",
+        "deadline_at",
+        postgresql_where=text("status = 'requested'"),
+    ),
+    Index(
+        "ix_referral_facts_unassigned_day",
+        "day",
+        postgresql_where=text("status = 'unassigned'"),
+    ),
+)
+
+
+def _day_key() -> list[Column]:
+    return [
+        Column("day", Date, primary_key=True),
+        Column("area_code", String(32), primary_key=True),
+        Column("service_type", String(64), primary_key=True),
+    ]
+
+
+indicator_days = Table(
+    "indicator_days",
+    metadata,
+    *_day_key(),
+    Column("referrals", BigInteger, nullable=False),
+    Column("accepted", BigInteger, nullable=False),  # ever accepted
+    # By status now: one column per status, in lifecycle order.
+    *(Column(f"status_{status}", BigInteger, nullable=False) for status in REFERRAL_STATUSES),
+)
+
+# Distinct cases and steps, added up: the referrals of a day, area and type by `kind` (the
+# case's referrals, of its type, of its dimension; a step's re-routed referrals), the day of
+# the previous one of the same kind and the day the case's pathway last completed. A
+# referral is the first of its kind within a period when its previous one is before it.
+indicator_firsts = Table(
+    "indicator_firsts",
+    metadata,
+    *_day_key(),
+    Column("kind", String(16), primary_key=True),
+    Column("prev_day", Date, primary_key=True),
+    Column("completed_day", Date, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    CheckConstraint("kind IN ('case', 'case_type', 'case_dimension', 'step')", name="kind"),
+)
+
+# The referrals requested now, by the day of their deadline: those of the days before today
+# are overdue (today's are counted on their rows).
+indicator_deadlines = Table(
+    "indicator_deadlines",
+    metadata,
+    *_day_key(),
+    Column("deadline_day", Date, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+# The durations, counted per whole minute: from request to acceptance, from acceptance to
+# completion.
+indicator_durations = Table(
+    "indicator_durations",
+    metadata,
+    *_day_key(),
+    Column("measure", String(16), primary_key=True),
+    Column("minutes", Integer, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    CheckConstraint("measure IN ('acceptance', 'completion')", name="measure"),
 )

@@ -13,6 +13,7 @@ from tests.hub import eventually, running_hub
 from tests.notifications.receiver import Receiver
 
 PROBES = {"/healthz", "/readyz", "/metrics"}
+PROBLEM = "application/problem+json"  # errors; the FHIR view's are OperationOutcomes
 
 
 async def _fingerprint(hub) -> tuple:
@@ -91,8 +92,8 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                 "endpoint_id": owner_endpoint["id"],
                 "delivery_id": delivery["id"],
                 "step_id": referral["step_id"],
-                "task_id": referral["id"],
-                "request_id": referral["step_id"],
+                "task_id": referral["id"],  # a FHIR Task is a referral
+                "request_id": referral["step_id"],  # a ServiceRequest is a step
             }
             # Every route of the two services, as the stranger, with the others' ids.
             routes = {
@@ -114,6 +115,8 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                     {"case_id": case["id"], "step_id": referral["step_id"]},
                 ),
                 ("referrals", "GET", "/queues/unassigned"): (403, None),
+                ("referrals", "GET", "/indicators"): ("list", None),
+                ("referrals", "GET", "/gaps"): (403, None),
                 # The FHIR view: the same tenancy, refusals as OperationOutcome documents.
                 ("referrals", "GET", "/fhir/metadata"): ("list", None),
                 ("referrals", "GET", "/fhir/Task"): ("list", None),
@@ -198,6 +201,17 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                         if i in response.text and i not in json.dumps(body or {}) + url
                     ], where
             assert await _fingerprint(hub) == before, "a stranger's request changed something"
+
+            # The stranger's indicators are its own, empty: one row of totals counting nothing,
+            # and no group when grouped (by partner: not even the others' ids).
+            own = await hub.referrals.get("/indicators", headers=bearer(stranger["key"]))
+            assert [(r["referrals"], r["cases_referred"]) for r in own.json()["rows"]] == [(0, 0)]
+            grouped = await hub.referrals.get(
+                "/indicators",
+                params={"group_by": "partner", "partner_id": owner["id"]},
+                headers=bearer(stranger["key"]),
+            )
+            assert grouped.status_code == 200 and grouped.json()["rows"] == []
 
             # The stranger's own things still work, and the feed holds only its own events.
             assert (

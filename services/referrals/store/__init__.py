@@ -3,7 +3,8 @@ the driver.
 
 `referrals` holds the referrals and their history, `projections` the copies of partners,
 services, cases and steps built from events (and the areas they are read with), `loads` the
-services' load counters. Every function takes the connection, then keyword-only arguments;
+services' load counters, `indicators` the indicators' rollup and the coordination's
+queries over it (SPEC 12). Every function takes the connection, then keyword-only arguments;
 the caller owns the transaction. Each statement is compiled once, at import
 (`shared.db.Statement`), but for the pages of the lists, whose filters vary per call.
 """

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Boolean, Table, bindparam, case, cast, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, Insert, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
@@ -21,7 +21,7 @@ from services.referrals.tables import cases, partners, services, steps
 from shared.db import Connection, Statement
 from shared.eventlog.append import append
 from shared.eventlog.model import Event
-from shared.tables import areas
+from shared.tables import areas, events
 
 _IDS = bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True)))
 
@@ -49,8 +49,8 @@ _UPSERT_SERVICE = Statement(
         where=services.c.version < _service.excluded.version,
     )
 )
-# What a case's snapshot sets: every column but `pathway_completed`, the reconciler's own.
-_CASE_COLUMNS = [c for c in cases.c if c.name != "pathway_completed"]
+# What a case's snapshot sets: every column but the pathway's completion, the reconciler's own.
+_CASE_COLUMNS = [c for c in cases.c if not c.name.startswith("pathway_completed")]
 _cases = insert_rows(cases, _CASE_COLUMNS)
 _UPSERT_CASES = Statement(
     _cases.on_conflict_do_update(
@@ -129,10 +129,38 @@ _STEPS_OF_CASES = Statement(
 _STEP = Statement(
     select(steps).where(steps.c.id == bindparam("step_id"), steps.c.case_id == bindparam("case_id"))
 )
+# The flag, and the time when it completes (a pathway opened again by a new step keeps the
+# time it last completed).
 _SET_PATHWAY_COMPLETED = Statement(
     update(cases)
     .where(cases.c.id == bindparam("case_id"))
-    .values(pathway_completed=bindparam("completed"))
+    .values(
+        pathway_completed=bindparam("completed", type_=Boolean),
+        pathway_completed_at=case(
+            (bindparam("completed", type_=Boolean), func.now()),
+            else_=cases.c.pathway_completed_at,
+        ),
+    )
+)
+# After a rebuild from the log: each case's last `case.pathway_completed` (the reconciler
+# emits it when the case's last step resolves).
+_completions = (
+    select(
+        cast(events.c.data["case_id"].astext, PG_UUID(as_uuid=True)).label("case_id"),
+        events.c.time,
+    )
+    .where(events.c.type == "case.pathway_completed")
+    .subquery("completions")
+)
+_last_completion = (
+    select(_completions.c.case_id, func.max(_completions.c.time).label("at"))
+    .group_by(_completions.c.case_id)
+    .subquery("last_completion")
+)
+_RESTORE_COMPLETIONS = Statement(
+    update(cases)
+    .where(cases.c.id == _last_completion.c.case_id)
+    .values(pathway_completed=True, pathway_completed_at=_last_completion.c.at)
 )
 _PARTNER = Statement(select(partners).where(partners.c.id == bindparam("partner_id")))
 _SERVICE = Statement(select(services).where(services.c.id == bindparam("service_id")))
@@ -172,7 +200,15 @@ async def get_step(conn: Connection, *, case_id: UUID, step_id: UUID) -> dict | 
 
 
 async def set_pathway_completed(conn: Connection, *, case_id: UUID, completed: bool) -> None:
+    """Mark the case's pathway completed now, or open again (it keeps the time it last
+    completed)."""
     await _SET_PATHWAY_COMPLETED.execute(conn, case_id=case_id, completed=completed)
+
+
+async def restore_pathway_completions(conn: Connection) -> None:
+    """Set each case's pathway completion from its last `case.pathway_completed` in the log,
+    after the cases were rebuilt from it."""
+    await _RESTORE_COMPLETIONS.execute(conn)
 
 
 async def get_partner(conn: Connection, *, partner_id: UUID) -> dict[str, Any] | None:
