@@ -8,7 +8,7 @@ reads `/indicators`, `/gaps`, `/referrals` and `/queues/unassigned` with it.
 
 Every answer carries a strict Content-Security-Policy (scripts, styles, images and requests
 from this origin only; no inline script or style; no form submission; no framing). Files are
-sent gzipped to browsers that take it (plotly.js: 4.8 MB, 1.4 MB gzipped), compressed once per
+sent gzipped to browsers that take it (plotly.js: 4.8 MB, 1.5 MB gzipped), compressed once per
 process, and revalidated by ETag on every load. The page and its files stay out of the OpenAPI
 document, like `/docs`: they are for people, not for integrators' clients.
 """
