@@ -310,6 +310,8 @@ CHART_DATA = """(() => {
   return {
     traces: (chart.data || []).map(t => ({meta: t.meta, x: t.x, y: t.y})),
     drawn: chart.querySelectorAll('.barlayer .trace').length,
+    labels: Array.from(chart.querySelectorAll('.barlayer .trace')).map(
+      trace => Array.from(trace.querySelectorAll('text.bartext')).map(t => t.textContent)),
     bars: Array.from(chart.querySelectorAll('.barlayer .point path'))
       .filter(p => p.getBBox().width > 0 && p.getBBox().height > 0).length,
   };
@@ -398,6 +400,12 @@ async def test_the_dashboard_draws_the_hubs_figures_in_a_real_browser(
         assert traces == expected
         assert drawn["drawn"] == 2
         assert drawn["bars"] == sum(1 for t in expected for value in t["x"] if value)
+        # Each bar is labelled with its figure, in hours to one decimal.
+        for labels, trace in zip(drawn["labels"], expected, strict=True):
+            figures = [value for value in trace["x"] if value is not None]
+            assert len(labels) == len(figures), (labels, figures)
+            for label, value in zip(labels, figures, strict=True):
+                assert label.endswith(" h") and abs(float(label[:-2]) - value) <= 0.05, label
 
         # The gap table is /gaps: the rows that need attention, then every row.
         gaps_url = next(r["url"] for r in api_requests if urlsplit(r["url"]).path == "/gaps")

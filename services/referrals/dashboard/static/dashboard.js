@@ -349,6 +349,10 @@
           return figure(row[measure[0]]);
         }),
         marker: { color: measure[2] },
+        // Each bar says its figure: readable without hovering, on a phone too.
+        texttemplate: "%{x:.1f} h",
+        textposition: "outside",
+        cliponaxis: false,
         hovertemplate: "%{x:.2f} h<extra>" + measure[1] + "</extra>",
       };
     });
