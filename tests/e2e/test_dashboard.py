@@ -128,6 +128,7 @@ async def chromium_page(binary: str, profile: Path) -> AsyncIterator[Page]:
         binary,
         "--headless",
         "--disable-gpu",
+        "--disable-dev-shm-usage",  # a container's small /dev/shm would crash the tab
         "--no-first-run",
         "--no-default-browser-check",
         "--disable-background-networking",
