@@ -44,8 +44,10 @@ TRAINING = "economic.vocational_training"
 API_PATHS = {"/indicators", "/gaps", "/referrals", "/queues/unassigned"}
 
 
-def chromium_binary() -> str:
-    """Debian's chromium; without it the test skips, except in CI where it fails."""
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium; without it the tests skip, except in CI where they fail. (Module
+    scope and first in the tests' arguments: checked before the hub starts.)"""
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
@@ -329,16 +331,15 @@ async def _api(client: httpx.AsyncClient, url: str) -> Any:
 
 
 async def test_the_dashboard_draws_the_hubs_figures_in_a_real_browser(
-    hub_processes: Services, tmp_path: Path
+    chromium: str, hub_processes: Services, tmp_path: Path
 ) -> None:
-    binary = chromium_binary()
     urls = {name: hub_processes.url(name) for name in SERVICES}
     origin = urls["referrals"]
     async with HubClient.connect(urls, admin=ADMIN_KEY) as hub:
         await make_referrals(hub)
 
     async with (
-        chromium_page(binary, tmp_path / "profile") as page,
+        chromium_page(chromium, tmp_path / "profile") as page,
         httpx.AsyncClient(timeout=30, trust_env=False) as client,
     ):
         for domain in ("Network", "Page", "Runtime", "Log"):
@@ -473,13 +474,12 @@ async def test_the_dashboard_draws_the_hubs_figures_in_a_real_browser(
 
 
 async def test_a_partners_key_is_refused_and_forgotten(
-    hub_processes: Services, tmp_path: Path
+    chromium: str, hub_processes: Services, tmp_path: Path
 ) -> None:
-    binary = chromium_binary()
     urls = {name: hub_processes.url(name) for name in SERVICES}
     async with HubClient.connect(urls, admin=ADMIN_KEY) as hub:
         partner = await hub.partner("ONG Refusée")
-    async with chromium_page(binary, tmp_path / "profile") as page:
+    async with chromium_page(chromium, tmp_path / "profile") as page:
         await page.send("Page.navigate", url=f"{urls['referrals']}/dashboard")
         await page.wait_until("document.body.dataset.state === 'locked'")
         await page.send("Input.insertText", text=partner["key"])
