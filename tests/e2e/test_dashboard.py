@@ -4,7 +4,8 @@ phone-sized screen; the admin key typed into its form; then what the page draws 
 what the API answers for the very requests the page made: each chart's data with
 `/indicators`, the gap table with `/gaps`, the lists with `/referrals` and
 `/queues/unassigned`. The key stays in the tab's session storage (not a cookie, not the
-address) and is asked once; every request the page makes goes to the hub's own origin.
+address) and is asked once; every request the page makes goes to the hub's own origin; a link
+to act opens its operation in `/docs`.
 
 The browser is Debian's `chromium` (`.ci/run` installs it). Where there is none the test is
 skipped, but not in CI (`CI` set): there it fails.
@@ -471,6 +472,15 @@ async def test_the_dashboard_draws_the_hubs_figures_in_a_real_browser(
         await page.evaluate("document.getElementById('forget').click()")
         assert await page.evaluate("document.body.dataset.state") == "locked"
         assert await page.evaluate(f"sessionStorage.getItem({KEY_ITEM!r})") is None
+
+        # An "assign" link opens that operation, unfolded, in Swagger UI.
+        assign = next(link for link in links if link.endswith("/coordination-assign"))
+        await page.send("Page.navigate", url=f"{origin}/{assign}")
+        opened = await page.wait_until(
+            "location.pathname === '/docs' && Array.from("
+            "document.querySelectorAll('.opblock.is-open')).map(block => block.id).join()"
+        )
+        assert opened == "operations-coordination-coordination-assign"
 
 
 async def test_a_partners_key_is_refused_and_forgotten(
