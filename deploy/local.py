@@ -322,6 +322,7 @@ def _banner(settings: Settings, data_dir: Path, admin: AdminKey, embedded: bool)
         + "".join(
             f"  {name:<14} http://127.0.0.1:{_port_of(settings, name)}/docs\n" for name in SERVICES
         )
+        + f"  {'dashboard':<14} http://127.0.0.1:{_port_of(settings, 'referrals')}/dashboard\n"
         + "\n"
         + admin.banner()
         + f"  database       {where}\n"

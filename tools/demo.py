@@ -13,7 +13,8 @@ information systems, through the public API only:
    arrived at) and narrated as it arrives, while each partner's "system" accepts, starts and
    completes the referrals addressed to it, until `case.pathway_completed` arrives.
 
-It ends with the pathway as the referrals service records it. Exit code 0 on success, 1 on
+It ends with the pathway as the referrals service records it and, on success, the URL of the
+coordination's dashboard (`/dashboard` of the referrals service). Exit code 0 on success, 1 on
 any failure. Nothing personal is printed beyond the invented case's reference.
 
     .venv/bin/python tools/demo.py [--registry URL] [--referrals URL] [--notifications URL]
@@ -979,6 +980,10 @@ class Demo:
         say("  (the next `make demo` re-activates them); the demo's endpoints deleted and its")
         say("  API keys revoked.")
 
+    @property
+    def dashboard_url(self) -> str:
+        return str(self.hub.referrals.base_url).rstrip("/") + "/dashboard"
+
     async def run(self) -> int:
         try:
             await self.check_admin()
@@ -997,6 +1002,8 @@ class Demo:
             await self.clean_up()
         if self.error is None and self.invalid == 0 and pathway and pathway["completed"]:
             say(STYLE.green("The returnee's pathway is complete. Demo done."))
+            say()
+            say(f"The coordination's dashboard (it asks for the admin key): {self.dashboard_url}")
             return 0
         fail_line(self.error or "the pathway is not complete")
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.referrals.api import router
+from services.referrals.dashboard.routes import router as dashboard_router
 from services.referrals.fhir_api import FHIR_SCHEMAS
 from services.referrals.fhir_api import router as fhir_router
 from services.referrals.indicators_api import router as indicators_router
@@ -18,6 +19,10 @@ The referrals service routes each case's next intervention, as a referral, to th
 responsible for it, and keeps every referral's lifecycle and history.
 
 Authenticate with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem documents.
+
+The coordination's dashboard, a page for people rather than an operation, is at
+`/dashboard`: it asks for an admin key once and shows the indicators, the service gaps, and
+the overdue and unassigned referrals.
 """
 
 
@@ -49,5 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             consumers=consumers,
         ),
     )
+    # The secretariat's page and its files: outside the OpenAPI document, like /docs.
+    app.include_router(dashboard_router)
     make_exact(app, schemas=FHIR_SCHEMAS)
     return app

@@ -68,6 +68,9 @@ def test_the_demo_plays_the_whole_pathway_twice_in_a_row(tmp_path):
         assert "INVALID" not in out
         assert max(len(line) for line in out.splitlines()) <= 100
         assert "The returnee's pathway is complete." in out
+        # It ends with the coordination's dashboard.
+        dashboard = f"http://127.0.0.1:{hub.ports['referrals']}/dashboard"
+        assert out.strip().splitlines()[-1].endswith(f": {dashboard}"), out
     assert "IOM Mali (demo) (un_agency): created" in first.stdout
     assert "IOM Mali (demo) (un_agency): found" in second.stdout
     assert "immediate.cash in ML: found" in second.stdout

@@ -63,6 +63,9 @@ def test_make_run_serves_three_services_stops_cleanly_and_reuses_its_data(tmp_pa
             assert _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
             status, page = _get(f"http://127.0.0.1:{port}/docs")
             assert status == 200 and "swagger" in page.lower()
+        dashboard = f"http://127.0.0.1:{hub.ports['referrals']}/dashboard"
+        assert dashboard in hub.output
+        assert _get(dashboard)[0] == 200
         status, _ = _get(
             f"http://127.0.0.1:{hub.ports['registry']}/partners",
             key,
