@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.types import UserDefinedType
 
 from shared.db import schema_metadata
+from shared.eventlog.about_case import CASE_OF_EVENT
 
 HUB_SCHEMA = "hub"
 metadata = schema_metadata(HUB_SCHEMA)
@@ -63,6 +64,7 @@ events = Table(
     Index("ix_events_tx_seq", "tx", "seq", unique=True),
     Index("ix_events_audience", "audience", postgresql_using="gin"),
     Index("ix_events_type", "type"),
+    Index("ix_events_case", text(CASE_OF_EVENT)),
 )
 
 consumer_checkpoints = Table(
@@ -90,6 +92,7 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
     Column("last_used_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),  # past it the key answers 401
     CheckConstraint("role IN ('admin', 'partner')", name="role"),
     CheckConstraint(
         "(role = 'admin' AND partner_id IS NULL) OR (role = 'partner' AND partner_id IS NOT NULL)",

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
@@ -86,6 +87,9 @@ cases = Table(
     Column("status", String(10), nullable=False, server_default="open"),
     Column("closure_reason", String(32)),
     Column("merged_into", UUID(as_uuid=True)),
+    Column("closed_at", DateTime(timezone=True)),  # when last closed; retention counts from it
+    Column("erased_at", DateTime(timezone=True)),  # erasure is final (SPEC 9)
+    Column("erasure_reason", String(500)),
     Column("version", Integer, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -94,6 +98,11 @@ cases = Table(
     Index("ix_cases_owner_partner_id_updated_at_id", "owner_partner_id", "updated_at", "id"),
     Index("ix_cases_updated_at_id", "updated_at", "id"),
     Index("ix_cases_return_area_code", "return_area_code"),
+    Index(
+        "ix_cases_closed_at",
+        "closed_at",
+        postgresql_where=text("status = 'closed' AND erased_at IS NULL"),
+    ),
 )
 
 plan_steps = Table(
