@@ -177,10 +177,10 @@ access_log = Table(
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("case_id", UUID(as_uuid=True), nullable=False),
     Column("partner_id", UUID(as_uuid=True)),  # null: an admin key
-    Column("key_id", UUID(as_uuid=True), nullable=False),
+    Column("key_id", UUID(as_uuid=True)),  # null: the retention worker
     Column("view", String(10), nullable=False),
     Column("route", String(100), nullable=False),
-    CheckConstraint("view IN ('full', 'minimised', 'list')", name="view"),
+    CheckConstraint("view IN ('full', 'minimised', 'list', 'export', 'erase')", name="view"),
     Index("ix_access_log_case_id_id", "case_id", "id"),
     Index("ix_access_log_partner_id_id", "partner_id", "id"),
 )

@@ -3,7 +3,8 @@
 SPEC 4 and 9. `hub.api_keys.expires_at`: a key past it answers 401. `registry.cases.closed_at`
 (when the case was last closed; null while open) is what retention counts from, filled here
 from `updated_at` for the cases closed before this revision; `erased_at` and
-`erasure_reason` record an erasure, which is final. `ix_events_case` finds the events about
+`erasure_reason` record an erasure, which is final. The access log also records exports and
+erasures (`view` `export`, `erase`), and an erasure by the retention worker has no key. `ix_events_case` finds the events about
 one case (its own `cases/{id}` events and the events whose data names it in `case_id`), so
 that an erasure or an export reads those events without scanning the log; the expression is
 `shared.eventlog.about_case.CASE_OF_EVENT`, and the two must stay equal.
@@ -40,9 +41,27 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'closed' AND erased_at IS NULL"),
     )
     op.execute(f"CREATE INDEX ix_events_case ON hub.events (({CASE_OF_EVENT}))")
+    # The access log also records exports and erasures; the retention worker erases with no key.
+    op.drop_constraint("ck_access_log_view", "access_log", schema="registry")
+    op.create_check_constraint(
+        "ck_access_log_view",
+        "access_log",
+        "view IN ('full', 'minimised', 'list', 'export', 'erase')",
+        schema="registry",
+    )
+    op.alter_column("access_log", "key_id", nullable=True, schema="registry")
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM registry.access_log WHERE view IN ('export', 'erase')")
+    op.alter_column("access_log", "key_id", nullable=False, schema="registry")
+    op.drop_constraint("ck_access_log_view", "access_log", schema="registry")
+    op.create_check_constraint(
+        "ck_access_log_view",
+        "access_log",
+        "view IN ('full', 'minimised', 'list')",
+        schema="registry",
+    )
     op.drop_index("ix_events_case", table_name="events", schema="hub")
     op.drop_index("ix_cases_closed_at", table_name="cases", schema="registry")
     op.drop_column("cases", "erasure_reason", schema="registry")
