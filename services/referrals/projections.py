@@ -176,7 +176,8 @@ async def apply(conn: Connection, event: Event) -> bool:
 
 async def rebuild(conn: Connection, *, batch_size: int = 1000) -> int:
     """Empty the projections and build them again from the whole log, each pathway's
-    completion included (its last `case.pathway_completed`). No routing happens: the
+    completion included (its last `case.pathway_completed`), and the steps' resolutions
+    that came from their referrals (the referrals are not rebuilt: they hold them). No routing happens: the
     reconciler keeps its own checkpoint. Returns the number of events read."""
     await projection_store.clear(conn)
     position, count = (0, 0), 0
@@ -184,6 +185,7 @@ async def rebuild(conn: Connection, *, batch_size: int = 1000) -> int:
         batch = await read_after(conn, tx=position[0], seq=position[1], limit=batch_size)
         if not batch:
             await projection_store.restore_pathway_completions(conn)
+            await projection_store.restore_referral_resolutions(conn)
             return count
         for event in batch:
             await apply(conn, event)

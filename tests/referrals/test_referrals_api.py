@@ -271,6 +271,57 @@ async def test_projections_rebuild_from_the_log_to_the_same_state(settings):
         assert await snapshot() == before
 
 
+async def test_a_rebuild_keeps_the_resolutions_that_came_from_referrals(settings):
+    """A step completed by its assignee, and one whose referral the owner cancelled, stay
+    resolved after a rebuild: no case event tells it, the referrals do."""
+    async with running_hub(settings) as hub:
+        owner, provider, _ = await _setup(hub)
+        done = await _case(hub, owner, external_id="REBUILD-DONE")
+        dropped = await _case(hub, owner, external_id="REBUILD-DROP")
+        closed = await _case(hub, owner, external_id="REBUILD-CLOSED")
+        key = bearer(provider["key"])
+        first = await eventually(lambda: _live(hub, provider["key"], done["id"]))
+        for action, body in (("accept", None), ("start", None), ("complete", {"outcome": "ok"})):
+            response = await hub.referrals.post(
+                f"/referrals/{first['id']}/{action}", json=body, headers=key
+            )
+            assert response.status_code == 200, response.text
+        second = await eventually(lambda: _live(hub, provider["key"], dropped["id"]))
+        response = await hub.referrals.post(
+            f"/referrals/{second['id']}/cancel",
+            json={"reason": "no longer needed"},
+            headers=bearer(owner["key"]),
+        )
+        assert response.status_code == 200, response.text
+        # Closing a case cancels its referral, but the step stays open (a reopening routes it).
+        await eventually(lambda: _live(hub, provider["key"], closed["id"]))
+        response = await hub.registry.post(
+            f"/cases/{closed['id']}/close",
+            json={"reason": "left_area"},
+            headers=bearer(owner["key"]),
+        )
+        assert response.status_code == 200, response.text
+        await eventually(lambda: _live(hub, provider["key"], closed["id"], "cancelled"))
+        await asyncio.sleep(0.5)
+
+        async def resolutions():
+            async with hub.db.connection() as conn:
+                rows = await conn.fetch(
+                    "SELECT case_id, resolution FROM referrals.steps ORDER BY case_id"
+                )
+            return {str(r["case_id"]): r["resolution"] for r in rows}
+
+        before = await resolutions()
+        assert before == {
+            done["id"]: "completed",
+            dropped["id"]: "cancelled",
+            closed["id"]: None,
+        }
+        async with hub.db.transaction() as conn:
+            await projections.rebuild(conn)
+        assert await resolutions() == before
+
+
 async def test_two_routers_route_every_step_of_200_cases_exactly_once(settings):
     """Two referrals services (each with its router) run against one database while 200
     cases arrive: every step gets exactly one referral."""

@@ -162,6 +162,25 @@ _RESTORE_COMPLETIONS = Statement(
     .where(cases.c.id == _last_completion.c.case_id)
     .values(pathway_completed=True, pathway_completed_at=_last_completion.c.at)
 )
+# A step's resolution that came from its referral and not from a case event (the assignee
+# completed it; the owner or an admin cancelled the referral): the referrals hold it.
+_RESTORE_REFERRAL_RESOLUTIONS = Statement(
+    """
+    UPDATE referrals.steps AS s
+    SET resolution = CASE WHEN r.completed THEN 'completed' ELSE 'cancelled' END
+    FROM (
+        SELECT r.step_id,
+               bool_or(r.status = 'completed') AS completed,
+               bool_or(r.status = 'cancelled' AND h.actor IS NOT NULL) AS cancelled
+        FROM referrals.referrals AS r
+        LEFT JOIN referrals.referral_history AS h
+          ON h.referral_id = r.id AND h.status = 'cancelled' AND h.actor <> 'system'
+        WHERE r.status IN ('completed', 'cancelled')
+        GROUP BY r.step_id
+    ) AS r
+    WHERE s.id = r.step_id AND s.resolution IS NULL AND (r.completed OR r.cancelled)
+    """
+)
 _PARTNER = Statement(select(partners).where(partners.c.id == bindparam("partner_id")))
 _SERVICE = Statement(select(services).where(services.c.id == bindparam("service_id")))
 # The area's path holds its ancestors' codes and its own: their depths, in one statement.
@@ -209,6 +228,13 @@ async def restore_pathway_completions(conn: Connection) -> None:
     """Set each case's pathway completion from its last `case.pathway_completed` in the log,
     after the cases were rebuilt from it."""
     await _RESTORE_COMPLETIONS.execute(conn)
+
+
+async def restore_referral_resolutions(conn: Connection) -> None:
+    """Set the resolutions the case events do not tell, after the steps were rebuilt from
+    them: a step whose referral was completed is completed; one whose referral the owner or
+    an admin cancelled (not the hub itself, as when a case closes) is cancelled."""
+    await _RESTORE_REFERRAL_RESOLUTIONS.execute(conn)
 
 
 async def get_partner(conn: Connection, *, partner_id: UUID) -> dict[str, Any] | None:
