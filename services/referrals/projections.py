@@ -177,8 +177,9 @@ async def apply(conn: Connection, event: Event) -> bool:
 async def rebuild(conn: Connection, *, batch_size: int = 1000) -> int:
     """Empty the projections and build them again from the whole log, each pathway's
     completion included (its last `case.pathway_completed`), and the steps' resolutions
-    that came from their referrals (the referrals are not rebuilt: they hold them). No routing happens: the
-    reconciler keeps its own checkpoint. Returns the number of events read."""
+    that came from their referrals (the referrals are not rebuilt: they hold them). No
+    routing happens: the reconciler keeps its own checkpoint. Returns the number of events
+    read."""
     await projection_store.clear(conn)
     position, count = (0, 0), 0
     while True:
