@@ -15,7 +15,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, tuple_
 
 from shared.errors import FieldError, Unprocessable
 
@@ -75,14 +75,39 @@ def keyset(
 ) -> Select:
     """Order `query` by the key columns, start after the cursor, and fetch one row extra."""
     if cursor is not None:
-        values = decode_cursor(cursor, width=len(order_by))
-        if parse is not None:
-            try:
-                values = [_checked(p(v)) for p, v in zip(parse, values, strict=True)]
-            except Exception as exc:  # any value this API could not have given out
-                raise _bad_cursor() from exc
+        values = _cursor_values(cursor, width=len(order_by), parse=parse)
         query = query.where(tuple_(*order_by) > tuple_(*values))
     return query.order_by(*order_by).limit(limit + 1)
+
+
+def keyset_shape(query: Select, *, order_by: Sequence[ColumnElement], after: bool) -> Select:
+    """`keyset` with parameters instead of values, for a statement compiled once per shape:
+    ordered by the key columns, after the key in `after_0`, `after_1`, ... when `after`,
+    and `fetch` rows (the page size plus one: `keyset_params` gives them all)."""
+    if after:
+        key = [bindparam(f"after_{i}", type_=column.type) for i, column in enumerate(order_by)]
+        query = query.where(tuple_(*order_by) > tuple_(*key))
+    return query.order_by(*order_by).limit(bindparam("fetch"))
+
+
+def keyset_params(cursor: str | None, *, limit: int, parse: Sequence[type]) -> dict[str, Any]:
+    """The parameters of a `keyset_shape` statement for this cursor and page size; 422
+    naming `cursor` for a cursor this API could not have given out."""
+    params: dict[str, Any] = {"fetch": limit + 1}
+    if cursor is not None:
+        values = _cursor_values(cursor, width=len(parse), parse=parse)
+        params.update({f"after_{i}": value for i, value in enumerate(values)})
+    return params
+
+
+def _cursor_values(cursor: str, *, width: int, parse: Sequence[type] | None) -> list[Any]:
+    values = decode_cursor(cursor, width=width)
+    if parse is None:
+        return values
+    try:
+        return [_checked(p(v)) for p, v in zip(parse, values, strict=True)]
+    except Exception as exc:  # any value this API could not have given out
+        raise _bad_cursor() from exc
 
 
 def _checked(value: Any) -> Any:

@@ -5,6 +5,7 @@ Every change writes the referral, its history line and its event in one transact
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -21,7 +22,7 @@ from services.referrals.tables import cases, partners, referral_history, referra
 from shared.db import Connection, Statement
 from shared.eventlog.append import append, append_many
 from shared.eventlog.model import Event
-from shared.pagination import keyset, page_of, parse_time
+from shared.pagination import keyset, keyset_params, keyset_shape, page_of, parse_time
 from shared.referral_statuses import MINIMISED_CASE_STATUSES, in_lifecycle_order
 
 _IDS = bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True)))
@@ -302,6 +303,44 @@ _COMPARE = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _page_statement(
+    admin: bool,
+    equal: tuple[tuple[str, bool], ...],
+    any_of: tuple[str, ...],
+    bounds: tuple[str, ...],
+    since: bool,
+    after: bool,
+) -> Statement:
+    """The page statement of one shape of filters, compiled once: the values are its
+    parameters (`viewer`, `eq_<column>`, `any_<column>`, `bound_<n>`, `since`, the cursor's)."""
+    query = select(referrals)
+    if not admin:
+        viewer = bindparam("viewer", type_=PG_UUID(as_uuid=True))
+        query = query.where(
+            or_(referrals.c.assignee_partner_id == viewer, referrals.c.owner_partner_id == viewer)
+        )
+    for name, is_null in equal:
+        column = referrals.c[name]
+        query = query.where(
+            column.is_(None) if is_null else column == bindparam(f"eq_{name}", type_=column.type)
+        )
+    for name in any_of:
+        column = referrals.c[name]
+        values = bindparam(f"any_{name}", type_=ARRAY(column.type))
+        query = query.where(column == func.any(values))
+    for n, comparison in enumerate(bounds):
+        moment = bindparam(f"bound_{n}", type_=referrals.c.updated_at.type)
+        query = query.where(_COMPARE[comparison](referrals.c.updated_at, moment))
+    if since:
+        query = query.where(
+            referrals.c.updated_at >= bindparam("since", type_=referrals.c.updated_at.type)
+        )
+    return Statement(
+        keyset_shape(query, order_by=[referrals.c.updated_at, referrals.c.id], after=after)
+    )
+
+
 async def page(
     conn: Connection,
     *,
@@ -318,31 +357,24 @@ async def page(
     is the assignee or the owner of; each (column, value) of `equal` must match (a None
     value matches NULL), each (column, values) of `any_of` match one of its values, and
     `updated_at` stand in each (operator, time) of `updated_bounds` (`>`, `>=`, `<`, `<=`).
-    Its filters vary: the statement is compiled per call."""
-    query = select(referrals)
-    if not viewer_is_admin:
-        query = query.where(
-            or_(
-                referrals.c.assignee_partner_id == viewer_partner_id,
-                referrals.c.owner_partner_id == viewer_partner_id,
-            )
-        )
-    for name, value in equal:
-        query = query.where(referrals.c[name] == value)
-    for name, values in any_of:
-        query = query.where(referrals.c[name].in_(list(values)))
-    for comparison, moment in updated_bounds:
-        query = query.where(_COMPARE[comparison](referrals.c.updated_at, moment))
-    if updated_from is not None:
-        query = query.where(referrals.c.updated_at >= updated_from)
-    query = keyset(
-        query,
-        order_by=[referrals.c.updated_at, referrals.c.id],
-        cursor=cursor,
-        limit=limit,
-        parse=[parse_time, UUID],
+    Each shape of filters is compiled once; the values go as parameters."""
+    params = keyset_params(cursor, limit=limit, parse=[parse_time, UUID])
+    statement = _page_statement(
+        viewer_is_admin,
+        tuple((name, value is None) for name, value in equal),
+        tuple(name for name, _ in any_of),
+        tuple(comparison for comparison, _ in updated_bounds),
+        updated_from is not None,
+        cursor is not None,
     )
-    rows = [dict(r) for r in await Statement(query).fetch(conn)]
+    params.update({f"eq_{name}": value for name, value in equal if value is not None})
+    params.update({f"any_{name}": list(values) for name, values in any_of})
+    params.update({f"bound_{n}": moment for n, (_, moment) in enumerate(updated_bounds)})
+    if updated_from is not None:
+        params["since"] = updated_from
+    if not viewer_is_admin:
+        params["viewer"] = viewer_partner_id
+    rows = [dict(r) for r in await statement.fetch(conn, **params)]
     return page_of(rows, limit=limit, key=lambda r: (r["updated_at"].isoformat(), r["id"]))
 
 
