@@ -48,7 +48,15 @@ CATALOG: tuple[EventType, ...] = (
         ("case.closed", "The case was closed."),
         ("case.reopened", "The case was reopened."),
         ("case.merged", "The case was merged into another (`merged_into`)."),
-        ("case.erased", "The beneficiary's personal data was erased."),
+    ),
+    *_types(
+        "/registry",
+        "CaseErased",
+        (
+            "case.erased",
+            "The beneficiary's personal data was erased: erase your copy too (sent to the "
+            "owner and every partner ever assigned one of the case's referrals).",
+        ),
     ),
     *_types(
         "/referrals",

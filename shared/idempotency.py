@@ -24,7 +24,7 @@ from typing import Literal
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.db import Database, Statement
+from shared.db import Connection, Database, Statement
 from shared.tables import idempotency_records as records
 
 RETENTION = timedelta(hours=24)
@@ -175,3 +175,25 @@ async def release(db: Database, *, ident: dict[str, str]) -> None:
     """Free a key whose request was refused or failed, so that it may be sent again."""
     async with db.connection() as conn:
         await _RELEASE.execute(conn, **ident)
+
+
+# The records of requests that named the case (in their path) or whose stored answer names it
+# (its id or reference, as the JSON of a case or a referral carries them). Records live 24
+# hours, so the table is small: read whole.
+_FORGET_CASE = Statement(
+    text(
+        """
+        DELETE FROM hub.idempotency_records
+        WHERE strpos(path, :case_id) > 0
+           OR position(convert_to(:case_id, 'UTF8') IN response_body) > 0
+           OR position(convert_to(:reference, 'UTF8') IN response_body) > 0
+        """
+    )
+)
+
+
+async def forget_case(conn: Connection, *, case_id: str, reference: str) -> int:
+    """Forget the stored requests and answers that name a case being erased (SPEC 9), in the
+    caller's transaction: the intake's answer holds the beneficiary. A request sent again
+    under such a key afterwards is carried out anew. How many were forgotten."""
+    return await _FORGET_CASE.execute(conn, case_id=case_id, reference=reference)

@@ -303,8 +303,8 @@ SPEC_EVENT_TYPES = {
         "case.closed",
         "case.reopened",
         "case.merged",
-        "case.erased",
     ],
+    "CaseErased": ["case.erased"],
     "Referral": [
         "referral.created",
         "referral.accepted",

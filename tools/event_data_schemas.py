@@ -23,9 +23,9 @@ def build() -> dict[str, Any]:
     """Each resource schema by name, with the schemas they refer to, as OpenAPI components."""
     from services.referrals.schemas import PathwayCompleted, Referral
     from services.registry.schemas import PartnerRead
-    from services.registry.schemas_cases import CaseRead, ServiceRead
+    from services.registry.schemas_cases import CaseErased, CaseRead, ServiceRead
 
-    models = (PartnerRead, ServiceRead, CaseRead, Referral, PathwayCompleted)
+    models = (PartnerRead, ServiceRead, CaseRead, CaseErased, Referral, PathwayCompleted)
     _, document = models_json_schema(
         [(model, "serialization") for model in models],
         ref_template="#/components/schemas/{model}",

@@ -9,6 +9,7 @@ pause does not send a new endpoint what came before it; the feed has those.
 `endpoint.test` goes only to the endpoint it names. A disabled endpoint gets its deliveries
 recorded as failed ("endpoint disabled"), so that `recover` can send them later: nothing is
 dropped silently. A paused endpoint (inactive partner) gets pending deliveries that wait.
+On `case.erased`, what endpoints answered to the events about the case is forgotten.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str
 async def fan_out(conn: Connection, events: Sequence[Event]) -> None:
     """The consumer's handler, in its batch's transaction."""
     for event in events:
+        if event.type == "case.erased":
+            await store.erase_texts_about_case(conn, case_id=UUID(str(event.data["case_id"])))
         if event.type == "partner.updated":
             await store.set_partner_active(
                 conn,

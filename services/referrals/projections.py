@@ -21,6 +21,10 @@ from shared.eventlog.consumer import read_after
 from shared.eventlog.model import Event
 from shared.pathway import RESOLVED
 
+# The `case.*` events whose data is not the Case: the log holds erased cases already erased,
+# so a rebuild has nothing to do on `case.erased`.
+_NOT_SNAPSHOTS = frozenset({"case.pathway_completed", "case.erased"})
+
 BENEFICIARY_FIELDS = (
     "given_name",
     "family_name",
@@ -169,7 +173,7 @@ async def apply(conn: Connection, event: Event) -> bool:
         return applied
     if event.type.startswith("service."):
         return await apply_service(conn, event.data)
-    if event.type.startswith("case.") and event.type != "case.pathway_completed":
+    if event.type.startswith("case.") and event.type not in _NOT_SNAPSHOTS:
         return await apply_case(conn, event.data)
     return False
 

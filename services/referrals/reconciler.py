@@ -9,6 +9,8 @@ For every case an event touches, `reconcile` brings its referrals in line with t
 - every next intervention with `delivery: referral` gets a referral: requested to the best
   candidate, or unassigned when there is none or after the fourth routed attempt;
 - when every step is completed or cancelled on an open case, `case.pathway_completed`.
+On `case.erased`, once the case is reconciled (it is closed), its copies here and the events
+about it are erased (`store.erasure`).
 At most one open referral per step exists (a unique index), whoever runs at once.
 """
 
@@ -25,6 +27,7 @@ from services.referrals.resources import NewReferral, minimised_view, referral_v
 from services.referrals.routing import Decision, ServiceOption, decide, step_history
 from services.referrals.routing_inputs import RoutingInputs
 from services.referrals.store import Connection
+from services.referrals.store import erasure as erasure_store
 from services.referrals.store import projections as projection_store
 from services.referrals.store import referrals as referral_store
 from shared.eventlog.model import Event
@@ -55,6 +58,7 @@ async def handle(conn: Connection, events: Sequence[Event]) -> None:
     touched: dict[UUID, Event] = {}
     snapshots: list[Mapping[str, Any]] = []
     referred: set[UUID] = set()  # the cases of the batch's referral events
+    erased: list[UUID] = []  # the cases of the batch's `case.erased`
     for event in events:
         if event.type.startswith("partner."):
             applied, before = await projections.apply_partner(conn, event.data)
@@ -65,6 +69,9 @@ async def handle(conn: Connection, events: Sequence[Event]) -> None:
                     touched[case_id] = event
         elif event.type.startswith("service."):
             await projections.apply_service(conn, event.data)
+        elif event.type == "case.erased":
+            erased.append(UUID(str(event.data["case_id"])))
+            touched[erased[-1]] = event
         elif event.type.startswith("case.") and event.type != "case.pathway_completed":
             snapshots.append(event.data)
             touched[UUID(str(event.data["id"]))] = event
@@ -74,6 +81,9 @@ async def handle(conn: Connection, events: Sequence[Event]) -> None:
                 touched[UUID(str(event.data["case_id"]))] = event
     await projections.apply_cases(conn, snapshots)
     await reconcile(conn, touched)
+    # After the reconciliation, which cancelled an erased case's live referrals: their
+    # events are erased with the rest, the case still locked.
+    await erasure_store.erase_cases(conn, case_ids=erased)
     await projections.refresh_rollup(conn, case_ids=[*touched, *referred])
 
 

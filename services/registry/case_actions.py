@@ -13,12 +13,16 @@ from uuid import UUID
 from services.registry import case_rules as rules
 from services.registry.case_shape import case_snapshot
 from services.registry.store import Connection
+from services.registry.store import access_log as access_store
 from services.registry.store import cases as store
 from services.registry.store import duplicates as duplicates_store
+from services.registry.store import erasure as erasure_store
 from services.registry.store import partners as partners_store
 from services.registry.store import steps as steps_store
 from shared.auth import Principal
 from shared.errors import Conflict
+from shared.eventlog.erase import erase_events_about
+from shared.idempotency import forget_case
 from shared.minimised import minimise_case
 from shared.referral_statuses import MINIMISED_CASE_STATUSES
 from shared.versioning import check_version
@@ -35,15 +39,16 @@ async def _restatus_and_emit(
     type: str,
     case: Mapping[str, Any],
     steps: list[dict[str, Any]] | None = None,
-    caller: Principal,
+    caller: Principal | None,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     """Give the steps the statuses the changed case says, write those that changed, emit
-    the event; answers the case's snapshot."""
+    the event (by `actor`, else the caller's); answers the case's snapshot."""
     if steps is None:
         steps = await steps_store.load_steps(conn, case_id=case["id"])
     await steps_store.write_statuses(conn, steps=rules.restatus(case, steps))
     snapshot = case_snapshot(case, steps)
-    await store.emit_case_event(conn, type=type, snapshot=snapshot, caller=caller)
+    await store.emit_case_event(conn, type=type, snapshot=snapshot, caller=caller, actor=actor)
     return snapshot
 
 
@@ -192,10 +197,12 @@ async def close_case(
     *,
     case: dict[str, Any],
     reason: str,
-    caller: Principal,
+    caller: Principal | None,
     merged_into: UUID | None = None,
+    actor: str | None = None,
 ) -> dict[str, Any]:
-    """Close the case with a reason (or as merged into another); nothing more is routed."""
+    """Close the case with a reason (or as merged into another); nothing more is routed.
+    `actor` names who closes it when there is no caller (the retention worker)."""
     rules.check_may_close(case)
     case = await store.save_case(
         conn,
@@ -203,7 +210,7 @@ async def close_case(
         values={"status": "closed", "closure_reason": reason, "merged_into": merged_into},
     )
     event = "case.merged" if merged_into is not None else "case.closed"
-    return await _restatus_and_emit(conn, type=event, case=case, caller=caller)
+    return await _restatus_and_emit(conn, type=event, case=case, caller=caller, actor=actor)
 
 
 async def reopen_case(
@@ -222,6 +229,8 @@ async def merge_cases(
 ) -> dict[str, Any]:
     """Close `other` as merged into `keep` and move its unfinished steps there, under new keys
     (`case_rules.moved_steps`). The kept case's plan change routes the moved steps."""
+    rules.check_not_erased(keep)
+    rules.check_not_erased(other)
     rules.check_may_keep(keep)
     other_steps = await steps_store.load_steps(conn, case_id=other["id"])
     keep_steps = await steps_store.load_steps(conn, case_id=keep["id"])
@@ -237,6 +246,43 @@ async def merge_cases(
     )
     keep = await store.save_case(conn, case_id=keep["id"], values={})
     return await _restatus_and_emit(conn, type="case.plan_changed", case=keep, caller=caller)
+
+
+RETENTION_ACTOR = "retention"
+"""Who erases a case when no key asks: the retention worker (SPEC 9)."""
+ERASE_ROUTE = "/cases/{case_id}/erase"
+
+
+async def erase_case(
+    conn: Connection, *, case: dict[str, Any], reason: str, caller: Principal | None
+) -> dict[str, Any]:
+    """Erase the beneficiary's personal data from everywhere the registry and the shared log
+    keep it (SPEC 9), in the caller's transaction, with `case` loaded for update: an open
+    case is closed first (its live referrals are cancelled by the referrals service), then
+    the case's rows, the data of every event about it and the idempotency records naming it
+    are erased, `case.erased` goes to the owner and every partner ever assigned one of its
+    referrals, and the access log records it. No caller: the retention worker.
+
+    Erasure is final: a case already erased answers the same result, and nothing happens."""
+    if case["erased_at"] is not None:
+        return rules.erasure_result(case)
+    actor = caller.actor if caller else RETENTION_ACTOR
+    if case["status"] == "open":
+        await close_case(conn, case=case, reason="other", caller=caller, actor=actor)
+    case = await erasure_store.erase_case_rows(
+        conn, case_id=case["id"], values=rules.erased_values(case), reason=reason
+    )
+    await erase_events_about(conn, case_id=case["id"])
+    await forget_case(conn, case_id=str(case["id"]), reference=case["reference"])
+    result = rules.erasure_result(case)
+    holders = await erasure_store.assignees_of_case(conn, case_id=case["id"])
+    await erasure_store.emit_case_erased(
+        conn, data=result, actor=actor, audience=[case["owner_partner_id"], *holders]
+    )
+    await access_store.record_access(
+        conn, case_ids=[case["id"]], caller=caller, view="erase", route=ERASE_ROUTE
+    )
+    return result
 
 
 async def minimised_for(

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from services.registry.plan import PlanError, StepDraft, plan_statuses, settle_steps
+from shared.erasure import erase_beneficiary, erase_return
 from shared.errors import Conflict, FieldError, NotFound, Unprocessable
 
 FINISHED = ("completed", "cancelled")
@@ -224,6 +225,36 @@ def step_to_settle(
 def step_event(owner_status: str) -> str:
     """The event of an owner's change of a step."""
     return "case.step_completed" if owner_status == "completed" else "case.plan_changed"
+
+
+def check_not_erased(case: Mapping[str, Any]) -> None:
+    """An erased case changes no more (409): erasure is final."""
+    if case.get("erased_at") is not None:
+        raise Conflict(
+            f"The case was erased on {case['erased_at'].isoformat()}; it cannot change.",
+            current_status=case["status"],
+            allowed_actions=[],
+        )
+
+
+def erased_values(case: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a case an erasure writes (SPEC 9): the beneficiary reduced to its sex
+    and birth year, the return to its area, no vulnerabilities."""
+    return {
+        "beneficiary": erase_beneficiary(case["beneficiary"]),
+        "return_info": erase_return(case["return_info"]),
+        "vulnerabilities": [],
+    }
+
+
+def erasure_result(case: Mapping[str, Any]) -> dict[str, Any]:
+    """What an erasure answers, and `case.erased` carries, from the erased case's row."""
+    return {
+        "case_id": case["id"],
+        "reference": case["reference"],
+        "erased_at": case["erased_at"],
+        "reason": case["erasure_reason"],
+    }
 
 
 def check_may_close(case: Mapping[str, Any]) -> None:

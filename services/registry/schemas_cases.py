@@ -189,12 +189,28 @@ class Beneficiary(StrictModel):
         return self
 
 
+class BeneficiaryRead(BaseModel):
+    """The beneficiary as the case shows it. Once the case is erased (`erased_at`), only
+    `sex` and `birth_year` are left: the names are null and the other fields empty."""
+
+    given_name: str | None = Field(examples=["Aminata"])
+    family_name: str | None = Field(examples=["Traoré"])
+    sex: Sex = Field(examples=["female"])
+    date_of_birth: date | None = Field(default=None, examples=["1996-04-12"])
+    birth_year: int | None = None
+    nationality: str | None = None
+    phone: str | None = Field(default=None, examples=["+22370123456"])
+    languages: list[str] = []
+    id_documents: list[IdDocument] = []
+    household_size: int | None = None
+
+
 class BeneficiaryListView(BaseModel):
     """The beneficiary in lists: everything but the identity documents."""
 
     model_config = ConfigDict(extra="ignore")
-    given_name: str
-    family_name: str
+    given_name: str | None
+    family_name: str | None
     sex: Sex
     date_of_birth: date | None = None
     birth_year: int | None = None
@@ -319,7 +335,7 @@ class CaseRead(BaseModel):
     status: CaseStatus
     closure_reason: str | None
     merged_into: UUID | None
-    beneficiary: Beneficiary
+    beneficiary: BeneficiaryRead
     return_: ReturnInfo = Field(alias="return")
     vulnerabilities: list[str]
     consent: Consent
@@ -327,6 +343,9 @@ class CaseRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = Field(
+        description="When the beneficiary's personal data was erased (final); null until then."
+    )
 
 
 class CaseListItem(CaseRead):
@@ -346,6 +365,30 @@ class CloseCase(StrictModel):
     reason: ClosureReason
     note: str = Field(default="", max_length=2000)
     version: int | None = None
+
+
+class EraseCase(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"reason": "Request of the beneficiary, 2026-11-30"}]},
+    )
+
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Why the case is erased (a request of the beneficiary, the retention "
+        "period). Kept with the case and sent in `case.erased`: name no one in it.",
+    )
+
+
+class CaseErased(BaseModel):
+    """The answer of an erasure and the data of `case.erased`."""
+
+    case_id: UUID
+    reference: str = Field(examples=["ML-2026-000123"])
+    erased_at: datetime
+    reason: str
 
 
 class VersionOnly(StrictModel):
@@ -387,6 +430,6 @@ class AccessLogEntry(BaseModel):
     at: datetime
     case_id: UUID
     partner_id: UUID | None
-    key_id: UUID
-    view: Literal["full", "minimised", "list"]
+    key_id: UUID | None = Field(description="Null for the retention worker's erasures.")
+    view: Literal["full", "minimised", "list", "export", "erase"]
     route: str

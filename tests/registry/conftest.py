@@ -79,6 +79,7 @@ async def world(hub):
     )
     w.case_a2 = await make_case(client, w.key_a, external_id="EXT-A2")
     w.case_b = await make_case(client, w.key_b, external_id="EXT-B")
+    w.case_a2_id = w.case_a2["id"]
     pairs = await _pairs(client, admin)
     ids = (w.case_a["id"], w.case_a2["id"], w.case_b["id"])
     w.pair_a_a2 = pairs[frozenset((ids[0], ids[1]))]

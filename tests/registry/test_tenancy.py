@@ -157,6 +157,15 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=lambda w, who: {"keep_case_id": w.case_a["id"]},
     ),
     ("GET", "/access-log"): Route("admin", 403, 403, 200),
+    # --- erasure (admin only; final: A's second case, merged away above, is erased)
+    ("POST", "/cases/{case_id}/erase"): Route(
+        "admin",
+        403,
+        403,
+        200,
+        args={"case_id": "case_a2_id"},
+        body=lambda w, who: {"reason": f"erased by {who}"},
+    ),
     # --- the directory as HSDS 3.0 (every key reads it; nothing is a location)
     ("GET", "/hsds/"): Route("directory", 200, 200, 200),
     ("GET", "/hsds/services"): Route("directory", 200, 200, 200),
@@ -350,7 +359,9 @@ async def test_another_partners_case_is_not_found_on_every_case_route(world):
     client, case_id = world.client, world.case_a["id"]
     step_id = world.case_a["plan"][0]["id"]
     case_routes = [
-        (method, path) for (method, path) in ROUTES if path.startswith("/cases/{case_id}")
+        (method, path)
+        for (method, path), route in ROUTES.items()
+        if path.startswith("/cases/{case_id}") and route.access == "owned"
     ]
     assert len(case_routes) == 8
     for method, path in case_routes:
@@ -468,6 +479,7 @@ async def test_admin_only_routes_answer_403_to_every_partner_key(world):
         "POST /duplicates/{duplicate_id}/link",
         "POST /duplicates/{duplicate_id}/merge",
         "GET /access-log",
+        "POST /cases/{case_id}/erase",
     }
     before = await database_fingerprint(world.app)
     for method, path in admin_routes:

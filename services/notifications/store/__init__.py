@@ -4,6 +4,7 @@ statements, which open their own, the Database)."""
 
 from services.notifications.store.deliveries import (
     attempts_of,
+    erase_texts_about_case,
     fanout_candidates,
     get_delivery,
     insert_deliveries,
@@ -43,6 +44,7 @@ __all__ = [
     "disable_endpoint",
     "emit_endpoint_event",
     "endpoint_view",
+    "erase_texts_about_case",
     "fanout_candidates",
     "fetch",
     "get_delivery",

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from services.notifications.tables import attempts, deliveries, endpoints
 from shared.auth import Principal
 from shared.db import Connection, Statement
+from shared.eventlog.about_case import CASE_OF_EVENT
 from shared.pagination import keyset, page_of, parse_time
 
 
@@ -203,3 +204,35 @@ async def insert_deliveries(
         conn, **{name: [row[name] for row in rows] for name in FANOUT_COLUMNS}
     )
     await _NOTIFY.execute(conn, channel=notify)
+
+
+# The deliveries of the events about a case: the events through `ix_events_case`, each
+# event's deliveries through the unique (endpoint_id, event_id) of the endpoints that could
+# receive it (its audience's and the coordination's), never a scan of the deliveries.
+_DELIVERIES_ABOUT_CASE = f"""
+    SELECT d.id
+    FROM (SELECT id, audience FROM hub.events WHERE {CASE_OF_EVENT} = CAST(:case_id AS text))
+      AS ev
+    JOIN notifications.endpoints AS ep
+      ON ep.partner_id IS NULL OR ep.partner_id = ANY(ev.audience)
+    JOIN notifications.deliveries AS d ON d.endpoint_id = ep.id AND d.event_id = ev.id
+"""  # noqa: S608 - constants
+_ERASE_ATTEMPT_TEXTS = Statement(
+    f"""
+    WITH about AS ({_DELIVERIES_ABOUT_CASE}),
+    attempts AS (
+        UPDATE notifications.attempts SET response_excerpt = NULL, error = NULL
+        WHERE delivery_id IN (SELECT id FROM about)
+          AND (response_excerpt IS NOT NULL OR error IS NOT NULL)
+    )
+    UPDATE notifications.deliveries SET last_error = NULL
+    WHERE id IN (SELECT id FROM about) AND last_error IS NOT NULL
+    """  # noqa: S608 - constants
+)
+
+
+async def erase_texts_about_case(conn: Connection, *, case_id: UUID) -> None:
+    """Forget what endpoints answered to the events about an erased case (SPEC 9): the
+    attempts' response excerpts and errors, the deliveries' last error. The bodies are not
+    stored: a delivery sends its event's data as the log holds it, erased."""
+    await _ERASE_ATTEMPT_TEXTS.execute(conn, case_id=str(case_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.registry.api import cases, directory, duplicates, hsds, partners, reference
+from services.registry.api import cases, directory, duplicates, erasure, hsds, partners, reference
 
 routers: list[APIRouter] = [
     partners.router,
@@ -12,5 +12,6 @@ routers: list[APIRouter] = [
     directory.router,
     cases.router,
     duplicates.router,
+    erasure.router,
     hsds.router,
 ]

@@ -141,6 +141,7 @@ async def _owned_case(
     if case is None:
         raise NotFound(f"No case {case_id}.")
     if caller.is_admin or case["owner_partner_id"] == caller.partner_id:
+        rules.check_not_erased(case)
         return case
     if caller.partner_id and await actions.minimised_for(
         conn, case=case, partner_id=caller.partner_id
@@ -225,6 +226,7 @@ async def upsert_case(
             snapshot = await actions.create_case(conn, owner_id=owner, body=data, caller=caller)
             response.status_code = status.HTTP_201_CREATED
             return _full(snapshot)
+        rules.check_not_erased(case)
         actions.expect(case, expected_version(if_match))
         fields = body.model_fields_set
         steps = await steps_store.load_steps(conn, case_id=case["id"]) if "plan" in fields else []

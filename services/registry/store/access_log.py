@@ -50,18 +50,19 @@ async def record_access(
     conn: Connection,
     *,
     case_ids: Sequence[UUID],
-    caller: Principal,
+    caller: Principal | None,
     view: str,
     route: str,
 ) -> None:
-    """Record in the access log (SPEC 9) that the caller's key read these cases."""
+    """Record in the access log (SPEC 9) that the caller's key read (or erased) these cases;
+    no caller: the hub itself (the retention worker), with no key."""
     if not case_ids:
         return
     await _RECORD_ACCESS.execute(
         conn,
         case_ids=list(case_ids),
-        partner_id=caller.partner_id,
-        key_id=caller.key_id,
+        partner_id=caller.partner_id if caller else None,
+        key_id=caller.key_id if caller else None,
         view=view,
         route=route,
     )
