@@ -4,6 +4,7 @@ resource defined once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
@@ -274,11 +275,35 @@ def test_a_snapshot_is_a_valid_case_resource():
         "version": 1,
         "created_at": "2026-01-02T03:04:05Z",
         "updated_at": "2026-01-02T03:04:05Z",
+        "erased_at": None,
     }
     snapshot = case_snapshot(row, [step("1")])
     assert list(snapshot) == list(CASE_COLUMNS)
     read = CaseRead.model_validate(snapshot)
     assert read.return_.area_code == "ML-1" and [s.key for s in read.plan] == ["1"]
+    assert read.erased_at is None
+
+
+def test_an_erased_case_refuses_every_change_and_keeps_no_personal_data():
+    erased_at = datetime(2026, 12, 1, tzinfo=UTC)
+    rules.check_not_erased(case(erased_at=None))
+    with pytest.raises(Conflict, match="erased"):
+        rules.check_not_erased(case(erased_at=erased_at))
+    row = case(
+        beneficiary={"given_name": "Awa", "sex": "female", "date_of_birth": "1990-05-01"},
+        return_info={"area_code": "ML-1", "date": "2026-01-01", "country_from": "LY"},
+        vulnerabilities=["x"],
+    )
+    assert rules.erased_values(row) == {
+        "beneficiary": {
+            "given_name": None,
+            "sex": "female",
+            "date_of_birth": None,
+            "birth_year": 1990,
+        },
+        "return_info": {"area_code": "ML-1", "date": None, "country_from": None},
+        "vulnerabilities": [],
+    }
 
 
 def test_a_pair_merges_once_only_two_cases_of_one_owner_keeping_one_of_them():

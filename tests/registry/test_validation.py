@@ -555,6 +555,20 @@ ENDPOINTS: dict[str, Endpoint] = {
             Bad("version of a wrong type", {"version": "x"}, "body.version"),
         ],
     ),
+    "POST /cases/{case_id}/erase": Endpoint(
+        "POST",
+        "/cases/{case_id}/erase",
+        "admin",
+        ("/cases/{case_id}",),
+        [
+            Bad("missing", {}, "body.reason"),
+            Bad("blank", {"reason": "   "}, "body.reason"),
+            Bad("over-long", {"reason": "x" * 501}, "body.reason"),
+            Bad("wrong type", {"reason": 5}, "body.reason"),
+            Bad("NUL", {"reason": NUL}, "body.reason"),
+            Bad("unknown field", {"reason": "asked", "erased_at": "2026-01-01"}, "body.erased_at"),
+        ],
+    ),
     "POST /service-types": Endpoint(
         "POST",
         "/service-types",
@@ -635,6 +649,7 @@ GROUPS = {
         "POST /cases/{case_id}/steps/{step_id}/complete",
         "POST /cases/{case_id}/close",
         "POST /cases/{case_id}/reopen",
+        "POST /cases/{case_id}/erase",
     ],
 }
 
