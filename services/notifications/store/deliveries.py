@@ -215,7 +215,11 @@ _DELIVERIES_ABOUT_CASE = f"""
       AS ev
     JOIN notifications.endpoints AS ep
       ON ep.partner_id IS NULL OR ep.partner_id = ANY(ev.audience)
-    JOIN notifications.deliveries AS d ON d.endpoint_id = ep.id AND d.event_id = ev.id
+    CROSS JOIN LATERAL (
+        SELECT x.id FROM notifications.deliveries AS x
+        WHERE x.endpoint_id = ep.id AND x.event_id = ev.id
+        LIMIT 1  -- one at most (unique); it also keeps the probe a probe, never a join
+    ) AS d
 """  # noqa: S608 - constants
 _ERASE_ATTEMPT_TEXTS = Statement(
     f"""
