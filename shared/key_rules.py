@@ -61,7 +61,7 @@ def check_expiry(
     expires_at: datetime | None, *, now: datetime, field: str = "body.expires_at"
 ) -> datetime | None:
     """`expires_at` in UTC, or None when absent; 422 naming `field` unless it has a UTC
-    offset, is later than `now` and has a UTC time (before the year 10000)."""
+    offset, is later than `now` and falls within the years 1 to 9999 in UTC."""
     if expires_at is None:
         return None
     if expires_at.tzinfo is None or expires_at.utcoffset() is None:
@@ -74,7 +74,9 @@ def check_expiry(
     try:
         in_utc = expires_at.astimezone(UTC)
     except OverflowError:
-        raise _bad_expiry(field, "must be before the year 10000", "datetime_range") from None
+        raise _bad_expiry(
+            field, "must fall within the years 1 to 9999 in UTC", "datetime_range"
+        ) from None
     if in_utc <= now:
         raise _bad_expiry(field, "must lie in the future", "future")
     return in_utc

@@ -122,6 +122,10 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
     hub.add(key_id=spare["id"])
     other_keys = _ok(registry.get(f"/partners/{other['id']}/api-keys", headers=admin))
     hub.add(key_id=other_keys["items"][0]["id"])
+    # The admin key that fuzzes (the start-up key): a fuzzed revocation must spare it too,
+    # once a fuzzed POST /admin-keys made it no longer the last active admin key.
+    [admin_key] = _ok(registry.get("/admin-keys", headers=admin))["items"]
+    hub.fuzzing_key_ids.add(admin_key["id"])
     for code in ("ML", "ML-BKO", "ML-BKO-03"):
         hub.add(code=code, area=code)
 

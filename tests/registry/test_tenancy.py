@@ -90,6 +90,10 @@ ROUTES: dict[tuple[str, str], Route] = {
         "admin", 403, 403, 201, body=lambda w, who: {"name": f"key of {who}"}
     ),
     ("GET", "/partners/{partner_id}/api-keys"): Route("owned", 404, 200, 200),
+    ("POST", "/admin-keys"): Route(
+        "admin", 403, 403, 201, body=lambda w, who: {"name": f"admin key of {who}"}
+    ),
+    ("GET", "/admin-keys"): Route("admin", 403, 403, 200),
     ("DELETE", "/api-keys/{key_id}"): Route("owned", 404, 204, 204),
     # --- reference data
     ("GET", "/areas"): Route("directory", 200, 200, 200),
@@ -461,6 +465,8 @@ async def test_admin_only_routes_answer_403_to_every_partner_key(world):
     assert {f"{m} {p}" for m, p in admin_routes} >= {
         "POST /partners",
         "POST /partners/{partner_id}/api-keys",
+        "POST /admin-keys",
+        "GET /admin-keys",
         "POST /areas/import",
         "POST /service-types",
         "GET /duplicates",
