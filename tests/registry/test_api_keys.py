@@ -8,11 +8,22 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import bindparam, update
 
 from services.registry.app import create_app
+from shared import key_rules
+from shared.auth import create_key, look_up
+from shared.db import Statement
+from shared.tables import api_keys
 from tests.conftest import running
 from tests.factories import bearer, expire_key, make_admin_key, make_partner, make_partner_key
 from tests.registry.helpers import PROBLEM, assert_problem, database_fingerprint
+
+_SET_STATE = Statement(
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key_id"))
+    .values(revoked_at=bindparam("revoked_at"), expires_at=bindparam("expires_at"))
+)
 
 
 def _soon(seconds: float) -> str:
@@ -104,6 +115,26 @@ async def test_an_expiry_in_the_past_or_without_offset_answers_422_and_writes_no
             ("body.expires_at", error_type)
         ], url
     assert await database_fingerprint(hub["app"]) == before
+
+
+async def test_the_look_up_lets_in_exactly_the_keys_the_rule_calls_usable(hub):
+    """The look-up's SQL and `shared.key_rules.usable` are one rule."""
+    db = hub["app"].state.db
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    states = [
+        (revoked, expires)
+        for revoked in (None, now - hour)
+        for expires in (None, now + hour, now - hour)
+    ]
+    for revoked_at, expires_at in states:
+        async with db.transaction() as conn:
+            row, key = await create_key(conn, role="admin", partner_id=None, name="grid")
+            await _SET_STATE.execute(
+                conn, key_id=row["id"], revoked_at=revoked_at, expires_at=expires_at
+            )
+        expected = key_rules.usable(revoked_at=revoked_at, expires_at=expires_at, at=now)
+        assert (await look_up(db, key) is not None) is expected, (revoked_at, expires_at)
 
 
 # --- Admin keys ---------------------------------------------------------------------------
