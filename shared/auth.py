@@ -120,9 +120,7 @@ _REGISTER_BOOTSTRAP = Statement(
     .returning(api_keys.c.id)
 )
 _KEY_BY_HASH = Statement(
-    select(api_keys.c.id, api_keys.c.role, api_keys.c.revoked_at).where(
-        api_keys.c.key_hash == bindparam("digest")
-    )
+    select(api_keys.c.id, api_keys.c.revoked_at).where(api_keys.c.key_hash == bindparam("digest"))
 )
 # A new start-up key replaces the previous ones: a key taken out of `.data/admin.key` or
 # of the environment stops working.
