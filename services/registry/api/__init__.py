@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.registry.api import cases, directory, duplicates, hsds, partners, reference
+from services.registry.api import (
+    cases,
+    directory,
+    duplicates,
+    hsds,
+    partners,
+    reference,
+    retention,
+)
 
 routers: list[APIRouter] = [
     partners.router,
@@ -12,5 +20,6 @@ routers: list[APIRouter] = [
     directory.router,
     cases.router,
     duplicates.router,
+    retention.router,
     hsds.router,
 ]
