@@ -12,6 +12,7 @@ from services.registry.api import (
     partners,
     reference,
     retention,
+    subject_access,
 )
 
 routers: list[APIRouter] = [
@@ -20,6 +21,7 @@ routers: list[APIRouter] = [
     directory.router,
     cases.router,
     duplicates.router,
+    subject_access.router,
     retention.router,
     hsds.router,
 ]
