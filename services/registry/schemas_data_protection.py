@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.registry.schemas_cases import AccessLogEntry, CaseRead
 from shared.pagination import Page
+from shared.resources import Referral
 
 
 class ExportedEvent(BaseModel):
@@ -49,10 +50,9 @@ class SubjectAccessExport(BaseModel):
     closed_at: datetime | None = Field(
         description="When the case was last closed (retention counts from it); null while open."
     )
-    referrals: list[dict[str, Any]] = Field(
-        description="The case's referrals, each as its latest `referral.*` event carries it: "
-        "the referrals service's `Referral`, with its `history` (every status, when, by whom) "
-        "and the minimised case as it was then sent."
+    referrals: list[Referral] = Field(
+        description="The case's referrals, each as its latest `referral.*` event carries it, "
+        "with its `history` (every status, when, by whom) and the case as it was then sent."
     )
     events: list[ExportedEvent] = Field(description="Every event about the case, oldest first.")
     deliveries: list[ExportedDelivery] = Field(

@@ -24,6 +24,7 @@ from shared.deps import Admin, DbDep
 from shared.errors import NotFound
 from shared.eventlog.model import sequence_of
 from shared.problems import Problem
+from shared.resources import Referral
 from shared.settings import Settings
 
 router = APIRouter(tags=["data-protection"])
@@ -78,7 +79,7 @@ async def export_case(
         exported_at=datetime.now(UTC),
         case=CaseRead.model_validate(case_snapshot(case, steps)),
         closed_at=case["closed_at"],
-        referrals=referrals,
+        referrals=[Referral.model_validate(r) for r in referrals],
         events=[
             ExportedEvent.model_validate({**e, "sequence": sequence_of(int(e["tx"]), e["seq"])})
             for e in events
