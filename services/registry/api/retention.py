@@ -32,6 +32,7 @@ async def retention_preview(
 ) -> RetentionPreview:
     settings: Settings = request.app.state.settings
     days = settings.retention_days
+    retention_store.check_cursor(cursor)  # a bad cursor is a 422, retention on or off
     if days is None:
         return RetentionPreview(
             items=[], next_cursor=None, retention=False, retention_days=None, closed_before=None

@@ -14,11 +14,17 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from services.registry.tables import cases
 from shared.db import Connection, Statement
-from shared.pagination import keyset, page_of, parse_time
+from shared.pagination import keyset, keyset_params, page_of, parse_time
 
 # What the preview shows of each case: no personal data.
 PREVIEW_COLUMNS = (cases.c.id, cases.c.reference, cases.c.owner_partner_id, cases.c.closed_at)
 _ORDER = (cases.c.closed_at, cases.c.id)
+_CURSOR = [parse_time, UUID]
+
+
+def check_cursor(cursor: str | None) -> None:
+    """422 naming `cursor` for one this selection could not have given out."""
+    keyset_params(cursor, limit=1, parse=_CURSOR)
 
 
 def _expired(columns: Sequence[Any], *, days: int) -> Select:
@@ -53,7 +59,7 @@ async def expired_cases(
             order_by=list(_ORDER),
             cursor=cursor,
             limit=limit,
-            parse=[parse_time, UUID],
+            parse=_CURSOR,
         )
         rows = [dict(r) for r in await Statement(query).fetch(conn)]
         return page_of(rows, limit=limit, key=lambda r: (r["closed_at"].isoformat(), r["id"]))
