@@ -41,6 +41,12 @@ TAGS = [
     {"name": "duplicates", "description": "Probable duplicate cases, for the coordination."},
     {"name": "access-log", "description": "Who read which case, for the coordination."},
     {
+        "name": "data-protection",
+        "description": "Subject access (all the hub holds about a case's person) and "
+        "retention (the closed cases erased after `RELAIS_RETENTION_DAYS`), for the "
+        "coordination.",
+    },
+    {
         "name": "hsds",
         "description": "The directory as Open Referral's HSDS 3.0 API: organizations (the "
         "partners), services, the service-type taxonomy. Any key; no key when "

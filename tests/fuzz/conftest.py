@@ -28,6 +28,7 @@ from services.referrals.app import create_app as referrals_app
 from services.registry.app import create_app as registry_app
 from shared.settings import Settings
 from tests.factories import bearer, case_body
+from tests.hub import served_over_http
 
 # Registered by the registry at start-up (RELAIS_BOOTSTRAP_ADMIN_KEY), so no test code has
 # to open a database session on schemathesis's event loop.
@@ -235,14 +236,25 @@ def started_hub(settings: Settings, *, workers: bool) -> Iterator[FuzzHub]:
             "log_level": "ERROR",
         }
     )
-    apps = {
-        "registry": registry_app(settings),
-        "referrals": referrals_app(settings),
-        "notifications": notifications_app(settings),
-    }
-    hub = FuzzHub(apps=apps, keys={"admin": ADMIN_KEY})
     try:
         with ExitStack() as stack:
+            # The registry's subject access export asks the notifications service over HTTP:
+            # an instance of it (without workers) on a loopback port of its own.
+            settings = settings.model_copy(
+                update={
+                    "notifications_url": stack.enter_context(
+                        served_over_http(
+                            notifications_app(settings.model_copy(update={"run_workers": False}))
+                        )
+                    )
+                }
+            )
+            apps = {
+                "registry": registry_app(settings),
+                "referrals": referrals_app(settings),
+                "notifications": notifications_app(settings),
+            }
+            hub = FuzzHub(apps=apps, keys={"admin": ADMIN_KEY})
             # The registry first: its start-up registers the admin key.
             for name, app in apps.items():
                 hub.clients[name] = stack.enter_context(asgi.get_client(app))

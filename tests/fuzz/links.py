@@ -87,6 +87,7 @@ CASE_ACTIONS: list[Target] = [
 CASE_TARGETS: list[Target] = [
     ("GET", "/cases/{case_id}", CASE_ID, None),
     *CASE_ACTIONS,
+    ("GET", "/cases/{case_id}/export", CASE_ID, None),
     # The same case again by its owner's own id (an admin names the owner).
     (
         "PUT",

@@ -161,6 +161,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=lambda w, who: {"keep_case_id": w.case_a["id"]},
     ),
     ("GET", "/access-log"): Route("admin", 403, 403, 200),
+    # --- subject access and retention (admin only). The admin's export also asks the
+    # notifications service, which this registry runs without: tests/registry/
+    # test_subject_access.py walks it.
+    ("GET", "/cases/{case_id}/export"): Route("admin", 403, 403, None),
+    ("GET", "/retention/preview"): Route("admin", 403, 403, 200),
     # --- the directory as HSDS 3.0 (every key reads it; nothing is a location)
     ("GET", "/hsds/"): Route("directory", 200, 200, 200),
     ("GET", "/hsds/services"): Route("directory", 200, 200, 200),
@@ -354,9 +359,26 @@ async def test_another_partners_case_is_not_found_on_every_case_route(world):
     client, case_id = world.client, world.case_a["id"]
     step_id = world.case_a["plan"][0]["id"]
     case_routes = [
-        (method, path) for (method, path) in ROUTES if path.startswith("/cases/{case_id}")
+        (method, path)
+        for (method, path), route in ROUTES.items()
+        if path.startswith("/cases/{case_id}") and route.access == "owned"
     ]
     assert len(case_routes) == 8
+    # The admins' routes on a case refuse B alike whether the case exists or not.
+    admin_routes = [
+        (method, path)
+        for (method, path), route in ROUTES.items()
+        if path.startswith("/cases/{case_id}") and route.access == "admin"
+    ]
+    assert admin_routes == [("GET", "/cases/{case_id}/export")]
+    for method, path in admin_routes:
+        answers = []
+        for target in (case_id, str(uuid4())):
+            response = await client.request(
+                method, path.format(case_id=target), headers=bearer(world.key_b)
+            )
+            answers.append(assert_problem(response, 403)["detail"])
+        assert answers[0] == answers[1], (method, path, answers)
     for method, path in case_routes:
         route = ROUTES[(method, path)]
         body = route.body(world, "owner") if route.body else None

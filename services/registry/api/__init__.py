@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.registry.api import cases, directory, duplicates, hsds, partners, reference
+from services.registry.api import (
+    cases,
+    directory,
+    duplicates,
+    hsds,
+    partners,
+    reference,
+    retention,
+    subject_access,
+)
 
 routers: list[APIRouter] = [
     partners.router,
@@ -12,5 +21,7 @@ routers: list[APIRouter] = [
     directory.router,
     cases.router,
     duplicates.router,
+    subject_access.router,
+    retention.router,
     hsds.router,
 ]
