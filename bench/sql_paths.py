@@ -85,7 +85,8 @@ async def create_pool(database_url: str, *, size: int, name: str) -> asyncpg.Poo
 
 HAND_LOOK_UP = (
     "SELECT id, role, partner_id, key_hash, last_used_at FROM hub.api_keys "
-    "WHERE key_hash = $1 AND revoked_at IS NULL AND partner_active"
+    "WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) "
+    "AND partner_active"
 )
 _HAND_PAGE = (
     "SELECT * FROM referrals.referrals "
@@ -208,7 +209,7 @@ def handwritten_ops(pool: asyncpg.Pool, work: Work) -> dict[str, Callable[[int],
     async def key(i: int) -> Any:
         digest = hash_key(work.key)
         async with pool.acquire() as conn:
-            row = await conn.fetchrow(HAND_LOOK_UP, digest)
+            row = await conn.fetchrow(HAND_LOOK_UP, digest, datetime.now(UTC))
         assert principal_of(row, digest) is not None
 
     async def page(i: int) -> Any:

@@ -141,7 +141,7 @@ HUB_CONSTRAINTS: dict[str, str] = {
     "referrals.ck_indicator_durations_measure": "the indicators' rollup, written by the reconciler",
     "notifications.ck_endpoints_status": "changed only by the endpoint's actions",
     "notifications.ck_deliveries_status": "changed only by the dispatcher",
-    "notifications.uq_deliveries_endpoint_id_event_id": "fanned out with ON CONFLICT",
+    "notifications.uq_deliveries_event_id_endpoint_id": "fanned out with ON CONFLICT",
     "notifications.fk_deliveries_endpoint_id_endpoints": "fanned out by a worker",
     "notifications.fk_attempts_delivery_id_deliveries": "recorded by the dispatcher",
 }

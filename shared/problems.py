@@ -202,6 +202,8 @@ def _is_database_outage(exc: BaseException) -> bool:
 def domain_error_response(exc: domain.ProblemError) -> JSONResponse:
     """The problem document of one of the domain's errors."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:  # a passing fault: say when to try again, as the 503s of an outage do
+        headers = {"Retry-After": "5"}
     return problem_response(
         exc.status, exc.slug, exc.title, exc.detail, errors=exc.errors, headers=headers, **exc.extra
     )

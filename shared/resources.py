@@ -1,7 +1,13 @@
 """The named shapes the registry and the referrals service both serve: the minimised case
-(built by `shared.minimised.minimise_case`) and the bare case reference shown in its place."""
+(built by `shared.minimised.minimise_case`), the bare case reference shown in its place, and
+the Referral as its events carry it (the referrals service serves it; the registry's subject
+access export gives a case's referrals in it)."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
 
 from pydantic import (
     BaseModel,
@@ -10,6 +16,12 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     model_serializer,
 )
+from typing_extensions import TypeAliasType
+
+from shared.referral_statuses import REFERRAL_STATUSES
+
+ReferralStatus = TypeAliasType("ReferralStatus", Literal[REFERRAL_STATUSES])  # type: ignore[valid-type]
+Priority = TypeAliasType("Priority", Literal["emergency", "urgent", "normal"])
 
 
 class _Shape(BaseModel):
@@ -74,3 +86,39 @@ class MinimisedCase(_Shape):
     referring_partner: ReferringPartner
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class HistoryEntry(BaseModel):
+    """One line of a referral's history: each status it took, when, by whom."""
+
+    status: ReferralStatus
+    at: datetime
+    actor: str = Field(description="A partner id, `admin` or `system`.")
+    note: str
+
+
+class Referral(BaseModel):
+    """The Referral as `referral.*` events carry it: everything but the routing decision."""
+
+    id: UUID
+    case_id: UUID
+    case_reference: str
+    step_id: UUID
+    service_type: str
+    priority: Priority
+    status: ReferralStatus
+    status_reason: str | None
+    assignee_partner_id: UUID | None
+    service_id: UUID | None
+    owner_partner_id: UUID
+    deadline_at: datetime | None
+    attempt: int = Field(description="1 for the first routing of a step, 2 after one re-routing...")
+    outcome: str | None
+    case: MinimisedCase | CaseReference = Field(
+        description="The minimised case while the referral is live and consent is granted; "
+        "otherwise `{reference}`. In lists, always `{reference}`: get the referral for more."
+    )
+    history: list[HistoryEntry]
+    version: int
+    created_at: datetime
+    updated_at: datetime

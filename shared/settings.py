@@ -52,6 +52,27 @@ class Settings(BaseSettings):
         description="Serve the HSDS view of the directory (`/hsds/...`) without a key; it "
         "holds no personal data.",
     )
+    notifications_url: str | None = Field(
+        default=None,
+        alias="RELAIS_NOTIFICATIONS_URL",
+        description="Where the registry reaches the notifications service's API (a subject "
+        "access export lists the case's deliveries). Unset: `http://127.0.0.1:` and "
+        "`NOTIFICATIONS_PORT`, as `make run` starts it.",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36_500,
+        alias="RELAIS_RETENTION_DAYS",
+        description="Erase the cases closed for longer than this many days (SPEC 9). Unset: "
+        "retention is off and nothing is erased by it.",
+    )
+    retention_interval_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        alias="RELAIS_RETENTION_INTERVAL_SECONDS",
+        description="How often the registry's retention worker runs (once a day by default).",
+    )
     gc_freeze: bool = Field(
         default=True,
         alias="RELAIS_GC_FREEZE",
@@ -94,8 +115,17 @@ class Settings(BaseSettings):
             raise ValueError("WEBHOOK_RETRY_SCHEDULE needs at least one non-negative delay")
         return value
 
+    @field_validator("retention_days", "notifications_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `RELAIS_RETENTION_DAYS=` in a manifest means the same as leaving it out.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _defaults_by_environment(self) -> Settings:
+        if self.notifications_url is None:
+            self.notifications_url = f"http://127.0.0.1:{self.notifications_port}"
+        self.notifications_url = self.notifications_url.rstrip("/")
         if self.notifications_allow_private_targets is None:
             self.notifications_allow_private_targets = self.env is Environment.development
         if (

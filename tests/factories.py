@@ -3,17 +3,34 @@ paths the API uses."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy import bindparam, update
+
 from shared.auth import create_key
-from shared.db import Database
+from shared.db import Database, Statement
+from shared.tables import api_keys
 
 
 async def make_admin_key(db: Database) -> str:
     async with db.transaction() as conn:
         _row, key = await create_key(conn, role="admin", partner_id=None, name="test admin")
     return key
+
+
+_EXPIRE = Statement(
+    update(api_keys).where(api_keys.c.id == bindparam("key_id")).values(expires_at=bindparam("at"))
+)
+
+
+async def expire_key(db: Database, key_id: UUID | str, *, at: datetime | None = None) -> None:
+    """Move a key's `expires_at` to `at` (by default a second ago), as time passing would."""
+    async with db.transaction() as conn:
+        await _EXPIRE.execute(
+            conn, key_id=UUID(str(key_id)), at=at or datetime.now(UTC) - timedelta(seconds=1)
+        )
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -218,13 +218,14 @@ def test_enumerated_query_parameters_are_enums(name, path, parameter):
 
 
 # Free-form objects that are free-form by nature: a map keyed by partner id, the JSON merge
-# patches of a case's beneficiary and return, and a feed item's `data` (any resource; the
-# webhooks section gives each type's).
+# patches of a case's beneficiary and return, and an event's `data` in a feed item or a
+# subject access export (any resource; the webhooks section gives each type's).
 FREE_FORM = {
     "RoutingDecision.excluded_partners",
     "CaseUpdate.beneficiary",
     "CaseUpdate.return",
     "CloudEvent.data",
+    "ExportedEvent.data",
 }
 
 

@@ -299,12 +299,24 @@ async def list_deliveries(
     endpoint_id: UUID | None = None,
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     event_type: Annotated[str | None, Query(max_length=100)] = None,
+    case_id: Annotated[
+        UUID | None,
+        Query(
+            description="Admin keys only: the deliveries of the events about this case (its "
+            "`case.*` events and the events whose data names it), i.e. which partners' "
+            "endpoints received it. A subject access export reads it."
+        ),
+    ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[DeliveryRead]:
-    """Deliveries to your endpoints (admins: all), filtered by endpoint, status or event type.
-    `status=failed` lists what needs a retry or a recover.
+    """Deliveries to your endpoints (admins: all), filtered by endpoint, status, event type
+    or (admins) case. `status=failed` lists what needs a retry or a recover. A delivery is
+    listed without the body it carries; `partner_id` is its endpoint's partner (null: an
+    endpoint of the coordination).
     """
+    if case_id is not None and not caller.is_admin:
+        raise Forbidden("Only admin keys list the deliveries of a case.")
     async with db.connection() as conn:
         items, next_cursor = await store.list_deliveries(
             conn,
@@ -314,6 +326,7 @@ async def list_deliveries(
             event_type=event_type,
             limit=limit,
             cursor=cursor,
+            case_id=case_id,
         )
     return Page[DeliveryRead](
         items=[DeliveryRead.model_validate(dict(r)) for r in items], next_cursor=next_cursor

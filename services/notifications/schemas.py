@@ -128,6 +128,10 @@ class DeliveryRead(BaseModel):
     event_id: UUID = Field(description="The `webhook-id`: the same on every retry.")
     event_type: str
     endpoint_id: UUID
+    partner_id: UUID | None = Field(
+        description="The endpoint's partner: who received the event (null: an endpoint of the "
+        "coordination)."
+    )
     status: DeliveryStatus
     attempt_count: int
     next_attempt_at: datetime | None

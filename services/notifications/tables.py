@@ -81,7 +81,7 @@ deliveries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
-    UniqueConstraint("endpoint_id", "event_id"),
+    UniqueConstraint("event_id", "endpoint_id"),  # leads with the event: a case's deliveries
     # The dispatcher's claim, per endpoint: its due deliveries in order, and its live leases.
     Index(
         "ix_deliveries_due_by_endpoint",

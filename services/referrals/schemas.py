@@ -21,26 +21,18 @@ from services.referrals.routing import (
     SEX_UNKNOWN,
     VULNERABILITIES,
 )
-from services.referrals.tables import REFERRAL_STATUSES
 from shared.pathway import RESOLVED
-from shared.resources import CaseReference, MinimisedCase
+from shared.resources import (
+    Priority,
+    Referral,
+    ReferralStatus,
+)
 
-ReferralStatus = TypeAliasType("ReferralStatus", Literal[REFERRAL_STATUSES])  # type: ignore[valid-type]
 ReferralRole = TypeAliasType("ReferralRole", Literal["incoming", "outgoing"])
-Priority = TypeAliasType("Priority", Literal["emergency", "urgent", "normal"])
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class HistoryEntry(BaseModel):
-    """One line of a referral's history: each status it took, when, by whom."""
-
-    status: ReferralStatus
-    at: datetime
-    actor: str = Field(description="A partner id, `admin` or `system`.")
-    note: str
 
 
 class RoutingCandidate(BaseModel):
@@ -104,33 +96,6 @@ class RoutingDecision(BaseModel):
         description="`max_attempts` when the step was routed four times without a taker.",
     )
     assigned: RoutingAssignment | None = Field(default=None, exclude_if=lambda v: v is None)
-
-
-class Referral(BaseModel):
-    """The Referral as `referral.*` events carry it: everything but the routing decision."""
-
-    id: UUID
-    case_id: UUID
-    case_reference: str
-    step_id: UUID
-    service_type: str
-    priority: Priority
-    status: ReferralStatus
-    status_reason: str | None
-    assignee_partner_id: UUID | None
-    service_id: UUID | None
-    owner_partner_id: UUID
-    deadline_at: datetime | None
-    attempt: int = Field(description="1 for the first routing of a step, 2 after one re-routing...")
-    outcome: str | None
-    case: MinimisedCase | CaseReference = Field(
-        description="The minimised case while the referral is live and consent is granted; "
-        "otherwise `{reference}`. In lists, always `{reference}`: get the referral for more."
-    )
-    history: list[HistoryEntry]
-    version: int
-    created_at: datetime
-    updated_at: datetime
 
 
 class ReferralRead(Referral):

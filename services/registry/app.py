@@ -31,11 +31,21 @@ Errors are RFC 9457 problem documents. Every POST accepts an `Idempotency-Key` h
 TAGS = [
     {"name": "reference", "description": "Areas and service types: the shared code lists."},
     {"name": "partners", "description": "Partner organisations (created by admins)."},
-    {"name": "api-keys", "description": "Keys of partners: issued by admins, shown once."},
+    {
+        "name": "api-keys",
+        "description": "Keys of partners and of the coordination (admin keys): issued by "
+        "admins, shown once, revocable, optionally expiring.",
+    },
     {"name": "services", "description": "The service directory: what each partner offers, where."},
     {"name": "cases", "description": "Returnees' cases with their plans, consent and closure."},
     {"name": "duplicates", "description": "Probable duplicate cases, for the coordination."},
     {"name": "access-log", "description": "Who read which case, for the coordination."},
+    {
+        "name": "data-protection",
+        "description": "Subject access (all the hub holds about a case's person) and "
+        "retention (the closed cases erased after `RELAIS_RETENTION_DAYS`), for the "
+        "coordination.",
+    },
     {
         "name": "hsds",
         "description": "The directory as Open Referral's HSDS 3.0 API: organizations (the "
@@ -50,8 +60,23 @@ async def _bootstrap_admin_key(app: FastAPI) -> None:
     if not settings.bootstrap_admin_key:
         return
     async with app.state.db.transaction() as conn:
-        added = await ensure_admin_key(conn, settings.bootstrap_admin_key)
-    log.info("bootstrap_admin_key", registered=added)
+        bootstrap = await ensure_admin_key(conn, settings.bootstrap_admin_key)
+    if bootstrap.outcome == "revoked":
+        # Never the key itself, nor its prefix: the id tells it apart in GET /admin-keys.
+        log.warning(
+            "bootstrap_admin_key_revoked",
+            key_id=str(bootstrap.key_id),
+            detail="The start-up admin key (RELAIS_BOOTSTRAP_ADMIN_KEY, or .data/admin.key of "
+            "make run) was revoked through the API and stays revoked: it answers 401. Use "
+            "another admin key, or start with a new start-up key (README, Rotating the admin "
+            "key).",
+        )
+        return
+    log.info(
+        "bootstrap_admin_key",
+        registered=bootstrap.outcome == "added",
+        replaced=[str(i) for i in bootstrap.replaced],
+    )
 
 
 async def _load_reference_data(app: FastAPI) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
@@ -68,19 +68,44 @@ class PartnerRead(BaseModel):
     updated_at: datetime
 
 
+ExpiresAt = Annotated[
+    datetime | None,
+    Field(
+        description="When the key stops working (it answers 401 from then on): an RFC 3339 "
+        "time with its UTC offset, in the future. None: until revoked.",
+        examples=["2027-06-30T00:00:00Z"],
+    ),
+]
+
+
 class ApiKeyCreate(StrictModel):
     name: str = Field(default="", max_length=200, examples=["case-management system, production"])
+    expires_at: ExpiresAt = None
+
+
+class AdminKeyCreate(StrictModel):
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Who or what holds the key. `bootstrap` is reserved to the admin key the "
+        "hub starts with (RELAIS_BOOTSTRAP_ADMIN_KEY).",
+        examples=["secretariat, 2027"],
+    )
+    expires_at: ExpiresAt = None
 
 
 class ApiKeyRead(BaseModel):
     id: UUID
-    partner_id: UUID | None
+    partner_id: UUID | None = Field(description="None for an admin key.")
     role: Literal["admin", "partner"]
     name: str
     prefix: str = Field(description="The first characters of the key, to tell keys apart.")
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None = Field(description="Updated at most once a minute.")
+    expires_at: datetime | None = Field(
+        description="When the key stops working; None: until revoked."
+    )
 
 
 class ApiKeyCreated(ApiKeyRead):

@@ -430,6 +430,6 @@ class AccessLogEntry(BaseModel):
     at: datetime
     case_id: UUID
     partner_id: UUID | None
-    key_id: UUID | None = Field(description="Null for the retention worker's erasures.")
+    key_id: UUID | None = Field(description="Null: an erasure by the retention worker.")
     view: Literal["full", "minimised", "list", "export", "erase"]
     route: str

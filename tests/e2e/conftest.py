@@ -44,3 +44,23 @@ def hub_processes(hub_database: str) -> Iterator[Services]:
         yield services
     finally:
         services.stop_all()
+
+
+RETENTION_DAYS = 30
+
+
+@pytest.fixture(scope="module")
+def retention_processes(hub_database: str) -> Iterator[Services]:
+    """The three services as processes, with `RELAIS_RETENTION_DAYS=30`: the retention
+    worker runs in the registry at start, then once an hour (a restart runs it again)."""
+    services = Services(
+        hub_database,
+        RELAIS_RETENTION_DAYS=str(RETENTION_DAYS),
+        RELAIS_RETENTION_INTERVAL_SECONDS="3600",
+    )
+    try:
+        for name in SERVICES:
+            asyncio.run(services.start(name))
+        yield services
+    finally:
+        services.stop_all()

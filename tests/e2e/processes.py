@@ -31,7 +31,7 @@ LAUNCHERS: list[subprocess.Popen] = []
 class Services:
     """The three services as `python -m services.<name>` processes on one database."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, **env: str) -> None:
         self.ports = {name: free_port() for name in SERVICES}
         self.env = {
             **os.environ,
@@ -43,6 +43,7 @@ class Services:
             "RELAIS_POLL_INTERVAL_SECONDS": "0.2",
             "RELAIS_LOG_LEVEL": "WARNING",
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            **env,
         }
         self.processes: dict[str, subprocess.Popen] = {}
 

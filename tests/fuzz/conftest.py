@@ -28,6 +28,7 @@ from services.referrals.app import create_app as referrals_app
 from services.registry.app import create_app as registry_app
 from shared.settings import Settings
 from tests.factories import bearer, case_body
+from tests.hub import served_over_http
 
 # Registered by the registry at start-up (RELAIS_BOOTSTRAP_ADMIN_KEY), so no test code has
 # to open a database session on schemathesis's event loop.
@@ -122,6 +123,10 @@ def _seed(clients: dict[str, Any], hub: FuzzHub) -> None:
     hub.add(key_id=spare["id"])
     other_keys = _ok(registry.get(f"/partners/{other['id']}/api-keys", headers=admin))
     hub.add(key_id=other_keys["items"][0]["id"])
+    # The admin key that fuzzes (the start-up key): a fuzzed revocation must spare it too,
+    # once a fuzzed POST /admin-keys made it no longer the last active admin key.
+    [admin_key] = _ok(registry.get("/admin-keys", headers=admin))["items"]
+    hub.fuzzing_key_ids.add(admin_key["id"])
     for code in ("ML", "ML-BKO", "ML-BKO-03"):
         hub.add(code=code, area=code)
 
@@ -231,14 +236,25 @@ def started_hub(settings: Settings, *, workers: bool) -> Iterator[FuzzHub]:
             "log_level": "ERROR",
         }
     )
-    apps = {
-        "registry": registry_app(settings),
-        "referrals": referrals_app(settings),
-        "notifications": notifications_app(settings),
-    }
-    hub = FuzzHub(apps=apps, keys={"admin": ADMIN_KEY})
     try:
         with ExitStack() as stack:
+            # The registry's subject access export asks the notifications service over HTTP:
+            # an instance of it (without workers) on a loopback port of its own.
+            settings = settings.model_copy(
+                update={
+                    "notifications_url": stack.enter_context(
+                        served_over_http(
+                            notifications_app(settings.model_copy(update={"run_workers": False}))
+                        )
+                    )
+                }
+            )
+            apps = {
+                "registry": registry_app(settings),
+                "referrals": referrals_app(settings),
+                "notifications": notifications_app(settings),
+            }
+            hub = FuzzHub(apps=apps, keys={"admin": ADMIN_KEY})
             # The registry first: its start-up registers the admin key.
             for name, app in apps.items():
                 hub.clients[name] = stack.enter_context(asgi.get_client(app))

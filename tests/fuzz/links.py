@@ -87,6 +87,7 @@ CASE_ACTIONS: list[Target] = [
 CASE_TARGETS: list[Target] = [
     ("GET", "/cases/{case_id}", CASE_ID, None),
     *CASE_ACTIONS,
+    ("GET", "/cases/{case_id}/export", CASE_ID, None),
     # The same case again by its owner's own id (an admin names the owner).
     (
         "PUT",
@@ -124,6 +125,11 @@ REGISTRY: list[tuple[Source, Target]] = [
     (
         ("GET", "/partners/{partner_id}/api-keys", "200"),
         ("DELETE", "/api-keys/{key_id}", {"path.key_id": "$response.body#/items/*/id"}, None),
+    ),
+    # An admin key created is revoked again (the fuzzing admin key is spared: conftest).
+    (
+        ("POST", "/admin-keys", "201"),
+        ("DELETE", "/api-keys/{key_id}", {"path.key_id": "$response.body#/id"}, None),
     ),
     item_of("GET", "/areas", "code", field="code"),
     item_of("GET", "/services", "service_id"),

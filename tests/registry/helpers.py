@@ -15,8 +15,8 @@ PROBLEM = "application/problem+json"
 # touch it once a minute); the access log is left out (reads write it).
 _FINGERPRINTED = {
     "hub.events": "SELECT seq, id, type, subject, audience, data FROM hub.events",
-    "hub.api_keys": "SELECT id, role, partner_id, partner_active, name, revoked_at "
-    "FROM hub.api_keys",
+    "hub.api_keys": "SELECT id, role, partner_id, partner_active, name, revoked_at, "
+    "expires_at FROM hub.api_keys",
     "hub.areas": "SELECT * FROM hub.areas",
     "hub.service_types": "SELECT * FROM hub.service_types",
     "registry.partners": "SELECT * FROM registry.partners",

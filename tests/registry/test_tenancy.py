@@ -90,6 +90,10 @@ ROUTES: dict[tuple[str, str], Route] = {
         "admin", 403, 403, 201, body=lambda w, who: {"name": f"key of {who}"}
     ),
     ("GET", "/partners/{partner_id}/api-keys"): Route("owned", 404, 200, 200),
+    ("POST", "/admin-keys"): Route(
+        "admin", 403, 403, 201, body=lambda w, who: {"name": f"admin key of {who}"}
+    ),
+    ("GET", "/admin-keys"): Route("admin", 403, 403, 200),
     ("DELETE", "/api-keys/{key_id}"): Route("owned", 404, 204, 204),
     # --- reference data
     ("GET", "/areas"): Route("directory", 200, 200, 200),
@@ -166,6 +170,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         args={"case_id": "case_a2_id"},
         body=lambda w, who: {"reason": f"erased by {who}"},
     ),
+    # --- subject access and retention (admin only). The admin's export also asks the
+    # notifications service, which this registry runs without: tests/registry/
+    # test_subject_access.py walks it.
+    ("GET", "/cases/{case_id}/export"): Route("admin", 403, 403, None),
+    ("GET", "/retention/preview"): Route("admin", 403, 403, 200),
     # --- the directory as HSDS 3.0 (every key reads it; nothing is a location)
     ("GET", "/hsds/"): Route("directory", 200, 200, 200),
     ("GET", "/hsds/services"): Route("directory", 200, 200, 200),
@@ -364,6 +373,24 @@ async def test_another_partners_case_is_not_found_on_every_case_route(world):
         if path.startswith("/cases/{case_id}") and route.access == "owned"
     ]
     assert len(case_routes) == 8
+    # The admins' routes on a case refuse B alike whether the case exists or not.
+    admin_routes = [
+        (method, path)
+        for (method, path), route in ROUTES.items()
+        if path.startswith("/cases/{case_id}") and route.access == "admin"
+    ]
+    assert sorted(admin_routes) == [
+        ("GET", "/cases/{case_id}/export"),
+        ("POST", "/cases/{case_id}/erase"),
+    ]
+    for method, path in admin_routes:
+        answers = []
+        for target in (case_id, str(uuid4())):
+            response = await client.request(
+                method, path.format(case_id=target), headers=bearer(world.key_b)
+            )
+            answers.append(assert_problem(response, 403)["detail"])
+        assert answers[0] == answers[1], (method, path, answers)
     for method, path in case_routes:
         route = ROUTES[(method, path)]
         body = route.body(world, "owner") if route.body else None
@@ -472,6 +499,8 @@ async def test_admin_only_routes_answer_403_to_every_partner_key(world):
     assert {f"{m} {p}" for m, p in admin_routes} >= {
         "POST /partners",
         "POST /partners/{partner_id}/api-keys",
+        "POST /admin-keys",
+        "GET /admin-keys",
         "POST /areas/import",
         "POST /service-types",
         "GET /duplicates",

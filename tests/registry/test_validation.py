@@ -22,6 +22,7 @@ from tests.factories import bearer, case_body
 from tests.registry.helpers import PROBLEM, assert_problem, database_fingerprint, event_count
 
 NUL = "\u0000"
+PAST = "2020-01-01T00:00:00Z"
 UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
 
 
@@ -148,6 +149,37 @@ ENDPOINTS: dict[str, Endpoint] = {
             Bad("NUL", {"name": NUL}, "body.name"),
             Bad("not an object", "key", "body"),
             Bad("bad partner id", {"name": "k"}, "path.partner_id", path="/partners/abc/api-keys"),
+            Bad("expiry in the past", {"expires_at": PAST}, "body.expires_at"),
+            Bad("expiry without offset", {"expires_at": "2030-01-01T00:00:00"}, "body.expires_at"),
+            Bad("expiry not a time", {"expires_at": "next year"}, "body.expires_at"),
+        ],
+    ),
+    "POST /admin-keys": Endpoint(
+        "POST",
+        "/admin-keys",
+        "admin",
+        ("/admin-keys?limit=500",),
+        [
+            Bad("missing", {}, "body.name"),
+            Bad("blank", {"name": "   "}, "body.name"),
+            Bad("wrong type", {"name": 5}, "body.name"),
+            Bad("over-long", {"name": "x" * 201}, "body.name"),
+            Bad("reserved name", {"name": "bootstrap"}, "body.name"),
+            Bad("unknown field: role", {"name": "k", "role": "partner"}, "body.role"),
+            Bad(
+                "unknown field: partner",
+                {"name": "k", "partner_id": UNKNOWN_UUID},
+                "body.partner_id",
+            ),
+            Bad("NUL", {"name": f"k{NUL}"}, "body.name"),
+            Bad("not an object", "key", "body"),
+            Bad("expiry in the past", {"name": "k", "expires_at": PAST}, "body.expires_at"),
+            Bad(
+                "expiry without offset",
+                {"name": "k", "expires_at": "2030-01-01T00:00:00"},
+                "body.expires_at",
+            ),
+            Bad("expiry not a time", {"name": "k", "expires_at": 1.5e20}, "body.expires_at"),
         ],
     ),
     "POST /services": Endpoint(
@@ -637,6 +669,7 @@ GROUPS = {
     "partners and keys": ["POST /partners", "PATCH /partners/{partner_id}"],
     "keys, service types and merges": [
         "POST /partners/{partner_id}/api-keys",
+        "POST /admin-keys",
         "POST /service-types",
         "POST /duplicates/{duplicate_id}/merge",
     ],

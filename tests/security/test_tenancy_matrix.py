@@ -202,6 +202,16 @@ async def test_a_stranger_reaches_nothing_of_others_on_any_route(settings):
                     ], where
             assert await _fingerprint(hub) == before, "a stranger's request changed something"
 
+            # Deliveries by case are the admins' (a subject access export): a partner asking
+            # for another's case, or its own, is refused and shown nothing.
+            for key in (stranger["key"], owner["key"]):
+                response = await hub.notifications.get(
+                    "/deliveries", params={"case_id": case["id"]}, headers=bearer(key)
+                )
+                assert response.status_code == 403, response.text
+                assert response.headers["content-type"] == PROBLEM
+                assert delivery["id"] not in response.text
+
             # The stranger's indicators are its own, empty: one row of totals counting nothing,
             # and no group when grouped (by partner: not even the others' ids).
             own = await hub.referrals.get("/indicators", headers=bearer(stranger["key"]))

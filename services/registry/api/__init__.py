@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.registry.api import cases, directory, duplicates, erasure, hsds, partners, reference
+from services.registry.api import (
+    cases,
+    directory,
+    duplicates,
+    erasure,
+    hsds,
+    partners,
+    reference,
+    retention,
+    subject_access,
+)
 
 routers: list[APIRouter] = [
     partners.router,
@@ -13,5 +23,7 @@ routers: list[APIRouter] = [
     cases.router,
     duplicates.router,
     erasure.router,
+    subject_access.router,
+    retention.router,
     hsds.router,
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, status
 
 from services.registry.schemas import (
+    AdminKeyCreate,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
@@ -16,6 +18,7 @@ from services.registry.schemas import (
     PartnerUpdate,
 )
 from services.registry.store import partners as store
+from shared import key_rules
 from shared.deps import Admin, Caller, DbDep
 from shared.errors import Forbidden, NotFound, cannot_be_null
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page
@@ -125,13 +128,16 @@ async def create_api_key(
     partner_id: UUID, body: ApiKeyCreate, _admin: Admin, db: DbDep
 ) -> ApiKeyCreated:
     """The key (`rk_...`) is in this response only; it is stored as a hash. A key of an
-    inactive partner is created inactive.
+    inactive partner is created inactive. With `expires_at`, the key answers 401 from then on.
     """
+    expires_at = key_rules.check_expiry(body.expires_at, now=datetime.now(UTC))
     async with db.transaction() as conn:
         partner = await store.get_partner(conn, partner_id=partner_id)
         if partner is None:
             raise NotFound(f"No partner {partner_id}.")
-        row, key = await store.create_partner_key(conn, partner_id=partner_id, name=body.name)
+        row, key = await store.create_partner_key(
+            conn, partner_id=partner_id, name=body.name, expires_at=expires_at
+        )
     return ApiKeyCreated.model_validate({**row, "key": key})
 
 
@@ -148,7 +154,7 @@ async def list_api_keys(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Page[ApiKeyRead]:
-    """Keys are listed with their prefix and `last_used_at`, never the secret."""
+    """Keys are listed with their prefix, `last_used_at` and `expires_at`, never the secret."""
     if not caller.is_admin and caller.partner_id != partner_id:
         raise NotFound(f"No partner {partner_id}.")
     async with db.connection() as conn:
@@ -162,17 +168,73 @@ async def list_api_keys(
     )
 
 
+@router.post(
+    "/admin-keys",
+    tags=["api-keys"],
+    status_code=status.HTTP_201_CREATED,
+    summary="Issue an admin key (admin); the key is shown once",
+)
+async def create_admin_key(body: AdminKeyCreate, _admin: Admin, db: DbDep) -> ApiKeyCreated:
+    """A key of the coordination, with every admin right. The key (`rk_...`) is in this
+    response only; it is stored as a hash. To replace a leaked or departing admin key:
+    create a new one here, switch to it, then revoke the old one with
+    `DELETE /api-keys/{key_id}`. The name `bootstrap` is reserved to the key the hub starts
+    with (RELAIS_BOOTSTRAP_ADMIN_KEY). With `expires_at`, the key answers 401 from then on.
+    """
+    key_rules.check_admin_key_name(body.name)
+    expires_at = key_rules.check_expiry(body.expires_at, now=datetime.now(UTC))
+    async with db.transaction() as conn:
+        row, key = await store.create_admin_key(conn, name=body.name, expires_at=expires_at)
+    return ApiKeyCreated.model_validate({**row, "key": key})
+
+
+@router.get(
+    "/admin-keys",
+    tags=["api-keys"],
+    summary="List the admin keys, without the secrets (admin)",
+)
+async def list_admin_keys(
+    _admin: Admin,
+    db: DbDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Page[ApiKeyRead]:
+    """Every admin key, revoked and expired ones included, oldest first, with its prefix,
+    `last_used_at`, `expires_at` and `revoked_at`, never the secret. The key the hub starts
+    with is named `bootstrap`."""
+    async with db.connection() as conn:
+        items, next_cursor = await store.list_admin_keys(conn, limit=limit, cursor=cursor)
+    return Page[ApiKeyRead](
+        items=[ApiKeyRead.model_validate(r) for r in items], next_cursor=next_cursor
+    )
+
+
 @router.delete(
     "/api-keys/{key_id}",
     tags=["api-keys"],
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke a key, with immediate effect (admin, or the key's partner)",
-    responses=NOT_FOUND,
+    responses={
+        **NOT_FOUND,
+        409: {
+            "model": Problem,
+            "description": "The last active admin key: create another admin key first.",
+        },
+    },
 )
 async def revoke_api_key(key_id: Annotated[UUID, Path()], caller: Caller, db: DbDep) -> None:
-    """The key answers 401 from the next request on, in every service."""
+    """The key answers 401 from the next request on, in every service. Admins revoke any
+    key, admin keys included (also the one they call with); a partner its own keys. The last
+    active admin key (not revoked, not expired) is refused with 409, so that somebody can
+    still manage the hub: create another admin key first (`POST /admin-keys`)."""
     async with db.transaction() as conn:
         key = await store.get_key(conn, key_id=key_id)
         if key is None or (not caller.is_admin and key["partner_id"] != caller.partner_id):
             raise NotFound(f"No API key {key_id}.")
+        if key["role"] == "admin":
+            admin_keys = [key_rules.KeyState.of(k) for k in await store.lock_admin_keys(conn)]
+            target = next((k for k in admin_keys if k.id == key_id), None)
+            if target is None:
+                return  # revoked meanwhile: nothing left to do
+            key_rules.check_revocation(target, admin_keys=admin_keys, at=datetime.now(UTC))
         await store.revoke_key(conn, key_id=key_id)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from services.registry.tables import access_log
 from shared.auth import Principal
@@ -66,3 +66,13 @@ async def record_access(
         view=view,
         route=route,
     )
+
+
+_OF_CASE = Statement(
+    select(access_log).where(access_log.c.case_id == bindparam("case_id")).order_by(access_log.c.id)
+)
+
+
+async def entries_of_case(conn: Connection, *, case_id: UUID) -> list[dict[str, Any]]:
+    """Every line of the log about one case, oldest first."""
+    return [dict(r) for r in await _OF_CASE.fetch(conn, case_id=case_id)]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
     text,
     update,
@@ -217,6 +218,18 @@ SAVED_COLUMNS = (
     "closure_reason",
     "merged_into",
 )
+_NEW_STATUS = bindparam("status", type_=cases.c.status.type)
+# `closed_at` follows `status`, whichever action writes it (close, a merge closing the other
+# case, reopen): the time a case is closed, kept while it stays closed, cleared when it
+# reopens. Retention counts from it.
+_CLOSED_AT = sql_case(
+    (
+        bindparam("set_status") & (_NEW_STATUS == "closed") & (cases.c.status != "closed"),
+        func.now(),
+    ),
+    (bindparam("set_status") & (_NEW_STATUS != "closed"), null()),
+    else_=cases.c.closed_at,
+)
 _SAVE_CASE = Statement(
     update(cases)
     .where(cases.c.id == bindparam("case_id"))
@@ -228,7 +241,7 @@ _SAVE_CASE = Statement(
             )
             for name in SAVED_COLUMNS
         }
-        | {"version": cases.c.version + 1, "updated_at": func.now()}
+        | {"closed_at": _CLOSED_AT, "version": cases.c.version + 1, "updated_at": func.now()}
     )
     .returning(*cases.c)
 )
@@ -238,7 +251,7 @@ async def save_case(
     conn: Connection, *, case_id: UUID, values: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Write `values` (of the `SAVED_COLUMNS`) to the case as one more change (its version
-    goes up); the new row."""
+    goes up; `closed_at` follows a change of `status`); the new row."""
     unknown = values.keys() - set(SAVED_COLUMNS)
     if unknown:
         raise ValueError(f"save_case writes no column {sorted(unknown)}")

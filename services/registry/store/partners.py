@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 
 from services.registry.store import emit_snapshot
 from services.registry.tables import partners
@@ -39,6 +40,13 @@ _REVOKE_KEY = Statement(
     update(api_keys)
     .where(api_keys.c.id == bindparam("key_id"), api_keys.c.revoked_at.is_(None))
     .values(revoked_at=func.now())
+)
+# In the order of their ids, so that two revocations lock them in the same order.
+_ADMIN_KEYS_FOR_UPDATE = Statement(
+    select(api_keys.c.id, api_keys.c.role, api_keys.c.revoked_at, api_keys.c.expires_at)
+    .where(api_keys.c.role == "admin", api_keys.c.revoked_at.is_(None))
+    .order_by(api_keys.c.id)
+    .with_for_update()
 )
 _KEYS_ACTIVE = Statement(
     update(api_keys)
@@ -95,23 +103,31 @@ async def list_partners(
 
 
 async def create_partner_key(
-    conn: Connection, *, partner_id: UUID, name: str
+    conn: Connection, *, partner_id: UUID, name: str, expires_at: datetime | None = None
 ) -> tuple[dict[str, Any], str]:
     # A key issued to an inactive partner must answer 401 like its other keys. The share
     # lock orders this against a concurrent change of the partner's status.
     status = await _PARTNER_STATUS_SHARED.fetchval(conn, partner_id=partner_id)
-    row, key = await create_key(conn, role="partner", partner_id=partner_id, name=name)
+    row, key = await create_key(
+        conn, role="partner", partner_id=partner_id, name=name, expires_at=expires_at
+    )
     if status != "active":
         await _KEY_INACTIVE.execute(conn, key_id=row["id"])
     return row, key
 
 
-async def list_keys(
-    conn: Connection, *, partner_id: UUID, limit: int, cursor: str | None
+async def create_admin_key(
+    conn: Connection, *, name: str, expires_at: datetime | None
+) -> tuple[dict[str, Any], str]:
+    """A new key of the coordination; its row and the key, shown once."""
+    return await create_key(conn, role="admin", partner_id=None, name=name, expires_at=expires_at)
+
+
+async def _key_page(
+    conn: Connection, *, owned_by: ColumnElement[bool], limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of a partner's keys (without their hash) by creation, and the next cursor."""
     query = keyset(
-        select(*KEY_COLUMNS).where(api_keys.c.partner_id == partner_id),
+        select(*KEY_COLUMNS).where(owned_by),
         order_by=[api_keys.c.created_at, api_keys.c.id],
         cursor=cursor,
         limit=limit,
@@ -122,9 +138,32 @@ async def list_keys(
     return [dict(r) for r in items], next_cursor
 
 
+async def list_keys(
+    conn: Connection, *, partner_id: UUID, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a partner's keys (without their hash) by creation, and the next cursor."""
+    return await _key_page(
+        conn, owned_by=api_keys.c.partner_id == partner_id, limit=limit, cursor=cursor
+    )
+
+
+async def list_admin_keys(
+    conn: Connection, *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the admin keys (without their hash) by creation, and the next cursor."""
+    return await _key_page(conn, owned_by=api_keys.c.role == "admin", limit=limit, cursor=cursor)
+
+
 async def get_key(conn: Connection, *, key_id: UUID) -> dict[str, Any] | None:
     row = await _KEY.fetchrow(conn, key_id=key_id)
     return dict(row) if row else None
+
+
+async def lock_admin_keys(conn: Connection) -> list[dict[str, Any]]:
+    """The admin keys not revoked, locked until the transaction ends: a concurrent revocation
+    of an admin key waits here, then sees this one's outcome (a row revoked meanwhile is no
+    longer returned)."""
+    return [dict(r) for r in await _ADMIN_KEYS_FOR_UPDATE.fetch(conn)]
 
 
 async def revoke_key(conn: Connection, *, key_id: UUID) -> None:

@@ -7,7 +7,8 @@ from `updated_at` for the cases closed before this revision; `erased_at` and
 erasures (`view` `export`, `erase`), and an erasure by the retention worker has no key. `ix_events_case` finds the events about
 one case (its own `cases/{id}` events and the events whose data names it in `case_id`), so
 that an erasure or an export reads those events without scanning the log; the expression is
-`shared.eventlog.about_case.CASE_OF_EVENT`, and the two must stay equal.
+`shared.eventlog.about_case.CASE_OF_EVENT`, and the two must stay equal. The deliveries' unique
+pair now leads with the event, so that a case's deliveries are found from its events.
 
 Revision ID: 0010_data_protection
 Revises: 0009_indicators_rollup
@@ -50,9 +51,29 @@ def upgrade() -> None:
         schema="registry",
     )
     op.alter_column("access_log", "key_id", nullable=True, schema="registry")
+    # A case's deliveries are found by their events (export, erasure): the unique pair leads with
+    # the event, so that one index serves both the fan-out's ON CONFLICT and that look-up.
+    op.drop_constraint(
+        "uq_deliveries_endpoint_id_event_id", "deliveries", schema="notifications", type_="unique"
+    )
+    op.create_unique_constraint(
+        "uq_deliveries_event_id_endpoint_id",
+        "deliveries",
+        ["event_id", "endpoint_id"],
+        schema="notifications",
+    )
 
 
 def downgrade() -> None:
+    op.drop_constraint(
+        "uq_deliveries_event_id_endpoint_id", "deliveries", schema="notifications", type_="unique"
+    )
+    op.create_unique_constraint(
+        "uq_deliveries_endpoint_id_event_id",
+        "deliveries",
+        ["endpoint_id", "event_id"],
+        schema="notifications",
+    )
     op.execute("DELETE FROM registry.access_log WHERE view IN ('export', 'erase')")
     op.alter_column("access_log", "key_id", nullable=False, schema="registry")
     op.drop_constraint("ck_access_log_view", "access_log", schema="registry")
