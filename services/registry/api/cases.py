@@ -357,7 +357,7 @@ async def get_case(case_id: UUID, caller: Caller, db: DbDep) -> Any:
     summary="Change a case's beneficiary, return, vulnerabilities or external id",
     description="A JSON merge patch: `beneficiary` and `return` merge key by key (null removes a "
     "key). `plan`, `consent` and `status` have their own actions. Send `If-Match: <version>`.",
-    responses={**NOT_FOUND, **STALE},
+    responses={**NOT_FOUND, **STALE, **CONFLICT},
 )
 async def update_case(
     case_id: UUID, body: CaseUpdate, caller: Caller, db: DbDep, if_match: IfMatch = None
@@ -390,7 +390,7 @@ async def update_case(
     summary="Record the beneficiary's consent to referral, or its withdrawal",
     description="Withdrawing cancels every live referral of the case and stops routing; "
     "granting routes the next interventions.",
-    responses={**NOT_FOUND, **STALE},
+    responses={**NOT_FOUND, **STALE, **CONFLICT},
 )
 async def change_consent(
     case_id: UUID,
@@ -414,7 +414,7 @@ async def change_consent(
     summary="Add steps to the plan",
     description="A new step's default dependency is the plan's last step; give `depends_on: []` "
     "for none. Unknown or cyclic references answer 422.",
-    responses={**NOT_FOUND, **STALE},
+    responses={**NOT_FOUND, **STALE, **CONFLICT},
 )
 async def add_steps(
     case_id: UUID, body: StepsAdd, caller: Caller, db: DbDep, if_match: IfMatch = None
