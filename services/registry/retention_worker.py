@@ -15,14 +15,14 @@ that a test can give its own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import structlog
 
-from services.registry.store import Connection
+from services.registry.case_actions import erase_case
 from services.registry.store import retention as retention_store
 from shared.db import Database
 from shared.eventlog.consumer import wait_for_wake
@@ -32,15 +32,6 @@ log = structlog.get_logger("relais.registry.retention")
 
 NAME = "retention"
 Erase = Callable[..., Awaitable[Any]]
-
-
-async def erase_case(
-    conn: Connection, *, case: Mapping[str, Any], reason: str, caller: None
-) -> Any:
-    """`case_actions.erase_case`, imported when first used."""
-    from services.registry import case_actions
-
-    return await case_actions.erase_case(conn, case=case, reason=reason, caller=caller)
 
 
 def reason_for(days: int) -> str:

@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 
 from devkit.client import HubClient
-from services.registry import case_actions
 from tests.e2e.conftest import RETENTION_DAYS
 from tests.e2e.processes import ADMIN_KEY, SERVICES
 from tests.factories import case_body
@@ -125,10 +124,6 @@ async def test_the_preview_lists_the_case_closed_too_long_ago_and_not_the_recent
         assert page["retention"] is True and page["retention_days"] == RETENTION_DAYS
 
 
-@pytest.mark.skipif(
-    not hasattr(case_actions, "erase_case"),
-    reason="the retention worker erases with case_actions.erase_case, not in this tree yet",
-)
 async def test_the_retention_worker_erases_the_case_closed_too_long_ago_only(
     retention_processes, hub_database
 ):

@@ -2,9 +2,9 @@
 the cases closed for longer than `RELAIS_RETENTION_DAYS`, and the retention worker erases
 exactly those, one case per transaction, on its schedule, two replicas never taking one case.
 
-The worker erases with `case_actions.erase_case`; here it is given `stand_in_erase_case`,
-which marks the case erased and nothing more, so that what is tested is the worker's own
-work: the selection, one transaction per case, the claim, the schedule."""
+The worker erases with `case_actions.erase_case`, as the first run below does; the tests of
+the worker's own work (one transaction per case, the claim, the schedule) give it
+`stand_in_erase_case`, which marks the case erased and nothing more."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ async def test_a_run_erases_what_the_preview_listed_and_nothing_else(registry):
     listed = await previewed_ids(registry)
     assert listed == [old["id"]]
 
-    erased = await worker().run_once(db)
+    erased = await worker(erase=erase_case).run_once(db)  # the real erasure
 
     assert [str(i) for i in erased] == listed
     row = await stored(db, old["id"])
