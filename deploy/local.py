@@ -100,6 +100,21 @@ class StopSignals:
         self._stopping = False
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        # Raised inside a finaliser (an asyncio transport collected during the migrations),
+        # StopRequested is swallowed by Python and printed as "Exception ignored": say
+        # nothing of it there; the next checkpoint stops the launcher.
+        default_hook = sys.unraisablehook
+
+        def quiet_stop(unraisable: sys.UnraisableHookArgs) -> None:
+            if not isinstance(unraisable.exc_value, StopRequested):
+                default_hook(unraisable)
+
+        sys.unraisablehook = quiet_stop
+
+    def checkpoint(self) -> None:
+        """Stop here if a stop signal arrived and its exception was lost on the way."""
+        if self.received is not None and not self._stopping:
+            raise StopRequested(self.received)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.received is not None or self._stopping:
@@ -370,9 +385,11 @@ def run(stop: StopSignals) -> int:
             )
             embedded.start()
             asyncio.run(_ensure_database(embedded.url(), EMBEDDED_DATABASE))
+            stop.checkpoint()
             database_url = embedded.url(EMBEDDED_DATABASE)
         say("applying migrations ...")
         upgrade(database_url)
+        stop.checkpoint()
         admin = _admin_key(settings, data_dir)
         env = {
             **os.environ,
