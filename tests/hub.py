@@ -21,7 +21,7 @@ from services.registry.app import create_app as registry_app
 from shared.embedded_pg import free_port
 from shared.settings import Settings
 from tests.conftest import running
-from tests.factories import make_admin_key
+from tests.factories import case_body, make_admin_key
 
 
 @dataclass
@@ -97,3 +97,28 @@ async def running_hub(
             admin=admin,
             db=registry_api.state.db,
         )
+
+
+async def two_cases_for_a_provider(
+    hub: Hub, receiver_url: str, plan: list[dict], prefix: str
+) -> tuple[dict, dict, dict, dict]:
+    """An owner and a provider of vocational training across Mali, each with an endpoint at
+    `receiver_url` (the owner's for every event, the provider's for referrals), and two of
+    the owner's cases with `plan`: `(owner, provider, case, other)`."""
+    owner = await hub.partner("ONG Sabou")
+    provider = await hub.partner("CFP Kayes")
+    await hub.service(provider, "economic.vocational_training", ["ML"])
+    await hub.endpoint(owner, receiver_url, ["*"])
+    await hub.endpoint(provider, receiver_url, ["referral.*"])
+    case, other = [
+        await hub.call(
+            "POST",
+            "registry",
+            "/cases",
+            key=owner["key"],
+            json=case_body(external_id=f"{prefix}-{n}", plan=plan),
+            ok=(201,),
+        )
+        for n in (1, 2)
+    ]
+    return owner, provider, case, other

@@ -7,8 +7,8 @@ from __future__ import annotations
 from uuid import uuid4
 
 from shared.eventlog.about_case import CASE_OF_EVENT
-from tests.factories import bearer, case_body
-from tests.hub import eventually, running_hub
+from tests.factories import bearer
+from tests.hub import eventually, running_hub, two_cases_for_a_provider
 from tests.notifications.receiver import Receiver
 from tests.registry.helpers import assert_problem
 
@@ -44,26 +44,8 @@ async def test_an_admin_lists_the_deliveries_of_one_case_and_who_received_them(s
     await receiver.start()
     try:
         async with running_hub(settings) as hub:
-            owner = await hub.partner("ONG Sabou")
-            provider = await hub.partner("CFP Kayes")
-            await hub.service(provider, "economic.vocational_training", ["ML"])
-            await hub.endpoint(owner, receiver.url, ["*"])
-            await hub.endpoint(provider, receiver.url, ["referral.*"])
-            case = await hub.call(
-                "POST",
-                "registry",
-                "/cases",
-                key=owner["key"],
-                json=case_body(external_id="CASE-1", plan=PLAN),
-                ok=(201,),
-            )
-            other = await hub.call(
-                "POST",
-                "registry",
-                "/cases",
-                key=owner["key"],
-                json=case_body(external_id="CASE-2", plan=PLAN),
-                ok=(201,),
+            owner, provider, case, other = await two_cases_for_a_provider(
+                hub, receiver.url, PLAN, "CASE"
             )
 
             async def both_referrals_delivered():

@@ -12,7 +12,7 @@ from services.registry.store import subject_access
 from shared.eventlog.about_case import CASE_OF_EVENT
 from tests.conftest import running
 from tests.factories import bearer, case_body
-from tests.hub import eventually, running_hub
+from tests.hub import eventually, running_hub, two_cases_for_a_provider
 from tests.notifications.receiver import Receiver
 from tests.registry.helpers import assert_problem
 
@@ -38,26 +38,8 @@ async def test_the_export_holds_the_case_its_referrals_events_deliveries_and_rea
     await receiver.start()
     try:
         async with running_hub(settings, notifications_over_http=True) as hub:
-            owner = await hub.partner("ONG Sabou")
-            provider = await hub.partner("CFP Kayes")
-            await hub.service(provider, "economic.vocational_training", ["ML"])
-            await hub.endpoint(owner, receiver.url, ["*"])
-            await hub.endpoint(provider, receiver.url, ["referral.*"])
-            case = await hub.call(
-                "POST",
-                "registry",
-                "/cases",
-                key=owner["key"],
-                json=case_body(external_id="SAR-1", plan=PLAN),
-                ok=(201,),
-            )
-            other = await hub.call(
-                "POST",
-                "registry",
-                "/cases",
-                key=owner["key"],
-                json=case_body(external_id="SAR-2", plan=PLAN),
-                ok=(201,),
+            owner, provider, case, other = await two_cases_for_a_provider(
+                hub, receiver.url, PLAN, "SAR"
             )
 
             async def routed():
