@@ -244,6 +244,15 @@ async def test_an_erased_case_leaves_no_trace_in_a_dump_of_the_database(database
             ]
             assert after == figures
 
+            # The subject access export still answers for the erased case, and names no one.
+            export = await http.get(f"{reg}/cases/{case['id']}/export", headers=admin)
+            assert export.status_code == 200, export.text
+            assert export.json()["case"]["erased_at"] == erased["erased_at"]
+            assert export.json()["referrals"] and export.json()["deliveries"]
+            exported = export.text.lower()
+            leaked = {secret: f for secret in SECRETS for f in forms(secret) if f in exported}
+            assert not leaked, leaked
+
         conn = await asyncpg.connect(plain_url(database_url))
         try:
             version = int(await conn.fetchval("SHOW server_version_num"))
