@@ -43,7 +43,9 @@ async def get_caller(
     elif plausible(credentials.credentials):
         principal = await look_up(request.app.state.db, credentials.credentials)
     if principal is None:
-        raise Unauthorized("The API key is unknown, revoked, or its partner is inactive.")
+        raise Unauthorized(
+            "The API key is unknown, revoked or expired, or its partner is inactive."
+        )
     request.scope.setdefault("state", {})["caller"] = principal.actor
     return principal
 
