@@ -178,15 +178,16 @@ async def release(db: Database, *, ident: dict[str, str]) -> None:
 
 
 # The records of requests that named the case (in their path) or whose stored answer names it
-# (its id or reference, as the JSON of a case or a referral carries them). Records live 24
+# (its id or reference, as the JSON of a case or a referral carries them: a JSON string, quotes
+# included, so that another case whose reference starts alike is not taken). Records live 24
 # hours, so the table is small: read whole.
 _FORGET_CASE = Statement(
     text(
         """
         DELETE FROM hub.idempotency_records
         WHERE strpos(path, :case_id) > 0
-           OR position(convert_to(:case_id, 'UTF8') IN response_body) > 0
-           OR position(convert_to(:reference, 'UTF8') IN response_body) > 0
+           OR position(convert_to('"' || :case_id || '"', 'UTF8') IN response_body) > 0
+           OR position(convert_to('"' || :reference || '"', 'UTF8') IN response_body) > 0
         """
     )
 )

@@ -6,3 +6,6 @@ scanning the log; a query must use the expression exactly as written here to use
 from __future__ import annotations
 
 CASE_OF_EVENT = "COALESCE(data ->> 'case_id', substring(subject, '^cases/(.+)$'))"
+# The condition "this event is about the case `:case_id`" (a text parameter), as the index
+# can serve it: every query of a case's events says it so.
+ABOUT_CASE = f"{CASE_OF_EVENT} = CAST(:case_id AS text)"

@@ -5,22 +5,20 @@ Events are otherwise never changed. Everything else of an erased case's events s
 was appended: ids, `seq`, `tx`, type, subject, time, actor, audience. Consumers that read an
 event again after the erasure (a replay, a rebuild, a webhook still pending, the feed) get
 the erased data; nothing tells them apart. The events are found through `ix_events_case`
-(`about_case.CASE_OF_EVENT`, written exactly as indexed), locked, and only those whose data
+(`about_case.ABOUT_CASE`, the indexed expression), locked, and only those whose data
 changes are written back, in one statement.
 """
 
 from __future__ import annotations
 
-import json
 from uuid import UUID
 
 from shared.db import Connection, Statement, json_text
 from shared.erasure import erase_event_data
-from shared.eventlog.about_case import CASE_OF_EVENT
+from shared.eventlog.about_case import ABOUT_CASE
 
 _ABOUT_CASE = Statement(
-    f"SELECT seq, type, data FROM hub.events WHERE {CASE_OF_EVENT} = CAST(:case_id AS text) "  # noqa: S608 - a constant expression
-    "ORDER BY seq FOR UPDATE"
+    f"SELECT seq, type, data FROM hub.events WHERE {ABOUT_CASE} ORDER BY seq FOR UPDATE"  # noqa: S608 - a constant expression
 )
 _REWRITE = Statement(
     "UPDATE hub.events AS e SET data = CAST(r.data AS jsonb) "
@@ -34,9 +32,8 @@ async def erase_events_about(conn: Connection, *, case_id: UUID) -> int:
     seqs: list[int] = []
     datas: list[str] = []
     for row in await _ABOUT_CASE.fetch(conn, case_id=str(case_id)):
-        data = row["data"] if not isinstance(row["data"], str) else json.loads(row["data"])
-        erased = erase_event_data(row["type"], data)
-        if erased != data:
+        erased = erase_event_data(row["type"], row["data"])  # jsonb decoded by the pool's codec
+        if erased != row["data"]:
             seqs.append(row["seq"])
             datas.append(json_text(erased))
     if seqs:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import uuid4
 
 from services.registry.app import create_app
+from shared.idempotency import forget_case
 from tests.conftest import running
 from tests.factories import bearer, make_admin_key, make_partner, make_partner_key
 
@@ -148,3 +150,33 @@ def test_a_multipart_body_is_the_same_request_whatever_its_boundary():
         body("bbb222").replace(b"code", b"kode"), "multipart/form-data; boundary=bbb222"
     )
     assert one == two != other
+
+
+async def test_an_erasure_forgets_the_answers_naming_its_case_and_no_other(settings):
+    """`forget_case` takes the records whose path or stored answer names the case's id or
+    reference, and not those of a case whose reference merely starts alike."""
+    app = create_app(settings)
+    async with running(app):
+        db = app.state.db
+        erased, other = str(uuid4()), str(uuid4())
+        records = {
+            "by-path": (f"/cases/{erased}/consent", b"{}"),
+            "by-id": ("/cases", f'{{"id": "{erased}"}}'.encode()),
+            "by-reference": ("/x", b'{"case_reference": "ML-2026-100000"}'),
+            "alike": ("/cases", f'{{"id": "{other}", "reference": "ML-2026-1000001"}}'.encode()),
+        }
+        async with db.connection() as conn:
+            for key, (path, body) in records.items():
+                await conn.execute(
+                    "INSERT INTO hub.idempotency_records "
+                    "(scope, method, path, key, request_hash, state, response_body) "
+                    "VALUES ('admin', 'POST', $1, $2, $3, 'done', $4)",
+                    path,
+                    key,
+                    b"\0" * 32,
+                    body,
+                )
+            forgotten = await forget_case(conn, case_id=erased, reference="ML-2026-100000")
+            kept = await conn.fetch("SELECT key FROM hub.idempotency_records ORDER BY key")
+        assert forgotten == 3
+        assert [r["key"] for r in kept] == ["alike"]

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from services.notifications.tables import attempts, deliveries, endpoints
 from shared.auth import Principal
 from shared.db import Connection, Statement
-from shared.eventlog.about_case import CASE_OF_EVENT
+from shared.eventlog.about_case import ABOUT_CASE, CASE_OF_EVENT
 from shared.pagination import keyset, page_of, parse_time
 from shared.tables import events
 
@@ -224,7 +224,7 @@ async def insert_deliveries(
 _DELIVERIES_ABOUT_CASE = f"""
     SELECT d.id FROM notifications.deliveries AS d
     WHERE d.event_id IN (
-        SELECT id FROM hub.events WHERE {CASE_OF_EVENT} = CAST(:case_id AS text)
+        SELECT id FROM hub.events WHERE {ABOUT_CASE}
     )
 """  # noqa: S608 - constants
 _ERASE_ATTEMPT_TEXTS = Statement(

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, delete, func, or_, text, update
 from services.registry.store import SOURCE
 from services.registry.tables import cases, duplicate_keys, duplicates, plan_steps
 from shared.db import Connection, Statement
-from shared.eventlog.about_case import CASE_OF_EVENT
+from shared.eventlog.about_case import ABOUT_CASE
 from shared.eventlog.append import append
 
 _ERASE_CASE = Statement(
@@ -55,7 +55,7 @@ _ASSIGNEES = Statement(
     f"""
     SELECT DISTINCT CAST(data ->> 'assignee_partner_id' AS uuid) AS partner_id
     FROM hub.events
-    WHERE {CASE_OF_EVENT} = CAST(:case_id AS text)
+    WHERE {ABOUT_CASE}
       AND type LIKE 'referral.%' AND data ->> 'assignee_partner_id' IS NOT NULL
     """  # noqa: S608 - the expression is a constant
 )

@@ -2,7 +2,7 @@
 about it and its referrals as their latest `referral.*` events tell them.
 
 Both read `hub.events` through `ix_events_case`, the index of the expression
-`shared.eventlog.about_case.CASE_OF_EVENT`, written here exactly as indexed."""
+`shared.eventlog.about_case.CASE_OF_EVENT`, through its condition `ABOUT_CASE`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any
 from uuid import UUID
 
 from shared.db import Connection, Statement
-from shared.eventlog.about_case import CASE_OF_EVENT
+from shared.eventlog.about_case import ABOUT_CASE
 
 _EVENTS_ABOUT = Statement(
     f"""
     SELECT id, type, source, subject, time, actor, tx, seq, data
     FROM hub.events
-    WHERE {CASE_OF_EVENT} = CAST(:case_id AS text)
+    WHERE {ABOUT_CASE}
     ORDER BY tx, seq
     """  # noqa: S608 - a constant expression of this code
 )
@@ -28,7 +28,7 @@ _REFERRALS_OF = Statement(
     SELECT data FROM (
         SELECT DISTINCT ON (data ->> 'id') data, tx, seq
         FROM hub.events
-        WHERE {CASE_OF_EVENT} = CAST(:case_id AS text) AND type LIKE 'referral.%'
+        WHERE {ABOUT_CASE} AND type LIKE 'referral.%'
         ORDER BY data ->> 'id', data -> 'version' DESC NULLS LAST, tx DESC, seq DESC
     ) AS latest
     ORDER BY data ->> 'created_at', data ->> 'id'
