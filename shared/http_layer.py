@@ -236,6 +236,9 @@ class HttpLayer:
         status = 500
         response_headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
+        # The answer is held back until it is stored: a client that has it and sends the
+        # request again gets it replayed, never "still in flight".
+        held: list[Message] = []
 
         async def capture_send(message: Message) -> None:
             nonlocal status, response_headers
@@ -244,7 +247,7 @@ class HttpLayer:
                 response_headers = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, _replaying(body, receive), capture_send)
@@ -253,14 +256,16 @@ class HttpLayer:
             raise
         if status >= 400:
             await idempotency.release(db, ident=ident)
-            return
-        await idempotency.complete(
-            db,
-            ident=ident,
-            status=status,
-            headers=response_headers,
-            body=b"".join(chunks),
-        )
+        else:
+            await idempotency.complete(
+                db,
+                ident=ident,
+                status=status,
+                headers=response_headers,
+                body=b"".join(chunks),
+            )
+        for message in held:
+            await send(message)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
