@@ -141,6 +141,18 @@ class Statement:
         await conn.executemany(self.sql, [self.args(row) for row in rows])
 
 
+async def keep_session(conn: Connection) -> None:
+    """What a released connection needs beyond asyncpg's own clean-up: nothing.
+
+    asyncpg rolls back a transaction left open and drops the connection's listeners before
+    calling this; its default reset would also send `RESET ALL`, `CLOSE ALL`, `UNLISTEN *`
+    and `pg_advisory_unlock_all()`, one more round trip at every release (a third of the
+    statements a case cost, bench/README.md). The services never change a pooled
+    connection's session: settings and advisory locks they take are the transaction's
+    (`SET LOCAL`, `pg_advisory_xact_lock`), cursors live in transactions, and LISTEN and
+    the consumers' session locks are on the listener's own connection."""
+
+
 async def init_connection(conn: Connection) -> None:
     """Every pooled connection decodes json and jsonb to Python values and encodes them back."""
     for name in ("json", "jsonb"):
@@ -187,6 +199,7 @@ class Database:
             max_inactive_connection_lifetime=300,
             command_timeout=60,
             init=init_connection,
+            reset=keep_session,
             server_settings={
                 "application_name": application_name,
                 "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),

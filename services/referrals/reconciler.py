@@ -16,6 +16,7 @@ At most one open referral per step exists (a unique index), whoever runs at once
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -52,6 +53,14 @@ RECONCILING_REFERRAL_EVENTS = frozenset(
 )
 
 
+# The transactions of this process's recent batches that created referrals. The batch
+# refreshed the rollup of those referrals' cases after creating them, so their
+# `referral.created` events, read back in a later batch, need no refresh of their own (a
+# refresh that would change nothing costs as much as one that does). After a restart the
+# memory is empty and such an event is refreshed again: the same rows, nothing moved.
+_ROLLED_UP: deque[int] = deque(maxlen=64)
+
+
 async def handle(conn: Connection, events: Sequence[Event]) -> None:
     """The consumer's handler: projections first, then the touched cases reconciled
     together, then the indicators' rollup of those cases and of the batch's referrals."""
@@ -76,15 +85,18 @@ async def handle(conn: Connection, events: Sequence[Event]) -> None:
             snapshots.append(event.data)
             touched[UUID(str(event.data["id"]))] = event
         elif event.type.startswith("referral."):
-            referred.add(UUID(str(event.data["case_id"])))
+            if not (event.type == "referral.created" and event.tx in _ROLLED_UP):
+                referred.add(UUID(str(event.data["case_id"])))
             if event.type in RECONCILING_REFERRAL_EVENTS:
                 touched[UUID(str(event.data["case_id"]))] = event
     await projections.apply_cases(conn, snapshots)
-    await reconcile(conn, touched)
+    created_in = await reconcile(conn, touched)
     # After the reconciliation, which cancelled an erased case's live referrals: their
     # events are erased with the rest, the case still locked.
     await erasure_store.erase_cases(conn, case_ids=erased)
     await projections.refresh_rollup(conn, case_ids=[*touched, *referred])
+    if created_in is not None:
+        _ROLLED_UP.append(created_in)
 
 
 async def release_partner(conn: Connection, *, partner_id: UUID, cause: Event) -> list[UUID]:
@@ -109,14 +121,15 @@ async def release_partner(conn: Connection, *, partner_id: UUID, cause: Event) -
     return case_ids
 
 
-async def reconcile(conn: Connection, touched: Mapping[UUID, Event]) -> None:
+async def reconcile(conn: Connection, touched: Mapping[UUID, Event]) -> int | None:
     """Bring the referrals of every touched case in line with it (its event is the cause).
 
     The cases are locked together, in id order, with their steps and referrals read in one
     statement each; the referrals to create are decided case by case, then written together:
-    one statement for the referrals, one for their history lines, one for their events."""
+    one statement for the referrals, one for their history lines, one for their events.
+    Returns the transaction id of the `referral.created` events, if any were written."""
     if not touched:
-        return
+        return None
     ids = sorted(touched, key=str)
     by_id = await projection_store.lock_cases(conn, case_ids=ids)
     plans = await projection_store.steps_of_cases(conn, case_ids=list(by_id))
@@ -138,7 +151,8 @@ async def reconcile(conn: Connection, touched: Mapping[UUID, Event]) -> None:
                 cause=touched[case_id],
                 inputs=inputs,
             )
-    for referral in await referral_store.create_referrals(conn, drafts=drafts):
+    created, created_in = await referral_store.create_referrals(conn, drafts=drafts)
+    for referral in created:
         log.info(
             "step_routed",
             case_id=str(referral["case_id"]),
@@ -147,6 +161,7 @@ async def reconcile(conn: Connection, touched: Mapping[UUID, Event]) -> None:
             status=referral["status"],
             attempt=referral["attempt"],
         )
+    return created_in
 
 
 async def reconcile_case(

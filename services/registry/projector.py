@@ -29,6 +29,11 @@ SYSTEM_CANCEL_REASONS = frozenset(
 )
 
 
+def wants(event: Event) -> bool:
+    """The events the projector applies; the consumer moves past the others unopened."""
+    return event.type.startswith("referral.")
+
+
 def is_newer(data: Mapping[str, Any], step: Mapping[str, Any]) -> bool:
     """Whether a referral snapshot is newer than what the step holds."""
     if step["referral_attempt"] is None:

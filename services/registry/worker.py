@@ -17,6 +17,7 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
         Consumer(
             projector.CONSUMER_NAME,
             projector.project,
+            wants=projector.wants,
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,
         )

@@ -48,11 +48,26 @@ _READ_AFTER = Statement(
     """
 )
 
-_PENDING_ABOVE = Statement(
+# One read per wake: the readable events after a position (below the horizon, in order) and,
+# in the same statement, whether any event after it is above the horizon (committed or not
+# yet readable). The second part is one probe of the (tx, seq) index; the caller re-reads
+# soon when it is true instead of waiting for the next notification.
+_READ_BATCH = Statement(
     """
-    SELECT EXISTS (
-        SELECT 1 FROM hub.events WHERE (tx, seq) > (CAST(:tx AS xid8), :seq)
-    )
+    WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+    (SELECT seq, id, tx, type, source, subject, time, actor, audience,
+            correlation_id, causation_id, data, false AS above
+     FROM hub.events
+     WHERE tx < (SELECT xmin FROM horizon)
+       AND (tx, seq) > (CAST(:tx AS xid8), :seq)
+     ORDER BY tx, seq
+     LIMIT :limit)
+    UNION ALL
+    (SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
+     FROM hub.events
+     WHERE tx >= (SELECT xmin FROM horizon)
+       AND (tx, seq) > (CAST(:tx AS xid8), :seq)
+     LIMIT 1)
     """
 )
 
@@ -74,54 +89,101 @@ async def read_after(conn: Connection, *, tx: int, seq: int, limit: int) -> list
     return [Event.from_row(r) for r in await _READ_AFTER.fetch(conn, tx=tx, seq=seq, limit=limit)]
 
 
-async def pending_above_horizon(conn: Connection, *, tx: int, seq: int) -> bool:
-    """True when events exist after the position but are not readable yet."""
-    return bool(await _PENDING_ABOVE.fetchval(conn, tx=tx, seq=seq))
+async def read_batch(
+    conn: Connection, *, tx: int, seq: int, limit: int
+) -> tuple[list[Event], bool]:
+    """The committed events after (tx, seq) that can be read without skipping one, oldest
+    first, and whether events exist after the position above the horizon (not readable yet)."""
+    events: list[Event] = []
+    above = False
+    for row in await _READ_BATCH.fetch(conn, tx=tx, seq=seq, limit=limit):
+        if row["above"]:
+            above = True
+        else:
+            events.append(Event.from_row(row))
+    events.sort(key=lambda e: (e.tx, e.seq))  # already in order: kept so whatever the plan
+    return events, above
 
 
 class CheckpointMoved(RuntimeError):
     """Another instance advanced this consumer's checkpoint: this batch is rolled back."""
 
 
+def every_event(event: Event) -> bool:
+    return True
+
+
 @dataclass
 class Consumer:
-    """A named reader of the log whose effects and checkpoint commit together."""
+    """A named reader of the log whose effects and checkpoint commit together.
+
+    A wake costs one statement when there is nothing to do: the read of the batch, which
+    also says whether events wait above the horizon. The consumer keeps its position in
+    memory while it holds its lock; the checkpoint's update is guarded by the position it
+    moves from, so a position gone stale (another instance ran meanwhile) rolls the batch
+    back and the position is read again. A batch with no event the handler `wants` moves
+    the checkpoint in one statement, without a transaction around the handler.
+    """
 
     name: str
     handler: Handler
     batch_size: int = 200
     poll_interval: float = 1.0
     metrics: Metrics | None = None
+    wants: Callable[[Event], bool] = every_event
     _failures: int = field(default=0, init=False)
+    _position: tuple[int, int] | None = field(default=None, init=False)
 
     async def ensure_checkpoint(self, db: Database) -> None:
         async with db.transaction() as conn:
             await _ENSURE.execute(conn, name=self.name)
 
+    def forget_position(self) -> None:
+        """Read the checkpoint again before the next batch (after a failure or a takeover)."""
+        self._position = None
+
     async def run_once(self, db: Database) -> tuple[int, bool]:
-        """Process one batch. Returns (events handled, more events exist above the horizon)."""
-        async with db.transaction() as conn:
-            cp = await _CHECKPOINT.fetchrow(conn, name=self.name)
-            batch = await read_after(conn, tx=cp["tx"], seq=cp["seq"], limit=self.batch_size)
+        """Process one batch. Returns (events handled, more events may be readable soon):
+        the batch was full, or events wait above the horizon."""
+        try:
+            return await self._run_once(db)
+        except BaseException:
+            self._position = None
+            raise
+
+    async def _run_once(self, db: Database) -> tuple[int, bool]:
+        async with db.connection() as conn:
+            if self._position is None:
+                cp = await _CHECKPOINT.fetchrow(conn, name=self.name)
+                if cp is None:
+                    raise LookupError(f"no checkpoint named {self.name!r}")
+                self._position = (int(cp["tx"]), cp["seq"])
+            tx, seq = self._position
+            batch, above = await read_batch(conn, tx=tx, seq=seq, limit=self.batch_size)
             if not batch:
-                return 0, await pending_above_horizon(conn, tx=cp["tx"], seq=cp["seq"])
-            await self.handler(conn, batch)
+                return 0, above
             last = batch[-1]
-            moved = await _ADVANCE.execute(
-                conn,
-                name=self.name,
-                new_tx=last.tx,
-                new_seq=last.seq,
-                n=len(batch),
-                tx=cp["tx"],
-                seq=cp["seq"],
-            )
-            if moved != 1:
+            advance = {
+                "name": self.name,
+                "new_tx": last.tx,
+                "new_seq": last.seq,
+                "n": len(batch),
+                "tx": tx,
+                "seq": seq,
+            }
+            wanted = any(self.wants(event) for event in batch)
+            if not wanted and await _ADVANCE.execute(conn, **advance) != 1:
                 raise CheckpointMoved(self.name)
+        if wanted:
+            async with db.transaction() as conn:
+                await self.handler(conn, batch)
+                if await _ADVANCE.execute(conn, **advance) != 1:
+                    raise CheckpointMoved(self.name)
+        self._position = (last.tx, last.seq)
         if self.metrics is not None:
             self.metrics.consumer_events.labels(self.name).inc(len(batch))
             self.metrics.consumer_position.labels(self.name).set(last.seq)
-        return len(batch), True
+        return len(batch), above or len(batch) == self.batch_size
 
     async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None:
         """Run until `stop`: wake on NOTIFY, poll as a fallback, stand by without the lock."""
@@ -140,17 +202,23 @@ class Consumer:
         wake: asyncio.Event,
     ) -> None:
         checkpoint_ready = False
+        generation: int | None = None  # the listener connection the lock was taken on
         backoff_ms = 5.0
         while not stop.is_set():
             if not await listener.hold(self.name):
+                generation = None
                 await wait_for_wake(stop, wake, self.poll_interval)  # standby
                 continue
+            if generation != listener.generation:
+                # The lock was (re)taken: another instance may have run meanwhile.
+                generation = listener.generation
+                self.forget_position()
             wake.clear()
             try:
                 if not checkpoint_ready:
                     await self.ensure_checkpoint(db)
                     checkpoint_ready = True
-                handled, pending = await self.run_once(db)
+                handled, more = await self.run_once(db)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -169,15 +237,17 @@ class Consumer:
                 await wait_for_wake(stop, None, delay)
                 continue
             self._failures = 0
-            if handled:
+            if handled and more:
                 backoff_ms = 5.0
-                continue
-            if pending and backoff_ms <= 50.0:
+                continue  # a full batch: read on at once
+            if more and backoff_ms <= 50.0:
                 # Committed but not yet readable: an older transaction is still open, so
                 # the horizon has not passed these events. Re-read soon, not at the next poll.
                 await wait_for_wake(stop, None, backoff_ms / 1000 * random.uniform(0.8, 1.2))
                 backoff_ms *= 2
                 continue
+            # All that was readable is done: what commits later notifies (and the poll
+            # is the fallback).
             backoff_ms = 5.0
             await wait_for_wake(stop, wake, self.poll_interval)
 

@@ -218,6 +218,20 @@ async def test_a_connection_commits_each_statement_on_its_own(db):
     assert await _ledger(db) == [1, 3]
 
 
+@pytest.mark.usefixtures("ledger")
+async def test_a_connection_released_inside_a_transaction_is_rolled_back_and_keeps_no_lock(db):
+    """A unit of work abandoned mid-way (its task cancelled, a transaction begun by hand)
+    leaves nothing behind when its connection returns to the pool: no row, no lock."""
+    async with db.connection() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("INSERT INTO public.ledger VALUES (1)")
+        await conn.execute("LOCK TABLE public.ledger IN ACCESS EXCLUSIVE MODE")
+    async with db.transaction() as conn:
+        await conn.execute("SET LOCAL lock_timeout = '2s'")
+        await conn.execute("INSERT INTO public.ledger VALUES (2)")
+    assert await _ledger(db) == [2]
+
+
 async def _terminate(settings: Settings, pids: set[int]) -> None:
     """End server processes from a connection outside the pool; wait until they are gone."""
     killer = await asyncpg.connect(plain_url(settings.require_database_url()))

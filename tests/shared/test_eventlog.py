@@ -17,7 +17,7 @@ import pytest
 
 from shared.db import Connection, Database
 from shared.eventlog.append import append, append_many
-from shared.eventlog.consumer import Consumer
+from shared.eventlog.consumer import CheckpointMoved, Consumer
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
 from shared.worker import XidRegressionError, check_xid_horizon
@@ -228,6 +228,78 @@ async def test_a_failed_batch_changes_nothing_and_the_next_run_resumes(db):
     async with db.connection() as conn:
         rows = await conn.fetch("SELECT event_id FROM public.effects")
         assert {r["event_id"] for r in rows} == {e.id for e in appended}
+
+
+async def test_a_batch_the_handler_does_not_want_moves_the_checkpoint_without_it(db):
+    async with db.transaction() as conn:
+        appended = await _append(conn, 4, "unwanted")
+    await _readable(db, len(appended))
+    recorder = Recorder()
+    consumer = Consumer("test-unwanted", recorder, wants=lambda e: e.type.startswith("referral."))
+    await consumer.ensure_checkpoint(db)
+    assert await consumer.run_once(db) == (4, False)
+    assert recorder.seen == []
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT seq, events_processed FROM hub.consumer_checkpoints "
+            "WHERE name = 'test-unwanted'"
+        )
+    assert (row["seq"], row["events_processed"]) == (appended[-1].seq, 4)
+    assert await consumer.run_once(db) == (0, False)
+
+
+async def test_a_position_gone_stale_rolls_its_batch_back_and_is_read_again(db):
+    """Two instances of one consumer that both ran (a takeover): the one whose position in
+    memory is stale handles nothing twice."""
+    async with db.transaction() as conn:
+        await conn.execute("CREATE TABLE public.effects (event_id uuid)  -- a duplicate would stay")
+        first_events = await _append(conn, 3, "first")
+    await _readable(db, 3)
+
+    async def effecting(conn: Connection, events: Sequence[Event]) -> None:
+        for event in events:
+            await conn.execute("INSERT INTO public.effects VALUES ($1)", event.id)
+
+    stale = Consumer("test-stale", effecting)
+    await stale.ensure_checkpoint(db)
+    assert await stale.run_once(db) == (3, False)
+    async with db.transaction() as conn:
+        second_events = await _append(conn, 2, "second")
+    await _readable(db, 5)
+    other = Consumer("test-stale", effecting)
+    assert await other.run_once(db) == (2, False)  # the other instance moved on meanwhile
+    async with db.transaction() as conn:
+        third_events = await _append(conn, 1, "third")
+    await _readable(db, 6)
+    # `stale` still holds the position after the first batch: it reads the second batch
+    # again, and its checkpoint update finds the checkpoint moved.
+    with pytest.raises(CheckpointMoved):
+        await stale.run_once(db)
+    assert await stale.run_once(db) == (1, False)
+    async with db.connection() as conn:
+        rows = [r["event_id"] for r in await conn.fetch("SELECT event_id FROM public.effects")]
+    assert sorted(rows) == sorted(e.id for e in first_events + second_events + third_events)
+
+
+async def test_a_read_says_when_committed_events_wait_behind_an_open_transaction(db):
+    """An event committed after an older transaction took its xid is above the horizon:
+    the read hands nothing over yet, and says so, so that the consumer re-reads soon."""
+    async with db.transaction() as conn:
+        await conn.execute("CREATE TABLE public.scratch (id serial PRIMARY KEY)")
+    consumer = Consumer("test-above", Recorder())
+    await consumer.ensure_checkpoint(db)
+    assert await consumer.run_once(db) == (0, False)
+    async with db.connection() as older:
+        transaction = older.transaction()
+        await transaction.start()
+        await older.execute("INSERT INTO public.scratch DEFAULT VALUES")  # takes an xid
+        async with db.transaction() as conn:
+            appended = await _append(conn, 1, "behind")
+        assert await consumer.run_once(db) == (0, True)
+        await transaction.commit()
+    await _readable(db, 1)
+    assert await consumer.run_once(db) == (1, False)
+    assert [e.id for e in consumer.handler.seen] == [appended[0].id]
 
 
 async def test_a_committed_event_wakes_a_waiting_consumer_long_before_the_next_poll(settings, db):

@@ -188,12 +188,12 @@ _FIRST_LINES = Statement(
 
 async def create_referrals(
     conn: Connection, *, drafts: Sequence[NewReferral]
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], int | None]:
     """Write new referrals with their first history line and their `referral.created`
     events: three statements whatever their number. Returns the rows as stored, in the
-    drafts' order."""
+    drafts' order, and the transaction id their events carry (None when there were none)."""
     if not drafts:
-        return []
+        return [], None
     stored = {
         r["id"]: dict(r)
         for r in await _CREATE_REFERRALS.fetch(conn, rows=[d.values for d in drafts])
@@ -210,7 +210,7 @@ async def create_referrals(
         line["referral_id"]: {name: line[name] for name in ("status", "at", "actor", "note")}
         for line in written
     }
-    await append_many(
+    events = await append_many(
         conn,
         [
             event_draft(
@@ -224,7 +224,7 @@ async def create_referrals(
             for row, d in zip(rows, drafts, strict=True)
         ],
     )
-    return rows
+    return rows, events[0].tx
 
 
 # A transition's own columns; `outcome` is kept unless one is given.
