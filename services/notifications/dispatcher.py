@@ -70,6 +70,7 @@ class Dispatcher:
     _results_ready: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _flush: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _sending: int = field(default=0, init=False)  # deliveries claimed and not yet answered
+    _per_endpoint: dict[Hashable, int] = field(default_factory=dict, init=False)  # in flight
     _closing: bool = field(default=False, init=False)
 
     @property
@@ -130,15 +131,24 @@ class Dispatcher:
         )
 
     def _start(self, client: ClientSession, claimed, wake: asyncio.Event) -> None:
-        def finished(task: asyncio.Task[None]) -> None:
+        def finished(endpoint_id: Hashable, task: asyncio.Task[None]) -> None:
             self._in_flight.discard(task)
-            wake.set()  # a slot is free, and its endpoint may have more due
+            flying = self._per_endpoint.pop(endpoint_id, 1)
+            if flying > 1:
+                self._per_endpoint[endpoint_id] = flying - 1
+            if flying >= PER_ENDPOINT:
+                # The endpoint was at its cap: a delivery of its may have waited for this
+                # slot (recorded by now). Otherwise nothing due was left behind by the
+                # claim; what becomes due later notifies, or the poll finds it.
+                wake.set()
 
         for item in claimed:
             self._sending += 1
+            endpoint_id = item["endpoint_id"]
+            self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
             task = asyncio.create_task(self._deliver(client, item))
             self._in_flight.add(task)
-            task.add_done_callback(finished)
+            task.add_done_callback(partial(finished, endpoint_id))
 
     async def _deliver(self, client: ClientSession, item: dict[str, Any]) -> None:
         try:

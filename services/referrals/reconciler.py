@@ -61,6 +61,12 @@ RECONCILING_REFERRAL_EVENTS = frozenset(
 _ROLLED_UP: deque[int] = deque(maxlen=64)
 
 
+def wants(event: Event) -> bool:
+    """Every event but the `referral.created` of this process's own recent batches: a batch
+    of only those moves the checkpoint without a transaction around the handler."""
+    return not (event.type == "referral.created" and event.tx in _ROLLED_UP)
+
+
 async def handle(conn: Connection, events: Sequence[Event]) -> None:
     """The consumer's handler: projections first, then the touched cases reconciled
     together, then the indicators' rollup of those cases and of the batch's referrals."""
@@ -85,7 +91,7 @@ async def handle(conn: Connection, events: Sequence[Event]) -> None:
             snapshots.append(event.data)
             touched[UUID(str(event.data["id"]))] = event
         elif event.type.startswith("referral."):
-            if not (event.type == "referral.created" and event.tx in _ROLLED_UP):
+            if wants(event):
                 referred.add(UUID(str(event.data["case_id"])))
             if event.type in RECONCILING_REFERRAL_EVENTS:
                 touched[UUID(str(event.data["case_id"]))] = event

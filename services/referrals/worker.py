@@ -16,6 +16,7 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
         Consumer(
             reconciler.CONSUMER_NAME,
             reconciler.handle,
+            wants=reconciler.wants,
             batch_size=50,  # smaller batches commit sooner: lower latency under load
             poll_interval=settings.poll_interval_seconds,
             metrics=metrics,

@@ -11,7 +11,9 @@ every committed event exactly in the order the checkpoint advances.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -121,8 +123,10 @@ class Consumer:
     also says whether events wait above the horizon. The consumer keeps its position in
     memory while it holds its lock; the checkpoint's update is guarded by the position it
     moves from, so a position gone stale (another instance ran meanwhile) rolls the batch
-    back and the position is read again. A batch with no event the handler `wants` moves
-    the checkpoint in one statement, without a transaction around the handler.
+    back and the position is read again. A batch with no event the handler `wants` is
+    passed over without a statement: the checkpoint moves past it with the next batch the
+    handler takes, or within `save_after` seconds (`save_position`); a restart in between
+    reads it again, and does nothing with it.
     """
 
     name: str
@@ -131,8 +135,14 @@ class Consumer:
     poll_interval: float = 1.0
     metrics: Metrics | None = None
     wants: Callable[[Event], bool] = every_event
+    save_after: float = 1.0
     _failures: int = field(default=0, init=False)
+    # Where the checkpoint is (as this instance last read or wrote it), and how far the
+    # batches passed over since go; None: read the checkpoint first.
+    _saved: tuple[int, int] | None = field(default=None, init=False)
     _position: tuple[int, int] | None = field(default=None, init=False)
+    _unsaved: int = field(default=0, init=False)  # events read since `_saved`
+    _unsaved_since: float | None = field(default=None, init=False)
 
     async def ensure_checkpoint(self, db: Database) -> None:
         async with db.transaction() as conn:
@@ -140,46 +150,74 @@ class Consumer:
 
     def forget_position(self) -> None:
         """Read the checkpoint again before the next batch (after a failure or a takeover)."""
-        self._position = None
+        self._saved = self._position = self._unsaved_since = None
+        self._unsaved = 0
 
     async def run_once(self, db: Database) -> tuple[int, bool]:
-        """Process one batch. Returns (events handled, more events may be readable soon):
-        the batch was full, or events wait above the horizon."""
+        """Process one batch. Returns (events read, more events may be readable soon): the
+        batch was full, or events wait above the horizon."""
         try:
             return await self._run_once(db)
         except BaseException:
-            self._position = None
+            self.forget_position()
             raise
+
+    async def save_position(self, db: Database) -> None:
+        """Write the position of the batches passed over, if any."""
+        if self._saved is None or self._position is None or self._position == self._saved:
+            return
+        try:
+            async with db.connection() as conn:
+                await self._advance(conn, self._position)
+        except BaseException:
+            self.forget_position()
+            raise
+
+    def _save_due(self) -> bool:
+        since = self._unsaved_since
+        return since is not None and time.monotonic() - since >= self.save_after
+
+    async def _advance(self, conn: Connection, to: tuple[int, int]) -> None:
+        assert self._saved is not None
+        moved = await _ADVANCE.execute(
+            conn,
+            name=self.name,
+            new_tx=to[0],
+            new_seq=to[1],
+            n=self._unsaved,
+            tx=self._saved[0],
+            seq=self._saved[1],
+        )
+        if moved != 1:
+            raise CheckpointMoved(self.name)
+        self._saved = self._position = to
+        self._unsaved = 0
+        self._unsaved_since = None
 
     async def _run_once(self, db: Database) -> tuple[int, bool]:
         async with db.connection() as conn:
-            if self._position is None:
+            if self._saved is None:
                 cp = await _CHECKPOINT.fetchrow(conn, name=self.name)
                 if cp is None:
                     raise LookupError(f"no checkpoint named {self.name!r}")
-                self._position = (int(cp["tx"]), cp["seq"])
+                self._saved = self._position = (int(cp["tx"]), cp["seq"])
+            assert self._position is not None
             tx, seq = self._position
             batch, above = await read_batch(conn, tx=tx, seq=seq, limit=self.batch_size)
-            if not batch:
-                return 0, above
-            last = batch[-1]
-            advance = {
-                "name": self.name,
-                "new_tx": last.tx,
-                "new_seq": last.seq,
-                "n": len(batch),
-                "tx": tx,
-                "seq": seq,
-            }
-            wanted = any(self.wants(event) for event in batch)
-            if not wanted and await _ADVANCE.execute(conn, **advance) != 1:
-                raise CheckpointMoved(self.name)
-        if wanted:
+        if not batch:
+            return 0, above
+        last = batch[-1]
+        self._unsaved += len(batch)
+        if any(self.wants(event) for event in batch):
             async with db.transaction() as conn:
                 await self.handler(conn, batch)
-                if await _ADVANCE.execute(conn, **advance) != 1:
-                    raise CheckpointMoved(self.name)
-        self._position = (last.tx, last.seq)
+                await self._advance(conn, (last.tx, last.seq))
+        else:
+            self._position = (last.tx, last.seq)
+            if self._unsaved_since is None:
+                self._unsaved_since = time.monotonic()
+            if self._save_due():
+                await self.save_position(db)
         if self.metrics is not None:
             self.metrics.consumer_events.labels(self.name).inc(len(batch))
             self.metrics.consumer_position.labels(self.name).set(last.seq)
@@ -192,6 +230,8 @@ class Consumer:
             await self._loop(db, listener, stop, wake)
         finally:
             listener.unsubscribe(wake)
+            with contextlib.suppress(Exception):  # what was passed over, while still the holder
+                await self.save_position(db)
             await listener.release(self.name)
 
     async def _loop(
@@ -247,9 +287,17 @@ class Consumer:
                 backoff_ms *= 2
                 continue
             # All that was readable is done: what commits later notifies (and the poll
-            # is the fallback).
+            # is the fallback). Batches passed over are saved within `save_after`.
             backoff_ms = 5.0
-            await wait_for_wake(stop, wake, self.poll_interval)
+            since = self._unsaved_since
+            if since is None:
+                await wait_for_wake(stop, wake, self.poll_interval)
+                continue
+            left = self.save_after - (time.monotonic() - since)
+            await wait_for_wake(stop, wake, min(self.poll_interval, left))
+            if stop.is_set() or self._save_due():
+                with contextlib.suppress(Exception):  # a failure forgets; the next batch says
+                    await self.save_position(db)
 
 
 async def wait_for_wake(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:

@@ -230,22 +230,63 @@ async def test_a_failed_batch_changes_nothing_and_the_next_run_resumes(db):
         assert {r["event_id"] for r in rows} == {e.id for e in appended}
 
 
-async def test_a_batch_the_handler_does_not_want_moves_the_checkpoint_without_it(db):
+async def test_batches_the_handler_does_not_want_are_passed_over_and_saved_later(db):
+    async def checkpoint() -> tuple[int, int]:
+        async with db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT seq, events_processed FROM hub.consumer_checkpoints "
+                "WHERE name = 'test-unwanted'"
+            )
+        return row["seq"], row["events_processed"]
+
     async with db.transaction() as conn:
-        appended = await _append(conn, 4, "unwanted")
-    await _readable(db, len(appended))
+        unwanted = await _append(conn, 4, "unwanted")
+    await _readable(db, len(unwanted))
     recorder = Recorder()
-    consumer = Consumer("test-unwanted", recorder, wants=lambda e: e.type.startswith("referral."))
+    consumer = Consumer(
+        "test-unwanted", recorder, wants=lambda e: e.subject == "partners/wanted", save_after=60
+    )
     await consumer.ensure_checkpoint(db)
     assert await consumer.run_once(db) == (4, False)
     assert recorder.seen == []
-    async with db.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT seq, events_processed FROM hub.consumer_checkpoints "
-            "WHERE name = 'test-unwanted'"
-        )
-    assert (row["seq"], row["events_processed"]) == (appended[-1].seq, 4)
-    assert await consumer.run_once(db) == (0, False)
+    assert await checkpoint() == (0, 0)  # not written yet: a restart would read them again
+    assert await consumer.run_once(db) == (0, False)  # and this instance goes on after them
+
+    async with db.transaction() as conn:
+        wanted = await _append(conn, 2, "wanted")
+    await _readable(db, 6)
+    assert await consumer.run_once(db) == (2, False)
+    assert recorder.seen == wanted
+    assert await checkpoint() == (wanted[-1].seq, 6)  # with the handler's batch
+
+    async with db.transaction() as conn:
+        more = await _append(conn, 3, "unwanted")
+    await _readable(db, 9)
+    assert await consumer.run_once(db) == (3, False)
+    await consumer.save_position(db)  # what the running consumer does within `save_after`
+    assert await checkpoint() == (more[-1].seq, 9)
+    assert recorder.seen == wanted
+
+
+async def test_a_running_consumer_saves_what_it_passed_over_within_save_after(settings, db):
+    consumer = Consumer(
+        "test-saved", Recorder(), wants=lambda e: False, poll_interval=10.0, save_after=0.2
+    )
+    async with consuming(settings.database_url, consumer, db):
+        await asyncio.sleep(0.3)
+        async with db.transaction() as conn:
+            appended = await _append(conn, 3, "unwanted")
+
+        async def saved() -> int:
+            async with db.connection() as conn:
+                return await conn.fetchval(
+                    "SELECT seq FROM hub.consumer_checkpoints WHERE name = 'test-saved'"
+                )
+
+        deadline = time.monotonic() + 5  # far below the 10-s poll
+        while await saved() != appended[-1].seq:
+            assert time.monotonic() < deadline, "the position was never saved"
+            await asyncio.sleep(0.02)
 
 
 async def test_a_position_gone_stale_rolls_its_batch_back_and_is_read_again(db):
