@@ -52,12 +52,16 @@ def targets(event: Event, candidates: Sequence[dict[str, Any]]) -> list[dict[str
     return chosen
 
 
-async def fan_out(conn: Connection, events: Sequence[Event]) -> None:
-    """The consumer's handler, in its batch's transaction."""
+async def fan_out(conn: Connection, events: Sequence[Event]) -> bool:
+    """The consumer's handler, in its batch's transaction; False when it wrote nothing (no
+    delivery, no erasure, no partner change), so that the batch commits without a write."""
+    wrote = False
     for event in events:
         if event.type == "case.erased":
             await store.erase_texts_about_case(conn, case_id=UUID(str(event.data["case_id"])))
+            wrote = True
         if event.type == "partner.updated":
+            wrote = True
             await store.set_partner_active(
                 conn,
                 partner_id=UUID(str(event.data["id"])),
@@ -85,3 +89,4 @@ async def fan_out(conn: Connection, events: Sequence[Event]) -> None:
                 }
             )
     await store.insert_deliveries(conn, rows=values, notify=DELIVERIES_CHANNEL)
+    return wrote or bool(values)

@@ -27,7 +27,9 @@ from shared.observability import Metrics
 
 log = structlog.get_logger("relais.consumer")
 
-Handler = Callable[[Connection, Sequence[Event]], Awaitable[None]]
+# A handler applies a batch in the consumer's transaction. It may return False to say it
+# wrote nothing: the checkpoint then moves with a later batch, as for a batch it does not want.
+Handler = Callable[[Connection, Sequence[Event]], Awaitable[bool | None]]
 
 
 class Worker(Protocol):
@@ -124,9 +126,10 @@ class Consumer:
     memory while it holds its lock; the checkpoint's update is guarded by the position it
     moves from, so a position gone stale (another instance ran meanwhile) rolls the batch
     back and the position is read again. A batch with no event the handler `wants` is
-    passed over without a statement: the checkpoint moves past it with the next batch the
-    handler takes, or within `save_after` seconds (`save_position`); a restart in between
-    reads it again, and does nothing with it.
+    passed over without a statement, and one in which the handler wrote nothing (it returned
+    False) commits without the checkpoint: the checkpoint moves past them with the next
+    batch the handler writes, or within `save_after` seconds (`save_position`); a restart in
+    between reads them again, and does nothing with them.
     """
 
     name: str
@@ -208,11 +211,13 @@ class Consumer:
             return 0, above
         last = batch[-1]
         self._unsaved += len(batch)
+        wrote: bool | None = False
         if any(self.wants(event) for event in batch):
             async with db.transaction() as conn:
-                await self.handler(conn, batch)
-                await self._advance(conn, (last.tx, last.seq))
-        else:
+                wrote = await self.handler(conn, batch)
+                if wrote is not False:
+                    await self._advance(conn, (last.tx, last.seq))
+        if wrote is False:  # passed over: nothing to commit with the position
             self._position = (last.tx, last.seq)
             if self._unsaved_since is None:
                 self._unsaved_since = time.monotonic()

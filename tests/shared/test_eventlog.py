@@ -268,6 +268,28 @@ async def test_batches_the_handler_does_not_want_are_passed_over_and_saved_later
     assert recorder.seen == wanted
 
 
+async def test_a_batch_the_handler_wrote_nothing_for_commits_without_the_checkpoint(db):
+    seen: list[Event] = []
+
+    async def read_only(_conn: Connection, events: Sequence[Event]) -> bool:
+        seen.extend(events)
+        return False
+
+    async with db.transaction() as conn:
+        appended = await _append(conn, 2, "nothing-to-write")
+    await _readable(db, 2)
+    consumer = Consumer("test-read-only", read_only, save_after=60)
+    await consumer.ensure_checkpoint(db)
+    assert await consumer.run_once(db) == (2, False)
+    assert seen == appended
+    assert await consumer.run_once(db) == (0, False)  # not handed over twice
+    async with db.connection() as conn:
+        query = "SELECT seq FROM hub.consumer_checkpoints WHERE name = 'test-read-only'"
+        assert await conn.fetchval(query) == 0
+        await consumer.save_position(db)
+        assert await conn.fetchval(query) == appended[-1].seq
+
+
 async def test_a_running_consumer_saves_what_it_passed_over_within_save_after(settings, db):
     consumer = Consumer(
         "test-saved", Recorder(), wants=lambda e: False, poll_interval=10.0, save_after=0.2
