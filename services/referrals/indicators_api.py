@@ -230,10 +230,10 @@ async def gaps(
         offers = {
             t: [
                 Offer(areas=o.areas, capacity=o.capacity, load=o.load)
-                for o in await loads.service_options(conn, service_type=t)
+                for o in options
                 if o.active and o.partner_active
             ]
-            for t in types
+            for t, options in (await loads.service_options(conn, service_types=types)).items()
         }
     rows = gap_table(
         areas=areas,

@@ -146,6 +146,12 @@ async def reconcile(conn: Connection, touched: Mapping[UUID, Event]) -> int | No
         every[row["case_id"]].append(row)
 
     inputs = RoutingInputs(conn, fold_loads=True)
+    inputs.expect(  # the types of the steps that may be routed: their services in one read
+        step["service_type"]
+        for plan in plans.values()
+        for step in plan
+        if step["resolution"] is None and step["delivery"] == "referral"
+    )
     drafts: list[NewReferral] = []
     for case_id in ids:
         if case_id in by_id:

@@ -10,7 +10,7 @@ API, is seen from the next batch on: loads order the candidates, they never forb
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -30,6 +30,7 @@ class RoutingInputs:
         self._depths: dict[str, dict[str, int]] = {}
         self._options: dict[str, dict[UUID, ServiceOption]] = {}
         self._partners: dict[UUID, dict[str, Any] | None] = {}
+        self._expected: set[str] = set()
 
     async def request(
         self,
@@ -56,13 +57,20 @@ class RoutingInputs:
             )
         return self._depths[area_code]
 
+    def expect(self, service_types: Iterable[str]) -> None:
+        """Types whose services will be asked for: the first read reads them all at once."""
+        self._expected.update(service_types)
+
     async def service_options(self, service_type: str) -> list[ServiceOption]:
         """The services of the type with their loads (the reconciler folds them first)."""
         if self._fold_loads and not self._options:
             await loads.fold_changes(self.conn)
         if service_type not in self._options:
-            options = await loads.service_options(self.conn, service_type=service_type)
-            self._options[service_type] = {o.id: o for o in options}
+            types = {service_type} | (self._expected - self._options.keys())
+            for read, options in (
+                await loads.service_options(self.conn, service_types=types)
+            ).items():
+                self._options[read] = {o.id: o for o in options}
         return list(self._options[service_type].values())
 
     def count(self, referral: Mapping[str, Any], delta: int) -> None:

@@ -115,7 +115,7 @@ async def test_a_batch_of_cases_is_spread_by_the_loads_it_creates(settings):
 async def _loads(hub, service_type: str) -> tuple[dict, dict]:
     """(the loads routing reads, the loads counted from the referrals themselves)."""
     async with hub.db.connection() as conn:
-        options = await loads.service_options(conn, service_type=service_type)
+        options = (await loads.service_options(conn, service_types=[service_type]))[service_type]
         counted = dict(
             tuple(r)
             for r in await conn.fetch(
@@ -296,7 +296,8 @@ async def test_the_rebuild_command_recounts_loads_from_the_referrals(settings):
     db = await Database.connect(settings)
     try:
         async with db.connection() as conn:
-            options = await loads.service_options(conn, service_type="economic.vocational_training")
+            types = ["economic.vocational_training"]
+            options = (await loads.service_options(conn, service_types=types))[types[0]]
     finally:
         await db.close()
     assert {o.id: o.load for o in options} == expected
