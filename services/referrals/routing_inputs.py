@@ -63,12 +63,11 @@ class RoutingInputs:
 
     async def service_options(self, service_type: str) -> list[ServiceOption]:
         """The services of the type with their loads (the reconciler folds them first)."""
-        if self._fold_loads and not self._options:
-            await loads.fold_changes(self.conn)
         if service_type not in self._options:
             types = {service_type} | (self._expected - self._options.keys())
+            fold = self._fold_loads and not self._options  # the batch's first read folds
             for read, options in (
-                await loads.service_options(self.conn, service_types=types)
+                await loads.service_options(self.conn, service_types=types, fold=fold)
             ).items():
                 self._options[read] = {o.id: o for o in options}
         return list(self._options[service_type].values())

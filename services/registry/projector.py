@@ -58,13 +58,9 @@ async def project(conn: Connection, events: Sequence[Event]) -> None:
             log.warning("referral_event_without_step", event_id=str(event.id))
     if not updates:
         return
-    case_of = await store.cases_of_steps(conn, step_ids=[step_id for _, step_id in updates])
-    case_ids = sorted(set(case_of.values()))
-    if not case_ids:
-        for event, _ in updates:
-            log.warning("referral_event_for_unknown_step", event_id=str(event.id))
-        return
-    locked, plans = await store.lock_plans(conn, case_ids=case_ids)
+    locked, plans = await store.lock_plans_of_steps(
+        conn, step_ids=[step_id for _, step_id in updates]
+    )
     by_id = {step["id"]: step for plan in plans.values() for step in plan}
     before = {
         step_id: tuple(step[name] for name in (*REFERRAL_FIELDS, "status", "status_reason"))

@@ -198,6 +198,7 @@ class Consumer:
         self._unsaved_since = None
 
     async def _run_once(self, db: Database) -> tuple[int, bool]:
+        # One pooled connection: the read on its own, then the batch's transaction.
         async with db.connection() as conn:
             if self._saved is None:
                 cp = await _CHECKPOINT.fetchrow(conn, name=self.name)
@@ -207,16 +208,16 @@ class Consumer:
             assert self._position is not None
             tx, seq = self._position
             batch, above = await read_batch(conn, tx=tx, seq=seq, limit=self.batch_size)
-        if not batch:
-            return 0, above
-        last = batch[-1]
-        self._unsaved += len(batch)
-        wrote: bool | None = False
-        if any(self.wants(event) for event in batch):
-            async with db.transaction() as conn:
-                wrote = await self.handler(conn, batch)
-                if wrote is not False:
-                    await self._advance(conn, (last.tx, last.seq))
+            if not batch:
+                return 0, above
+            last = batch[-1]
+            self._unsaved += len(batch)
+            wrote: bool | None = False
+            if any(self.wants(event) for event in batch):
+                async with conn.transaction():
+                    wrote = await self.handler(conn, batch)
+                    if wrote is not False:
+                        await self._advance(conn, (last.tx, last.seq))
         if wrote is False:  # passed over: nothing to commit with the position
             self._position = (last.tx, last.seq)
             if self._unsaved_since is None:

@@ -193,17 +193,24 @@ FANOUT_COLUMNS = (
     "last_error",
 )
 _PG = postgresql.dialect()
-_INSERT_DELIVERIES = Statement(
-    f"INSERT INTO notifications.deliveries ({', '.join(FANOUT_COLUMNS)}) "  # noqa: S608
-    f"SELECT {', '.join(FANOUT_COLUMNS)} FROM unnest("
-    + ", ".join(
-        f"CAST(:{name} AS {deliveries.c[name].type.compile(dialect=_PG)}[])"
-        for name in FANOUT_COLUMNS
-    )
-    + f") WITH ORDINALITY AS r({', '.join(FANOUT_COLUMNS)}, ord) "
-    "ORDER BY ord ON CONFLICT DO NOTHING"
+# The new deliveries and the notification that wakes the dispatchers, in one statement
+# (PostgreSQL delivers the notification at commit, once per transaction and channel).
+_FANOUT_ARRAYS = ", ".join(
+    f"CAST(:{name} AS {deliveries.c[name].type.compile(dialect=_PG)}[])" for name in FANOUT_COLUMNS
 )
-_NOTIFY = Statement("SELECT pg_notify(:channel, '')")
+_INSERT_DELIVERIES = Statement(
+    f"""
+    WITH written AS (
+        INSERT INTO notifications.deliveries ({", ".join(FANOUT_COLUMNS)})
+        SELECT {", ".join(FANOUT_COLUMNS)}
+        FROM unnest({_FANOUT_ARRAYS}) WITH ORDINALITY AS r({", ".join(FANOUT_COLUMNS)}, ord)
+        ORDER BY ord
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    )
+    SELECT pg_notify(:channel, '') WHERE EXISTS (SELECT FROM written)
+    """  # noqa: S608 - the table's own column names and types only
+)
 
 
 async def insert_deliveries(
@@ -214,9 +221,10 @@ async def insert_deliveries(
     if not rows:
         return
     await _INSERT_DELIVERIES.execute(
-        conn, **{name: [row[name] for row in rows] for name in FANOUT_COLUMNS}
+        conn,
+        channel=notify,
+        **{name: [row[name] for row in rows] for name in FANOUT_COLUMNS},
     )
-    await _NOTIFY.execute(conn, channel=notify)
 
 
 # The deliveries of the events about a case: the events through `ix_events_case`, their

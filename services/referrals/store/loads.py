@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import ARRAY, String, bindparam, delete, func, insert, select
+from sqlalchemy import ARRAY, String, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 
 from services.referrals.routing import ServiceOption
 from services.referrals.tables import (
@@ -69,7 +70,7 @@ _PENDING = (
     .where(service_load_changes.c.service_id == services.c.id)
     .scalar_subquery()
 )
-_OPTIONS = Statement(
+_OPTIONS_OF_TYPES = (
     select(
         services,
         partners.c.status.label("partner_status"),
@@ -79,16 +80,35 @@ _OPTIONS = Statement(
     .outerjoin(service_loads, service_loads.c.service_id == services.c.id)
     .where(services.c.service_type == func.any(bindparam("service_types", type_=ARRAY(String))))
 )
+_OPTIONS = Statement(_OPTIONS_OF_TYPES)
+# The fold and the read in one statement. Its parts see one snapshot: the read counts the
+# counters as they were plus every change the fold takes away, which is what they become.
+_FOLDED = (
+    delete(service_load_changes)
+    .returning(service_load_changes.c.service_id, service_load_changes.c.delta)
+    .cte("folded")
+)
+_ADDED = insert(service_loads).from_select(
+    ["service_id", "load"],
+    select(_FOLDED.c.service_id, func.sum(_FOLDED.c.delta)).group_by(_FOLDED.c.service_id),
+)
+_ADDED = _ADDED.on_conflict_do_update(
+    index_elements=[service_loads.c.service_id],
+    set_={"load": service_loads.c.load + _ADDED.excluded.load},
+).cte("added")
+_FOLD_THEN_OPTIONS = Statement(_OPTIONS_OF_TYPES.add_cte(_FOLDED).add_cte(_ADDED))
 
 
 async def service_options(
-    conn: Connection, *, service_types: Iterable[str]
+    conn: Connection, *, service_types: Iterable[str], fold: bool = False
 ) -> dict[str, list[ServiceOption]]:
     """Every service of each type with its partner's state and its current load (the
-    folded counter plus the changes not yet folded), by type; one statement for all."""
+    folded counter plus the changes not yet folded), by type; one statement for all. With
+    `fold`, the same statement first folds the changes into the counters (`fold_changes`)."""
     wanted = sorted(set(service_types))
     by_type: dict[str, list[ServiceOption]] = {t: [] for t in wanted}
-    for r in await _OPTIONS.fetch(conn, service_types=wanted):
+    statement = _FOLD_THEN_OPTIONS if fold else _OPTIONS
+    for r in await statement.fetch(conn, service_types=wanted):
         by_type[r["service_type"]].append(
             ServiceOption.from_row(
                 r, partner_active=r["partner_status"] == "active", load=int(r["active_load"])

@@ -40,16 +40,18 @@ _WRITE_REFERRAL_NEWS = Statement(
         updated_at=case((bindparam("touch"), func.now()), else_=plan_steps.c.updated_at),
     )
 )
-_CASES_OF_STEPS = Statement(
-    select(plan_steps.c.id, plan_steps.c.case_id).where(
-        plan_steps.c.id == func.any(bindparam("step_ids", type_=_IDS))
-    )
-)
-_LOCK_CASES = Statement(
+# The cases of some steps, locked in id order (as the API's actions lock one).
+_LOCK_CASES_OF_STEPS = Statement(
     select(cases)
-    .where(cases.c.id == func.any(bindparam("case_ids", type_=_IDS)))
+    .where(
+        cases.c.id.in_(
+            select(plan_steps.c.case_id).where(
+                plan_steps.c.id == func.any(bindparam("step_ids", type_=_IDS))
+            )
+        )
+    )
     .order_by(cases.c.id)
-    .with_for_update()
+    .with_for_update(of=cases)
 )
 _STEPS_OF_CASES = Statement(
     select(plan_steps)
@@ -96,22 +98,17 @@ _SET_OWNER_STATUS = Statement(
 )
 
 
-async def cases_of_steps(conn: Connection, *, step_ids: Iterable[UUID]) -> dict[UUID, UUID]:
-    """The case of each of these steps that exists."""
-    rows = await _CASES_OF_STEPS.fetch(conn, step_ids=list(set(step_ids)))
-    return {row["id"]: row["case_id"] for row in rows}
-
-
-async def lock_plans(
-    conn: Connection, *, case_ids: Sequence[UUID]
+async def lock_plans_of_steps(
+    conn: Connection, *, step_ids: Iterable[UUID]
 ) -> tuple[dict[UUID, dict[str, Any]], dict[UUID, list[dict[str, Any]]]]:
-    """The cases locked together (in id order, as the API's actions lock one) and their steps
-    in plan order, read in one statement."""
-    found = await _LOCK_CASES.fetch(conn, case_ids=sorted(case_ids))
+    """The cases of these steps (those that exist) locked together, in id order, and their
+    steps in plan order: two statements."""
+    found = await _LOCK_CASES_OF_STEPS.fetch(conn, step_ids=list(set(step_ids)))
     locked = {row["id"]: dict(row) for row in found}
     plans: dict[UUID, list[dict[str, Any]]] = {case_id: [] for case_id in locked}
-    for row in await _STEPS_OF_CASES.fetch(conn, case_ids=list(locked)):
-        plans[row["case_id"]].append(dict(row))
+    if locked:
+        for row in await _STEPS_OF_CASES.fetch(conn, case_ids=list(locked)):
+            plans[row["case_id"]].append(dict(row))
     return locked, plans
 
 
