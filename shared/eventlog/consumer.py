@@ -55,8 +55,10 @@ _READ_AFTER = Statement(
 # One read per wake: the readable events after a position (below the horizon, in order) and,
 # in the same statement, whether any event after it is above the horizon (committed or not
 # yet readable). The second part is one probe of the (tx, seq) index; the caller re-reads
-# soon when it is true instead of waiting for the next notification.
-_READ_BATCH = Statement(
+# soon when it is true instead of waiting for the next notification. Its ORDER BY keeps it
+# on the index in a generic plan too: without it, LIMIT 1 makes a sequential scan look
+# cheap, and it reads the whole log when no event is above the horizon (the usual case).
+READ_BATCH = Statement(
     """
     WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
     (SELECT seq, id, tx, type, source, subject, time, actor, audience,
@@ -71,6 +73,7 @@ _READ_BATCH = Statement(
      FROM hub.events
      WHERE tx >= (SELECT xmin FROM horizon)
        AND (tx, seq) > (CAST(:tx AS xid8), :seq)
+     ORDER BY tx, seq
      LIMIT 1)
     """
 )
@@ -100,7 +103,7 @@ async def read_batch(
     first, and whether events exist after the position above the horizon (not readable yet)."""
     events: list[Event] = []
     above = False
-    for row in await _READ_BATCH.fetch(conn, tx=tx, seq=seq, limit=limit):
+    for row in await READ_BATCH.fetch(conn, tx=tx, seq=seq, limit=limit):
         if row["above"]:
             above = True
         else:

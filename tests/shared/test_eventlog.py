@@ -4,6 +4,7 @@ checkpoints, LISTEN/NOTIFY wake-ups, one active consumer per name."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -17,7 +18,7 @@ import pytest
 
 from shared.db import Connection, Database
 from shared.eventlog.append import append, append_many
-from shared.eventlog.consumer import CheckpointMoved, Consumer
+from shared.eventlog.consumer import READ_BATCH, CheckpointMoved, Consumer
 from shared.eventlog.listener import Listener
 from shared.eventlog.model import Event
 from shared.worker import XidRegressionError, check_xid_horizon
@@ -288,6 +289,30 @@ async def test_a_batch_the_handler_wrote_nothing_for_commits_without_the_checkpo
         assert await conn.fetchval(query) == 0
         await consumer.save_position(db)
         assert await conn.fetchval(query) == appended[-1].seq
+
+
+async def test_a_consumers_read_stays_on_the_index_whatever_the_size_of_the_log(db):
+    """A wake's read must not scan the log: checked on its generic plan (the plan a pooled
+    connection keeps) over a log of 50,000 events, reading from the start and the middle."""
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO hub.events (id, tx, type, source, subject, actor, data) "
+            "SELECT gen_random_uuid(), CAST(CAST(g AS text) AS xid8), 'partner.updated', "
+            "'/registry', 'partners/x', 'admin', '{}' FROM generate_series(1, 50000) AS g"
+        )
+    async with db.connection() as conn:
+        await conn.execute("ANALYZE hub.events")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            await conn.execute(f"PREPARE read_batch AS {READ_BATCH.sql}")
+            for tx, seq in ((0, 0), (25000, 0)):
+                values = {"tx": f"'{tx}'", "seq": str(seq), "limit": "200"}
+                arguments = ", ".join(values[name] for name in READ_BATCH.names)
+                plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE read_batch({arguments})")
+                assert "Seq Scan" not in json.dumps(plan), plan
+        finally:
+            await conn.execute("DEALLOCATE ALL")
+            await conn.execute("RESET plan_cache_mode")
 
 
 async def test_a_running_consumer_saves_what_it_passed_over_within_save_after(settings, db):
