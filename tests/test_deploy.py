@@ -1,4 +1,6 @@
-"""deploy/ passes tools/validate_deploy.py, and the validator catches broken copies of it."""
+"""deploy/ passes tools/validate_deploy.py and the linters .ci/run runs before it (hadolint,
+yamllint, the compose schema), and each catches broken copies of it: the validator what is
+particular to Relais, the linters what any Dockerfile, YAML or compose file must be."""
 
 from __future__ import annotations
 
@@ -203,19 +205,20 @@ BROKEN = {
         "deploy/entrypoint.sh",
         "lacks the commands notifications-worker",
     ),
-    "invalid YAML": (
-        lambda root: edit(root / "deploy/kubernetes/configmap.yaml", "data:\n", "data:\n  - [\n"),
-        "deploy/kubernetes/configmap.yaml",
-        "invalid YAML",
+    "manifest without its kind": (
+        lambda root: edit(root / "deploy/kubernetes/namespace.yaml", "kind: Namespace\n", ""),
+        "deploy/kubernetes/namespace.yaml",
+        "document 1: missing kind",
     ),
-    "duplicate YAML key": (
+    "Dockerfile without a health check": (
         lambda root: edit(
-            root / "deploy/kubernetes/configmap.yaml",
-            "  RELAIS_LOG_LEVEL: INFO\n",
-            "  RELAIS_LOG_LEVEL: INFO\n  RELAIS_LOG_LEVEL: DEBUG\n",
+            root / "deploy/Dockerfile",
+            "HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\\n"
+            '    CMD ["relais-healthcheck"]\n',
+            "HEALTHCHECK NONE\n",
         ),
-        "deploy/kubernetes/configmap.yaml",
-        "duplicate key 'RELAIS_LOG_LEVEL'",
+        "deploy/Dockerfile",
+        "HEALTHCHECK NONE",
     ),
     "kustomization listing a missing file": (
         lambda root: (root / "deploy/kubernetes/workers.yaml").rename(
@@ -316,6 +319,18 @@ def test_the_schemas_catch_a_wrong_type(copy: Path) -> None:
     assert any("Deployment relais-referrals: Kubernetes" in line for line in problems), problems
 
 
+def test_a_file_that_does_not_parse_is_named(copy: Path) -> None:
+    """Why is yamllint's (below); the validator names the file and skips what it cannot read."""
+    edit(copy / "deploy/kubernetes/configmap.yaml", "data:\n", "data:\n  - [\n")
+    problems = check(copy)
+    assert "deploy/kubernetes/configmap.yaml: invalid YAML (yamllint --strict says where)" in (
+        problems
+    )
+    assert "deploy/kubernetes: the manifests are checked further once every file parses" in (
+        problems
+    )
+
+
 def test_the_packaging_must_carry_the_migrations(copy: Path) -> None:
     (copy / "pyproject.toml").unlink()
     text = (ROOT / "pyproject.toml").read_text()
@@ -363,11 +378,28 @@ def test_the_linters_pass_on_the_repository(tool: str) -> None:
 
 
 LINTER_BREAKS = {
-    "hadolint": (
+    "hadolint: a root USER": (
+        "hadolint",
         lambda root: edit(root / "deploy/Dockerfile", "USER 10001:10001\n", "USER root\n"),
         "DL3002",
     ),
-    "yamllint": (
+    "hadolint: a USER by name, not uid": (
+        "hadolint",
+        lambda root: edit(root / "deploy/Dockerfile", "USER 10001:10001\n", "USER relais\n"),
+        "DL3066",
+    ),
+    "hadolint: no HEALTHCHECK in the final stage": (
+        "hadolint",
+        lambda root: edit(
+            root / "deploy/Dockerfile",
+            "HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\\n"
+            '    CMD ["relais-healthcheck"]\n',
+            "",
+        ),
+        "DL3057",
+    ),
+    "yamllint: trailing spaces": (
+        "yamllint",
         lambda root: edit(
             root / "deploy/kubernetes/configmap.yaml",
             "  RELAIS_LOG_LEVEL: INFO\n",
@@ -375,18 +407,41 @@ LINTER_BREAKS = {
         ),
         "trailing-spaces",
     ),
-    "compose schema": (
+    "yamllint: invalid YAML": (
+        "yamllint",
+        lambda root: edit(root / "deploy/kubernetes/configmap.yaml", "data:\n", "data:\n  - [\n"),
+        "syntax error",
+    ),
+    "yamllint: a duplicate key": (
+        "yamllint",
+        lambda root: edit(
+            root / "deploy/kubernetes/configmap.yaml",
+            "  RELAIS_LOG_LEVEL: INFO\n",
+            "  RELAIS_LOG_LEVEL: INFO\n  RELAIS_LOG_LEVEL: DEBUG\n",
+        ),
+        'duplication of key "RELAIS_LOG_LEVEL"',
+    ),
+    "compose schema: an unknown key": (
+        "compose schema",
         lambda root: edit(
             root / "deploy/docker-compose.yml", '    restart: "no"\n', "    restart_policy: never\n"
         ),
         "restart_policy",
     ),
+    "compose schema: a service that is not a mapping": (
+        "compose schema",
+        lambda root: edit(
+            root / "deploy/docker-compose.yml", "services:\n", "services:\n  ghost: 1\n"
+        ),
+        "$.services.ghost",
+    ),
 }
 
 
-@pytest.mark.parametrize("tool", sorted(LINTER_BREAKS))
-def test_the_linters_catch_a_broken_copy(copy: Path, tool: str) -> None:
-    breaks, message = LINTER_BREAKS[tool]
+@pytest.mark.parametrize("case", sorted(LINTER_BREAKS))
+def test_the_linters_catch_a_broken_copy(copy: Path, case: str) -> None:
+    tool, breaks, message = LINTER_BREAKS[case]
+    assert lint(tool, copy).returncode == 0, f"{tool} refuses the unchanged copy"
     breaks(copy)
     result = lint(tool, copy)
     assert result.returncode != 0 and message in result.stdout + result.stderr, result

@@ -6,19 +6,19 @@ manifests. No network, no Docker engine, no cluster.
     .venv/bin/python tools/validate_deploy.py [--root DIR] [--kubernetes-version 1.30 ...]
                                               [--skip-schemas]
 
-What any Dockerfile, YAML file or compose file must be is left to the tools made for it, run
-by .ci/run from the dev extra: hadolint (deploy/Dockerfile), yamllint (deploy/, strict) and
-check-jsonschema with the compose specification's schema (deploy/docker-compose.yml). The
-Kubernetes manifests are validated here, strictly, against the schemas the
+What any Dockerfile, YAML file or compose file must be is left to the tools made for it, which
+.ci/run runs before this script: hadolint (deploy/Dockerfile, .hadolint.yaml: a root or
+non-numeric USER, a missing HEALTHCHECK, a shell-form ENTRYPOINT, ...), yamllint --strict
+(deploy/, .yamllint.yaml: syntax, duplicate keys, indentation, ...) and check-jsonschema with
+the compose specification's schema (deploy/docker-compose.yml: its structure, keys and
+types). The Kubernetes manifests are validated here, strictly, against the schemas the
 `kubernetes-validate` package bundles (default: 1.30 and the newest it knows), so that each
-error names its resource.
+error names its resource. A YAML file that does not parse is only named here.
 
-- YAML: every file parses, without duplicate keys (a duplicate would make the checks below
-  read another value than the cluster).
-- Dockerfile: python:3.11-slim, a numeric non-root USER (Kubernetes' runAsUser is checked
-  against it), the project installed with its sources in the build context, the entrypoint
-  script copied, a HEALTHCHECK, RELAIS_BIND_HOST=0.0.0.0; each entrypoint command runs a
-  module of this repository; the packaging carries the migrations and data files.
+- Dockerfile: python:3.11-slim, a USER whose uid Kubernetes' runAsUser must be, the project
+  installed with its sources in the build context, the entrypoint script copied, the health
+  check script sound and not turned off, RELAIS_BIND_HOST=0.0.0.0; each entrypoint command
+  runs a module of this repository; the packaging carries the migrations and data files.
 - Compose: depends_on targets, health checks and the one-shot migration; no inline secret;
   each Relais container runs a command the entrypoint knows, with its port and settings.
 - Kubernetes: non-root, read-only root file system, resources, probes of the APIs,
@@ -38,7 +38,7 @@ import re
 import shlex
 import sys
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -84,54 +84,25 @@ class Problems:
         self.lines.append(f"{where}: {message}")
 
 
-# --- YAML --------------------------------------------------------------------------------
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, (str, int, float, bool)) or key is None:
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _dict(value: Any) -> dict[str, Any]:
+    """A mapping, or {} for anything else (the schemas name what else it is)."""
+    return value if isinstance(value, dict) else {}
 
 
 def load_yaml(path: Path, problems: Problems) -> list[Any] | None:
-    """The documents of a YAML file (empty ones dropped), or None after a problem."""
+    """The documents of a YAML file (empty ones dropped), or None if it does not parse."""
     try:
-        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_StrictLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problems.add(path, f"invalid YAML{where}: {exc.context or ''} {exc.problem or ''}".strip())
-        return None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.add(path, f"invalid YAML: {exc}")
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        problems.add(path, "invalid YAML (yamllint --strict says where)")
         return None
     return [doc for doc in documents if doc is not None]
 
 
 # --- the entrypoint and the modules it runs ----------------------------------------------
 
-_CASE_ARM = re.compile(
-    r"^\s*(?P<labels>[A-Za-z0-9_-]+(?:\s*\|\s*[A-Za-z0-9_-]+)*)\)\s*(?P<body>.*)$"
-)
+# `role | other-role) exec python ... ;;`, one role per line.
+_CASE_ARM = re.compile(r"^\s*(?P<labels>[\w-]+(?:\s*\|\s*[\w-]+)*)\)\s*(?P<body>exec\s.*)$")
 
 
 def _module_path(root: Path, dotted: str) -> Path | None:
@@ -167,9 +138,9 @@ def _check_python_command(root: Path, args: list[str]) -> str | None:
         module = args[1]
         base = root.joinpath(*module.split("."))
         if (base / "__init__.py").is_file():
-            if not (base / "__main__.py").is_file():
-                return f"package {module} has no __main__.py"
-            return None
+            return (
+                None if (base / "__main__.py").is_file() else f"package {module} has no __main__.py"
+            )
         path = _module_path(root, module)
         if path is None:
             return f"module {module} does not exist ({base.relative_to(root)}.py)"
@@ -184,8 +155,7 @@ def _check_python_command(root: Path, args: list[str]) -> str | None:
         ours = 0
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
-                top = node.module.split(".")[0]
-                if not (root / top).is_dir():
+                if not (root / node.module.split(".")[0]).is_dir():
                     continue
                 ours += 1
                 path = _module_path(root, node.module)
@@ -200,9 +170,7 @@ def _check_python_command(root: Path, args: list[str]) -> str | None:
                         ours += 1
                         if _module_path(root, alias.name) is None:
                             return f"module {alias.name} does not exist"
-        if not ours:
-            return "python -c code imports no module of this repository"
-        return None
+        return None if ours else "python -c code imports no module of this repository"
     return f"expected `python -m MODULE` or `python -c CODE`, not `python {shlex.join(args)}`"
 
 
@@ -221,25 +189,15 @@ def check_entrypoint(root: Path, script: Path, problems: Problems) -> set[str]:
     commands: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         match = _CASE_ARM.match(line)
-        if not match or not match["body"].lstrip().startswith("exec "):
+        if not match:
             continue
-        body = match["body"].strip()
-        body = body.removesuffix(";;").strip()
+        labels = [label.strip() for label in match["labels"].split("|")]
         try:
-            words = shlex.split(body)
+            words = shlex.split(match["body"].strip().removesuffix(";;"))
         except ValueError as exc:
             problems.add(script, f"line {number}: cannot split the command: {exc}")
             continue
-        labels = [label.strip() for label in match["labels"].split("|")]
-        if (
-            len(words) < 2
-            or words[0] != "exec"
-            or PurePosixPath(words[1]).name
-            not in {
-                "python",
-                "python3",
-            }
-        ):
+        if len(words) < 2 or PurePosixPath(words[1]).name not in {"python", "python3"}:
             problems.add(script, f"line {number}: {labels[0]} must `exec python ...`")
             continue
         why = _check_python_command(root, words[2:])
@@ -263,35 +221,35 @@ class Instruction:
 
 
 def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions with continuation lines joined and comments dropped."""
+    """Instructions with continuation lines joined, comments and blank lines dropped."""
     instructions: list[Instruction] = []
-    buffer: list[str] = []
+    parts: list[str] = []
     start = 0
+
+    def flush() -> None:
+        name, _, args = " ".join(p for p in parts if p).partition(" ")
+        instructions.append(Instruction(start, name.upper(), args.strip()))
+        parts.clear()
+
     for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if stripped.startswith("#") or (not stripped and not buffer):
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
-        if not buffer:
+        if not parts:
             start = number
-        if stripped.endswith("\\"):
-            buffer.append(stripped[:-1])
-            continue
-        buffer.append(stripped)
-        joined = " ".join(part.strip() for part in buffer if part.strip())
-        buffer = []
-        name, _, args = joined.partition(" ")
-        instructions.append(Instruction(start, name.upper(), args.strip()))
-    if buffer:
-        joined = " ".join(buffer)
-        name, _, args = joined.partition(" ")
-        instructions.append(Instruction(start, name.upper(), args.strip()))
+        parts.append(line.removesuffix("\\").strip())
+        if not line.endswith("\\"):
+            flush()
+    if parts:  # a continuation at the end of the file
+        flush()
     return instructions
 
 
 def _exec_form(args: str) -> list[str] | None:
+    """The words of a JSON (exec form) argument list, or None for the shell form."""
     try:
-        value = yaml.safe_load(args) if args.startswith("[") else None
-    except yaml.YAMLError:
+        value = json.loads(args) if args.startswith("[") else None
+    except ValueError:
         return None
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
@@ -340,23 +298,23 @@ class DockerfileFacts:
     entrypoint_source: Path | None = None
 
 
-def check_dockerfile(root: Path, dockerfile: Path, problems: Problems) -> DockerfileFacts:
+def check_dockerfile(
+    root: Path, dockerfile: Path, pyproject: dict[str, Any], problems: Problems
+) -> DockerfileFacts:
     facts = DockerfileFacts()
     if not dockerfile.is_file():
         problems.add(dockerfile, "the Dockerfile does not exist")
         return facts
-    instructions = parse_dockerfile(dockerfile.read_text(encoding="utf-8"))
     arg_defaults: dict[str, str] = {}
     stages: list[list[Instruction]] = []
-    for ins in instructions:
+    for ins in parse_dockerfile(dockerfile.read_text(encoding="utf-8")):
         if ins.name == "FROM":
             stages.append([ins])
-        elif not stages:
-            if ins.name == "ARG":
-                key, _, value = ins.args.partition("=")
-                arg_defaults[key.strip()] = value.strip().strip("\"'")
-        else:
+        elif stages:
             stages[-1].append(ins)
+        elif ins.name == "ARG":
+            key, _, value = ins.args.partition("=")
+            arg_defaults[key.strip()] = value.strip().strip("\"'")
     if not stages:  # hadolint names what is wrong with such a file
         return facts
     final = stages[-1]
@@ -368,21 +326,12 @@ def check_dockerfile(root: Path, dockerfile: Path, problems: Problems) -> Docker
         found = [ins for ins in final if ins.name == name]
         return found[-1] if found else None
 
+    # A root (DL3002) or non-numeric (DL3066) USER is hadolint's; the uid is Kubernetes'.
     user = last("USER")
     if user is None:
         problems.add(dockerfile, "the final stage has no USER: the image would run as root")
-    else:
-        name = user.args.split(":")[0].strip()
-        if name in {"root", "0"} or not name:
-            problems.add(dockerfile, f"line {user.line}: USER {user.args} is root")
-        elif not name.isdigit():
-            problems.add(
-                dockerfile,
-                f"line {user.line}: USER {name}: give a numeric uid, so that Kubernetes "
-                "runAsNonRoot can verify it",
-            )
-        else:
-            facts.uid = int(name)
+    elif user.args.split(":")[0].strip().isdigit():
+        facts.uid = int(user.args.split(":")[0])
 
     env: dict[str, str] = {}
     for ins in final:
@@ -432,16 +381,12 @@ def check_dockerfile(root: Path, dockerfile: Path, problems: Problems) -> Docker
                     target = dest if not dest.endswith("/") else dest + PurePosixPath(src).name
                     copied[target] = src
 
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        meta = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    if pyproject:
         needed = {"pyproject.toml"}
-        readme = meta.get("project", {}).get("readme")
+        readme = pyproject.get("project", {}).get("readme")
         if isinstance(readme, str):
             needed.add(readme)
-        find = meta.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
-        for pattern in find.get("include", []):
-            needed.add(pattern.rstrip("*").rstrip("."))
+        needed.update(top for top, _ in _package_tops(pyproject))
         for item in sorted(needed - sources):
             problems.add(dockerfile, f"the image is built without {item} (no COPY of it)")
 
@@ -462,52 +407,57 @@ def check_dockerfile(root: Path, dockerfile: Path, problems: Problems) -> Docker
         else:
             facts.entrypoint_source = source
 
+    # A missing HEALTHCHECK is hadolint's (DL3057), which takes HEALTHCHECK NONE for one.
     health = last("HEALTHCHECK")
-    if health is None or health.args.upper().startswith("NONE"):
-        problems.add(dockerfile, "the final stage has no HEALTHCHECK")
-    else:
-        cmd = health.args.split("CMD", 1)
-        words = _exec_form(cmd[1].strip()) if len(cmd) == 2 else None
-        if words:
-            source = copied_file(words[0])
-            if source is not None:
-                if not source.stat().st_mode & 0o111:
-                    problems.add(source, "the health check script is not executable")
-                if source.suffix == ".py":
-                    try:
-                        ast.parse(source.read_text(encoding="utf-8"))
-                    except SyntaxError as exc:
-                        problems.add(source, f"does not parse: {exc}")
+    if health is not None and health.args.upper().startswith("NONE"):
+        problems.add(
+            dockerfile, f"line {health.line}: HEALTHCHECK NONE turns off the image's health check"
+        )
+    command = health.args.split("CMD", 1) if health else []
+    words = _exec_form(command[1].strip()) if len(command) == 2 else None
+    source = copied_file(words[0]) if words else None
+    if source is not None:
+        if not source.stat().st_mode & 0o111:
+            problems.add(source, "the health check script is not executable")
+        if source.suffix == ".py":
+            try:
+                ast.parse(source.read_text(encoding="utf-8"))
+            except SyntaxError as exc:
+                problems.add(source, f"does not parse: {exc}")
     return facts
 
 
 # --- packaging: what `pip install .` puts in the image -----------------------------------
 
 
-def check_packaging(root: Path, problems: Problems) -> None:
+def _package_tops(pyproject: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(top folder, namespaces) of each `packages.find` include of pyproject.toml."""
+    find = pyproject.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+    namespaces = find.get("namespaces", True)
+    return [(p.rstrip("*").rstrip("."), namespaces) for p in find.get("include", [])]
+
+
+def check_packaging(root: Path, pyproject: dict[str, Any], problems: Problems) -> None:
     """Every file of the packages reaches the wheel: modules (namespace packages included)
     and data files (package-data), e.g. the Alembic migrations and the seed CSVs."""
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file():
-        problems.add(pyproject, "missing")
+    if not pyproject:
+        problems.add(root / "pyproject.toml", "missing")
         return
-    meta = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    setuptools = meta.get("tool", {}).get("setuptools", {})
-    find = setuptools.get("packages", {}).get("find", {})
-    namespaces = find.get("namespaces", True)
-    package_data: dict[str, list[str]] = setuptools.get("package-data", {})
-    tops = [p.rstrip("*").rstrip(".") for p in find.get("include", [])]
-    for top in tops:
+    package_data: dict[str, list[str]] = (
+        pyproject.get("tool", {}).get("setuptools", {}).get("package-data", {})
+    )
+    for top, namespaces in _package_tops(pyproject):
         top_dir = root / top
         if not top_dir.is_dir():
-            problems.add(pyproject, f"packages.find includes {top}*, which does not exist")
+            problems.add(
+                root / "pyproject.toml", f"packages.find includes {top}*, which does not exist"
+            )
             continue
         covered: set[Path] = set()
         for key, patterns in package_data.items():
-            bases = [root.joinpath(*key.split("."))] if key not in {"*", ""} else [top_dir]
-            for base in bases:
-                for pattern in patterns:
-                    covered.update(p.resolve() for p in base.glob(pattern))
+            base = root.joinpath(*key.split(".")) if key not in {"*", ""} else top_dir
+            for pattern in patterns:
+                covered.update(p.resolve() for p in base.glob(pattern))
         for path in sorted(top_dir.rglob("*")):
             if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
                 continue
@@ -534,7 +484,7 @@ def _environment(service: dict[str, Any]) -> dict[str, Any]:
     if isinstance(env, list):
         pairs = (str(item).partition("=") for item in env)
         return {key: (value if sep else None) for key, sep, value in pairs}
-    return dict(env) if isinstance(env, dict) else {}
+    return dict(_dict(env))
 
 
 def _secret_value_problem(key: str, value: Any) -> str | None:
@@ -560,12 +510,10 @@ def _depends(service: dict[str, Any]) -> dict[str, str]:
     deps = service.get("depends_on") or {}
     if isinstance(deps, list):
         return {str(name): "service_started" for name in deps}
-    if isinstance(deps, dict):
-        return {
-            str(name): str((spec or {}).get("condition", "service_started"))
-            for name, spec in deps.items()
-        }
-    return {}
+    return {
+        str(name): str(_dict(spec).get("condition", "service_started"))
+        for name, spec in _dict(deps).items()
+    }
 
 
 def _command(value: Any) -> list[str]:
@@ -577,55 +525,39 @@ def _command(value: Any) -> list[str]:
 
 
 def check_compose(
-    root: Path,
-    path: Path,
-    documents: list[Any],
-    commands: set[str],
-    dockerfile: Path,
-    problems: Problems,
+    path: Path, documents: list[Any], commands: set[str], dockerfile: Path, problems: Problems
 ) -> None:
-    if len(documents) != 1 or not isinstance(documents[0], dict):
-        problems.add(path, "a compose file is one YAML mapping")
-        return
-    compose = documents[0]
-    services = compose.get("services")
-    if not isinstance(services, dict) or not services:
-        problems.add(path, "no services")
-        return
+    # What a compose file is (one mapping, its services mappings) is the compose schema's.
+    compose = _dict(documents[0]) if documents else {}
+    services = {n: s for n, s in _dict(compose.get("services")).items() if isinstance(s, dict)}
 
-    relais_images: set[str] = set()
+    # The Relais services: built from deploy/Dockerfile, or running the image such a build tags.
     relais: set[str] = set()
+    relais_images: set[str] = set()
     for name, service in services.items():
-        if not isinstance(service, dict):
-            problems.add(path, f"service {name}: not a mapping")
-            continue
         build = service.get("build")
-        if build is not None:
-            spec = {"context": build} if isinstance(build, str) else build
-            context = (path.parent / str(spec.get("context", "."))).resolve()
-            if not context.is_dir():
-                problems.add(path, f"service {name}: build context {context} does not exist")
-            built = (context / str(spec.get("dockerfile", "Dockerfile"))).resolve()
-            if not built.is_file():
-                problems.add(path, f"service {name}: Dockerfile {built} does not exist")
-            if built == dockerfile.resolve():
-                relais.add(name)
-                if "image" in service:
-                    relais_images.add(str(service["image"]))
-    for name, service in services.items():
-        if isinstance(service, dict) and str(service.get("image")) in relais_images:
+        if build is None:
+            continue
+        spec = {"context": build} if isinstance(build, str) else _dict(build)
+        context = (path.parent / str(spec.get("context", "."))).resolve()
+        if not context.is_dir():
+            problems.add(path, f"service {name}: build context {context} does not exist")
+        built = (context / str(spec.get("dockerfile", "Dockerfile"))).resolve()
+        if not built.is_file():
+            problems.add(path, f"service {name}: Dockerfile {built} does not exist")
+        if built == dockerfile.resolve():
             relais.add(name)
+            if "image" in service:
+                relais_images.add(str(service["image"]))
+    relais.update(name for name, s in services.items() if str(s.get("image")) in relais_images)
 
     restarting: set[str] = set()
     for name, service in services.items():
-        if not isinstance(service, dict):
-            continue
-        deps = _depends(service)
-        for target, condition in deps.items():
+        for target, condition in _depends(service).items():
             if target not in services:
                 problems.add(path, f"service {name}: depends_on {target!r}, which is not a service")
                 continue
-            other = services[target] if isinstance(services[target], dict) else {}
+            other = services[target]
             check = other.get("healthcheck")
             if condition == "service_healthy" and (
                 not isinstance(check, dict) or check.get("disable") or "test" not in check
@@ -650,41 +582,37 @@ def check_compose(
             if why:
                 problems.add(path, f"service {name}: {why}")
 
-    postgres = [
-        n for n, s in services.items() if str((s or {}).get("image", "")).startswith("postgres:")
-    ]
+    postgres = [n for n, s in services.items() if str(s.get("image", "")).startswith("postgres:")]
     if not postgres:
         problems.add(path, "no PostgreSQL service")
     for name in postgres:
         if not str(services[name]["image"]).startswith(POSTGRES_IMAGE):
             problems.add(path, f"service {name}: {services[name]['image']} is not {POSTGRES_IMAGE}")
 
-    run: dict[str, str] = {}
+    command_of = {name: _command(services[name].get("command"))[:1] for name in relais}
+    migrate = next((n for n in sorted(relais) if command_of[n] == [MIGRATE_COMMAND]), None)
+    ran: set[str] = set()
     for name in sorted(relais):
         service = services[name]
-        words = _command(service.get("command"))
-        if not words:
+        if not command_of[name]:
             problems.add(path, f"service {name}: no command (one of {', '.join(sorted(commands))})")
             continue
-        if words[0] not in commands:
-            problems.add(path, f"service {name}: the entrypoint knows no command {words[0]!r}")
+        command = command_of[name][0]
+        if command not in commands:
+            problems.add(path, f"service {name}: the entrypoint knows no command {command!r}")
             continue
-        run[words[0]] = name
+        ran.add(command)
         env = _environment(service)
-        if words[0] in API_PORTS:
+        if command in API_PORTS:
             if str(env.get("RELAIS_RUN_WORKERS", "")).lower() != "false":
                 problems.add(path, f'service {name}: set RELAIS_RUN_WORKERS: "false"')
             ports = [str(p) for p in service.get("ports") or []]
-            wanted = str(API_PORTS[words[0]])
+            wanted = str(API_PORTS[command])
             if ports and not any(p.split(":")[-1].split("/")[0] == wanted for p in ports):
                 problems.add(path, f"service {name}: publishes {ports}, not port {wanted}")
-        if words[0] != MIGRATE_COMMAND:
+        if command != MIGRATE_COMMAND:
             if "DATABASE_URL" not in env:
                 problems.add(path, f"service {name}: no DATABASE_URL")
-            migrate = run.get(MIGRATE_COMMAND) or next(
-                (n for n in relais if _command(services[n].get("command"))[:1] == ["migrate"]),
-                None,
-            )
             if migrate and _depends(service).get(migrate) != "service_completed_successfully":
                 problems.add(
                     path,
@@ -694,7 +622,7 @@ def check_compose(
             check = service.get("healthcheck")
             if not isinstance(check, dict) or check.get("disable"):
                 problems.add(path, f"service {name}: no healthcheck")
-    for command in sorted(REQUIRED_COMMANDS - set(run)):
+    for command in sorted(REQUIRED_COMMANDS - ran):
         problems.add(path, f"no service runs the command {command!r}")
 
 
@@ -712,24 +640,19 @@ class Resource:
 
     @property
     def name(self) -> str:
-        return str((self.doc.get("metadata") or {}).get("name"))
+        return str(_dict(self.doc.get("metadata")).get("name"))
 
     @property
     def label(self) -> str:
         return f"{self.kind} {self.name}"
 
-
-def _pod_spec(resource: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(pod template metadata, pod spec) of a workload."""
-    spec = resource.doc.get("spec") or {}
-    template = spec.get("template") if isinstance(spec, dict) else None
-    if not isinstance(template, dict):
-        return None
-    return template.get("metadata") or {}, template.get("spec") or {}
+    @property
+    def spec(self) -> dict[str, Any]:
+        return _dict(self.doc.get("spec"))
 
 
 def _selects(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    return bool(selector) and all(labels.get(k) == v for k, v in _dict(selector).items())
 
 
 def _schema_validate(
@@ -831,7 +754,6 @@ def _port_names(container: dict[str, Any]) -> set[Any]:
 
 
 def check_kubernetes(
-    root: Path,
     directory: Path,
     documents: dict[Path, list[Any]],
     commands: set[str],
@@ -841,24 +763,22 @@ def check_kubernetes(
     schemas: bool,
     versions: Iterable[str],
 ) -> None:
+    # What a resource holds (required fields, types) is the schemas'; the checks below and the
+    # schemas need to know which resource a document is.
     resources: list[Resource] = []
     kustomization: Resource | None = None
     for path, docs in sorted(documents.items()):
         for index, doc in enumerate(docs, start=1):
-            if not isinstance(doc, dict):
-                problems.add(path, f"document {index} is not a mapping")
-                continue
+            doc = _dict(doc)
             missing = [k for k in ("apiVersion", "kind") if not isinstance(doc.get(k), str)]
-            if doc.get("kind") != "Kustomization" and not (doc.get("metadata") or {}).get("name"):
+            if doc.get("kind") != "Kustomization" and not _dict(doc.get("metadata")).get("name"):
                 missing.append("metadata.name")
             if missing:
                 problems.add(path, f"document {index}: missing {', '.join(missing)}")
-                continue
-            resource = Resource(path, doc)
-            if resource.kind == "Kustomization":
-                kustomization = resource
+            elif doc["kind"] == "Kustomization":
+                kustomization = Resource(path, doc)
             else:
-                resources.append(resource)
+                resources.append(Resource(path, doc))
     if not resources:
         problems.add(directory, "no Kubernetes manifests")
         return
@@ -873,87 +793,76 @@ def check_kubernetes(
         for path in documents:
             if path != kustomization.path and path.name not in listed:
                 problems.add(kustomization.path, f"does not list {path.name}")
-        images = {str(i.get("name")) for i in kustomization.doc.get("images") or []}
+        images = {str(_dict(i).get("name")) for i in kustomization.doc.get("images") or []}
         if IMAGE_NAME not in images:
             problems.add(kustomization.path, f"no images entry for {IMAGE_NAME!r}")
 
     if schemas:
         _schema_validate(resources, versions, problems)
 
-    configmaps = {r.name: (r.doc.get("data") or {}) for r in resources if r.kind == "ConfigMap"}
-    secrets: dict[str, dict[str, Any]] = {}
+    configmaps = {r.name: _dict(r.doc.get("data")) for r in resources if r.kind == "ConfigMap"}
     for r in resources:
-        if r.kind != "Secret":
-            continue
+        for key in configmaps[r.name] if r.kind == "ConfigMap" else ():
+            if SECRET_NAME.search(str(key)):
+                problems.add(r.path, f"{r.label}: {key} is a secret: move it to a Secret")
+    secrets: dict[str, dict[str, Any]] = {}
+    for r in (r for r in resources if r.kind == "Secret"):
         if r.doc.get("data"):
             problems.add(r.path, f"{r.label}: use stringData with {PLACEHOLDER} values, not data")
-        values = r.doc.get("stringData") or {}
+        values = _dict(r.doc.get("stringData"))
         for key, value in values.items():
             if PLACEHOLDER not in str(value):
                 problems.add(
                     r.path, f"{r.label}: {key} is not a {PLACEHOLDER} placeholder (a real secret?)"
                 )
-        secrets[r.name] = {**values, **(r.doc.get("data") or {})}
-    for r in resources:
-        for key in (r.doc.get("data") or {}) if r.kind == "ConfigMap" else ():
-            if SECRET_NAME.search(str(key)):
-                problems.add(r.path, f"{r.label}: {key} is a secret: move it to a Secret")
+        secrets[r.name] = {**values, **_dict(r.doc.get("data"))}
 
-    pods: list[tuple[Resource, dict[str, Any], dict[str, Any]]] = []
-    for r in resources:
-        if r.kind in POD_KINDS:
-            found = _pod_spec(r)
-            if found is None:
-                problems.add(r.path, f"{r.label}: no spec.template")
-                continue
-            pods.append((r, *found))
+    # (workload, pod labels, pod spec) of every workload with a pod template (the schemas
+    # refuse one without)
+    pods = [
+        (r, _dict(template.get("metadata")).get("labels") or {}, _dict(template.get("spec")))
+        for r in resources
+        if r.kind in POD_KINDS and (template := _dict(r.spec.get("template")))
+    ]
     hpas = [r for r in resources if r.kind == "HorizontalPodAutoscaler"]
     services = [r for r in resources if r.kind == "Service"]
     ran: set[str] = set()
-    has_workers = False
-    api_pods: list[tuple[Resource, str, dict[str, Any], dict[str, Any]]] = []
-    for r, meta, spec in pods:
-        labels = meta.get("labels") or {}
-        if r.kind == "Deployment":
-            selector = ((r.doc.get("spec") or {}).get("selector") or {}).get("matchLabels")
-            if not _selects(selector, labels):
-                problems.add(
-                    r.path, f"{r.label}: spec.selector.matchLabels must match the pod labels"
-                )
+    api_pods: list[tuple[Resource, dict[str, Any], dict[str, Any]]] = []
+    for r, labels, spec in pods:
+        if r.kind == "Deployment" and not _selects(
+            _dict(r.spec.get("selector")).get("matchLabels"), labels
+        ):
+            problems.add(r.path, f"{r.label}: spec.selector.matchLabels must match the pod labels")
         if spec.get("enableServiceLinks") is not False:
             problems.add(
                 r.path,
                 f"{r.label}: set enableServiceLinks: false (service links set variables such as "
                 "REGISTRY_PORT=tcp://..., which the settings read)",
             )
-        pod_security = spec.get("securityContext") or {}
-        if pod_security.get("runAsUser") == 0:
+        pod_security = _dict(spec.get("securityContext"))
+        run_as = pod_security.get("runAsUser")
+        if run_as == 0:
             problems.add(r.path, f"{r.label}: runAsUser 0 is root")
-        if facts.uid is not None and pod_security.get("runAsUser") not in {None, facts.uid}:
+        if facts.uid is not None and run_as not in {None, facts.uid}:
             problems.add(
-                r.path,
-                f"{r.label}: runAsUser {pod_security.get('runAsUser')} is not the image's "
-                f"USER {facts.uid}",
+                r.path, f"{r.label}: runAsUser {run_as} is not the image's USER {facts.uid}"
             )
-        containers = spec.get("containers") or []
-        if not containers:
-            problems.add(r.path, f"{r.label}: no containers")
-        for container in containers:
+        for container in spec.get("containers") or []:
             where = f"{r.label} container {container.get('name')}"
             image = str(container.get("image", ""))
             if image.split("@")[0].split(":")[0].rsplit("/", 1)[-1] != IMAGE_NAME:
                 continue
-            security = container.get("securityContext") or {}
+            security = _dict(container.get("securityContext"))
             if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
                 problems.add(r.path, f"{where}: set runAsNonRoot: true")
             if security.get("readOnlyRootFilesystem") is not True:
                 problems.add(r.path, f"{where}: set readOnlyRootFilesystem: true")
             if security.get("allowPrivilegeEscalation") is not False:
                 problems.add(r.path, f"{where}: set allowPrivilegeEscalation: false")
-            if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+            if "ALL" not in (_dict(security.get("capabilities")).get("drop") or []):
                 problems.add(r.path, f"{where}: drop ALL capabilities")
-            resources_ = container.get("resources") or {}
-            requests, limits = resources_.get("requests") or {}, resources_.get("limits") or {}
+            requests = _dict(_dict(container.get("resources")).get("requests"))
+            limits = _dict(_dict(container.get("resources")).get("limits"))
             if not {"cpu", "memory"} <= set(requests) or "memory" not in limits:
                 problems.add(r.path, f"{where}: set requests (cpu, memory) and a memory limit")
             if container.get("command"):
@@ -973,15 +882,14 @@ def check_kubernetes(
                 problems.add(r.path, f"{where}: DATABASE_URL must come from a Secret")
             if str(env.get("RELAIS_ENV", ("", None))[1]) != "production":
                 problems.add(r.path, f"{where}: RELAIS_ENV must be production")
-            probes = {p: container.get(p) for p in ("readinessProbe", "livenessProbe")}
             if command in API_PORTS:
-                api_pods.append((r, command, labels, container))
+                api_pods.append((r, labels, container))
                 port = API_PORTS[command]
                 names = _port_names(container)
                 if port not in names:
                     problems.add(r.path, f"{where}: no containerPort {port}")
                 for probe, path_ in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-                    http = (probes[probe] or {}).get("httpGet") or {}
+                    http = _dict(_dict(container.get(probe)).get("httpGet"))
                     if http.get("path") != path_:
                         problems.add(r.path, f"{where}: {probe} must GET {path_}")
                     elif http.get("port") not in names:
@@ -994,9 +902,8 @@ def check_kubernetes(
                 ):
                     problems.add(r.path, f'{where}: RELAIS_RUN_WORKERS must be "false"')
             elif command in WORKER_COMMANDS:
-                has_workers = True
                 for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-                    if (container.get(probe) or {}).get("httpGet"):
+                    if _dict(container.get(probe)).get("httpGet"):
                         problems.add(
                             r.path, f"{where}: a worker serves no HTTP: no httpGet {probe}"
                         )
@@ -1007,56 +914,41 @@ def check_kubernetes(
                     problems.add(r.path, f"{where}: restartPolicy must be Never or OnFailure")
     for command in sorted(REQUIRED_COMMANDS - ran):
         problems.add(directory, f"no workload runs the command {command!r}")
-    if not has_workers:
+    if not ran & WORKER_COMMANDS:
         problems.add(directory, "no worker Deployments")
 
-    for r, _command, labels, container in api_pods:
+    for r, labels, container in api_pods:
         names = _port_names(container)
-        matching = [
-            s for s in services if _selects((s.doc.get("spec") or {}).get("selector"), labels)
-        ]
+        matching = [s for s in services if _selects(s.spec.get("selector"), labels)]
         if not matching:
             problems.add(r.path, f"{r.label}: no Service selects its pods")
         for service in matching:
-            for port in (service.doc.get("spec") or {}).get("ports") or []:
+            for port in service.spec.get("ports") or []:
                 if port.get("targetPort", port.get("port")) not in names:
-                    target = port.get("targetPort")
                     problems.add(
                         service.path,
-                        f"{service.label}: targetPort {target} is not a port of {r.label}",
+                        f"{service.label}: targetPort {port.get('targetPort')} is not a port "
+                        f"of {r.label}",
                     )
-        targets = [
-            h
-            for h in hpas
-            if ((h.doc.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == r.name
-        ]
-        if not targets:
+        if not any(_dict(h.spec.get("scaleTargetRef")).get("name") == r.name for h in hpas):
             problems.add(r.path, f"{r.label}: no HorizontalPodAutoscaler")
-        elif "replicas" in (r.doc.get("spec") or {}):
+        elif "replicas" in r.spec:
             problems.add(
                 r.path, f"{r.label}: drop spec.replicas, the HorizontalPodAutoscaler owns it"
             )
     deployments = {r.name for r in resources if r.kind == "Deployment"}
     for hpa in hpas:
-        spec = hpa.doc.get("spec") or {}
-        target = spec.get("scaleTargetRef") or {}
+        target = _dict(hpa.spec.get("scaleTargetRef"))
         if target.get("kind") != "Deployment" or target.get("name") not in deployments:
             problems.add(
                 hpa.path, f"{hpa.label}: scales {target.get('name')}, not a Deployment here"
             )
     for service in services:
-        selector = (service.doc.get("spec") or {}).get("selector")
-        if not any(_selects(selector, meta.get("labels") or {}) for _, meta, _ in pods):
+        if not any(_selects(service.spec.get("selector"), labels) for _, labels, _ in pods):
             problems.add(service.path, f"{service.label}: its selector matches no pods")
 
 
 # --- all of it ---------------------------------------------------------------------------
-
-
-def _yaml_files(directory: Path) -> Iterator[Path]:
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.suffix in {".yaml", ".yml"}:
-            yield path
 
 
 def validate(
@@ -1075,26 +967,31 @@ def validate(
 
     parsed: dict[Path, list[Any]] = {}
     unparsed: list[Path] = []
-    for path in _yaml_files(deploy):
-        docs = load_yaml(path, problems)
-        if docs is None:
-            unparsed.append(path)
-        else:
-            parsed[path] = docs
-            if not docs:
-                problems.add(path, "holds no YAML document")
+    for path in sorted(deploy.rglob("*")):
+        if path.is_file() and path.suffix in {".yaml", ".yml"}:
+            docs = load_yaml(path, problems)
+            if docs is None:
+                unparsed.append(path)
+            else:
+                parsed[path] = docs
 
+    pyproject_file = root / "pyproject.toml"
+    pyproject = (
+        tomllib.loads(pyproject_file.read_text(encoding="utf-8"))
+        if pyproject_file.is_file()
+        else {}
+    )
     dockerfile = deploy / "Dockerfile"
-    facts = check_dockerfile(root, dockerfile, problems)
+    facts = check_dockerfile(root, dockerfile, pyproject, problems)
     script = facts.entrypoint_source or deploy / "entrypoint.sh"
     commands = check_entrypoint(root, script, problems)
-    check_packaging(root, problems)
+    check_packaging(root, pyproject, problems)
 
     compose = deploy / "docker-compose.yml"
     if not compose.is_file():
         problems.add(compose, "missing")
     elif compose in parsed:
-        check_compose(root, compose, parsed[compose], commands, dockerfile, problems)
+        check_compose(compose, parsed[compose], commands, dockerfile, problems)
 
     kube = deploy / "kubernetes"
     if not kube.is_dir():
@@ -1103,7 +1000,6 @@ def validate(
         problems.add(kube, "the manifests are checked further once every file parses")
     else:
         check_kubernetes(
-            root,
             kube,
             {p: d for p, d in parsed.items() if kube in p.parents},
             commands,
