@@ -70,7 +70,10 @@ async def test_gaps_and_saturated_areas_by_region_and_by_cercle(settings):
             if statuses != ["requested", "requested", "unassigned", "unassigned"]:
                 return False
             async with hub.db.connection() as conn:  # and the rollup holds them
-                return await conn.fetchval("SELECT count(*) FROM referrals.referral_facts") == 4
+                facts = await conn.fetchval("SELECT count(*) FROM referrals.referral_facts")
+                # The fifth case routes nothing: wait until the reconciler has its copy.
+                cases = await conn.fetchval("SELECT count(*) FROM referrals.cases")
+            return facts == 4 and cases == 5
 
         await eventually(routed)
 
