@@ -19,7 +19,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     """The process's database: handlers open their units of work with `db.transaction()`."""
     return request.app.state.db
 
