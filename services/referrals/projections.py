@@ -17,7 +17,7 @@ from uuid import UUID
 from services.referrals.store import Connection
 from services.referrals.store import indicators as indicator_store
 from services.referrals.store import projections as projection_store
-from shared.eventlog.consumer import read_after
+from shared.eventlog.consumer import read_batch
 from shared.eventlog.model import Event
 from shared.pathway import RESOLVED
 
@@ -187,7 +187,7 @@ async def rebuild(conn: Connection, *, batch_size: int = 1000) -> int:
     await projection_store.clear(conn)
     position, count = (0, 0), 0
     while True:
-        batch = await read_after(conn, tx=position[0], seq=position[1], limit=batch_size)
+        batch, _ = await read_batch(conn, tx=position[0], seq=position[1], limit=batch_size)
         if not batch:
             await projection_store.restore_pathway_completions(conn)
             await projection_store.restore_referral_resolutions(conn)

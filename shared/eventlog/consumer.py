@@ -40,18 +40,6 @@ class Worker(Protocol):
     async def run(self, db: Database, listener: Listener, stop: asyncio.Event) -> None: ...
 
 
-_READ_AFTER = Statement(
-    """
-    SELECT seq, id, tx, type, source, subject, time, actor, audience,
-           correlation_id, causation_id, data
-    FROM hub.events
-    WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
-      AND (tx, seq) > (CAST(:tx AS xid8), :seq)
-    ORDER BY tx, seq
-    LIMIT :limit
-    """
-)
-
 # One read per wake: the readable events after a position (below the horizon, in order) and,
 # in the same statement, whether any event after it is above the horizon (committed or not
 # yet readable). The second part is one probe of the (tx, seq) index; the caller re-reads
@@ -91,11 +79,6 @@ _ADVANCE = Statement(
 )
 
 
-async def read_after(conn: Connection, *, tx: int, seq: int, limit: int) -> list[Event]:
-    """Committed events after the position (tx, seq), oldest first, never skipping one."""
-    return [Event.from_row(r) for r in await _READ_AFTER.fetch(conn, tx=tx, seq=seq, limit=limit)]
-
-
 async def read_batch(
     conn: Connection, *, tx: int, seq: int, limit: int
 ) -> tuple[list[Event], bool]:
@@ -117,6 +100,7 @@ class CheckpointMoved(RuntimeError):
 
 
 def every_event(event: Event) -> bool:
+    """The default of `Consumer.wants`: a handler that takes every event."""
     return True
 
 

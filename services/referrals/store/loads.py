@@ -25,14 +25,6 @@ from services.referrals.tables import (
 from shared.db import Connection, Statement
 from shared.referral_statuses import LOAD_COUNTED_STATUSES, in_lifecycle_order
 
-FOLD_CHANGES = """
-    WITH folded AS (DELETE FROM referrals.service_load_changes RETURNING service_id, delta)
-    INSERT INTO referrals.service_loads AS loads (service_id, load)
-    SELECT service_id, sum(delta) FROM folded GROUP BY service_id
-    ON CONFLICT (service_id) DO UPDATE SET load = loads.load + EXCLUDED.load
-"""
-_FOLD = Statement(FOLD_CHANGES)
-
 
 async def fold_changes(conn: Connection) -> None:
     """Fold the recorded load changes into the counters (the reconciler alone does, once per
@@ -81,21 +73,24 @@ _OPTIONS_OF_TYPES = (
     .where(services.c.service_type == func.any(bindparam("service_types", type_=ARRAY(String))))
 )
 _OPTIONS = Statement(_OPTIONS_OF_TYPES)
-# The fold and the read in one statement. Its parts see one snapshot: the read counts the
-# counters as they were plus every change the fold takes away, which is what they become.
+# The fold: the recorded changes deleted and added to the counters, in one statement.
 _FOLDED = (
     delete(service_load_changes)
     .returning(service_load_changes.c.service_id, service_load_changes.c.delta)
     .cte("folded")
 )
-_ADDED = insert(service_loads).from_select(
+_FOLD_INTO_COUNTERS = insert(service_loads).from_select(
     ["service_id", "load"],
     select(_FOLDED.c.service_id, func.sum(_FOLDED.c.delta)).group_by(_FOLDED.c.service_id),
 )
-_ADDED = _ADDED.on_conflict_do_update(
+_FOLD_INTO_COUNTERS = _FOLD_INTO_COUNTERS.on_conflict_do_update(
     index_elements=[service_loads.c.service_id],
-    set_={"load": service_loads.c.load + _ADDED.excluded.load},
-).cte("added")
+    set_={"load": service_loads.c.load + _FOLD_INTO_COUNTERS.excluded.load},
+)
+_FOLD = Statement(_FOLD_INTO_COUNTERS.add_cte(_FOLDED))
+# The fold and the read in one statement. Its parts see one snapshot: the read counts the
+# counters as they were plus every change the fold takes away, which is what they become.
+_ADDED = _FOLD_INTO_COUNTERS.cte("added")
 _FOLD_THEN_OPTIONS = Statement(_OPTIONS_OF_TYPES.add_cte(_FOLDED).add_cte(_ADDED))
 
 
