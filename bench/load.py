@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import sys
 import time
@@ -375,7 +376,10 @@ def main() -> None:
     except ImportError:
         pass
     result = asyncio.run(MODES[mode](config))
-    print(json.dumps(result, default=str))
+    # The event loop may leave stdout non-blocking (it is a pipe shared with the loop's
+    # children): a line longer than the pipe's 64 KiB buffer would then be cut short.
+    os.set_blocking(sys.stdout.fileno(), True)
+    print(json.dumps(result, default=str), flush=True)
 
 
 if __name__ == "__main__":

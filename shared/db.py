@@ -188,10 +188,25 @@ class Database:
 
     @classmethod
     async def connect(
-        cls, settings: Settings, *, application_name: str = "relais", min_size: int = 0
+        cls,
+        settings: Settings,
+        *,
+        application_name: str = "relais",
+        min_size: int = 0,
+        generic_plans: bool = False,
     ) -> Database:
         """The pool of a process; with `min_size=0` it connects at the first use, so that a
-        service starts (and answers 503 on /readyz) while the database is down."""
+        service starts (and answers 503 on /readyz) while the database is down.
+
+        `generic_plans=True` is for the workers' pools: their statements are few and fixed,
+        run for every batch, and take arrays of ids (`= ANY($1)`). PostgreSQL's plan cache
+        keeps planning such a prepared statement anew at each execution (the generic plan,
+        costed for arrays of ten, looks dearer than a custom plan for the one or two ids of
+        a batch), and planning the indicators' refresh, the log read and the dispatcher's
+        record cost more than running them (bench/README.md). Their generic plans are the
+        index plans the custom ones are; `tests/test_generic_plans.py` holds them to it. The
+        APIs' pools keep the default: their list queries take optional filters whose values
+        the custom plans fold away."""
         pool = await asyncpg.create_pool(
             plain_url(settings.require_database_url()),
             min_size=min_size,
@@ -204,6 +219,7 @@ class Database:
                 "application_name": application_name,
                 "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
                 "timezone": "UTC",
+                **({"plan_cache_mode": "force_generic_plan"} if generic_plans else {}),
             },
         )
         return cls(pool)

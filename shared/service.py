@@ -137,6 +137,7 @@ class Runtime:
         self.spec = spec
         self.metrics = metrics
         self.db: Database | None = None
+        self.worker_db: Database | None = None  # the workers' own pool (generic plans)
         self.listener = Listener(
             settings.require_database_url(),
             application_name=f"relais-{spec.name}-listener",
@@ -156,10 +157,15 @@ class Runtime:
         # Always listening: workers wake on it, and so do long-polling requests.
         await self.listener.start()
         if run_workers:
+            self.worker_db = await Database.connect(
+                self.settings,
+                application_name=f"relais-{self.spec.name}-worker",
+                generic_plans=True,
+            )
             for consumer in self.spec.consumers(self.settings, self.metrics):
                 self.tasks.append(
                     asyncio.create_task(
-                        consumer.run(self.db, self.listener, self.stop),
+                        consumer.run(self.worker_db, self.listener, self.stop),
                         name=f"consumer:{consumer.name}",
                     )
                 )
@@ -172,8 +178,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.listener.stop()
-        if self.db is not None:
-            await self.db.close()
+        for db in (self.worker_db, self.db):
+            if db is not None:
+                await db.close()
 
     async def _maintenance(self) -> None:
         rounds = 0

@@ -57,7 +57,9 @@ async def run_consumers(
 ) -> None:
     """Run the consumers of a service until `stop` is set."""
     metrics = Metrics(name)
-    db = await Database.connect(settings, application_name=f"relais-{name}-worker")
+    db = await Database.connect(
+        settings, application_name=f"relais-{name}-worker", generic_plans=True
+    )
     listener = Listener(
         settings.require_database_url(),
         application_name=f"relais-{name}-listener",
