@@ -358,24 +358,34 @@ class Hub:
         return proc
 
 
+RESULT_FILE = "RELAIS_BENCH_RESULT"  # where a load process writes its JSON result
+
+
 async def run_json(argv: Sequence[str], *, within: float = 600.0) -> Any:
-    """Run a bench process (a load generator) and return the JSON of its last stdout line."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=within)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv[:4])} exited {process.returncode}:\n{stderr.decode()[-3000:]}"
+    """Run a bench process (a load generator) and return the JSON it wrote to the file named
+    by `RELAIS_BENCH_RESULT` (a result of many cases is too long for the last stdout line to
+    come through a pipe whole), or else of its last stdout line."""
+    with tempfile.TemporaryDirectory(prefix="relais-bench-") as folder:
+        result = Path(folder) / "result.json"
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=ROOT,
+            env={**os.environ, RESULT_FILE: str(result)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=within)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv[:4])} exited {process.returncode}:\n{stderr.decode()[-3000:]}"
+            )
+        if result.exists():
+            return json.loads(result.read_text())
     lines = [line for line in stdout.decode().splitlines() if line.strip()]
     return json.loads(lines[-1])
 
