@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -73,14 +73,16 @@ async def check_codes(
 async def create_case(
     conn: Connection, *, owner_id: UUID, body: Mapping[str, Any], caller: Principal
 ) -> dict[str, Any]:
-    """A new case with its plan; its duplicates are looked for in the same transaction."""
+    """A new case with its plan; its duplicates are looked for in the same transaction.
+    Two statements: the checks (which draw the reference's number when they pass), then
+    the case, its steps, its duplicate keys and its event."""
     plan = list(body.get("plan") or [])
     step_types = [s["service_type"] for s in plan]
     area_code = body["return"]["area_code"]
     external_id = body.get("external_id")
     if owner_id != caller.partner_id:  # an admin names the owner; a partner's key is its own
         await partners_store.check_partner(conn, partner_id=owner_id, field="body.owner_partner_id")
-    area_known, known, existing = await store.known_codes(
+    checks = await store.intake_checks(
         conn,
         area_code=area_code,
         step_types=step_types,
@@ -89,30 +91,35 @@ async def create_case(
     )
     rules.check_codes(
         area_code=area_code,
-        area_known=area_known,
+        area_known=checks.area_known,
         step_types=step_types,
-        known=known,
+        known=checks.known_types,
         step_prefix="body.plan",
     )
     settled = rules.settle_new_steps(plan)
-    if existing is not None:
+    if checks.existing is not None:
         raise Conflict(
-            f"A case with external_id {external_id!r} exists: {existing}. "
+            f"A case with external_id {external_id!r} exists: {checks.existing}. "
             "Use PUT /cases/by-external-id/{external_id} to update it.",
-            case_id=str(existing),
+            case_id=str(checks.existing),
         )
+    assert checks.number is not None  # drawn: every check passed
     steps = rules.first_steps(settled, consent=body["consent"])
-    case = await store.insert_case(
-        conn,
+    case = rules.new_case_row(
         case_id=uuid.uuid4(),
-        reference_prefix=rules.reference_prefix(area_code, year=datetime.now(UTC).year),
         owner_id=owner_id,
         body=body,
-        steps=steps,
+        reference=rules.reference(area_code, at=checks.now, number=checks.number),
+        at=checks.now,
     )
-    await duplicates_store.index_case(conn, case=case, new=True)
+    for step in steps:
+        step["case_id"] = case["id"]
+        step["created_at"] = step["updated_at"] = checks.now
     snapshot = case_snapshot(case, steps)
-    await store.emit_case_event(conn, type="case.created", snapshot=snapshot, caller=caller)
+    candidates = await store.insert_new_case(
+        conn, case=case, steps=steps, snapshot=snapshot, caller=caller
+    )
+    await duplicates_store.record_candidates(conn, case=case, candidates=candidates)
     return snapshot
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -126,6 +127,37 @@ def first_steps(
 def reference_prefix(area_code: str, *, year: int) -> str:
     """A case reference is `<country>-<year>-<number, at least 6 digits>`."""
     return f"{area_code.split('-', 1)[0].upper()}-{year}-"
+
+
+def reference(area_code: str, *, at: datetime, number: int) -> str:
+    """The reference of a case created at `at` with this number."""
+    return f"{reference_prefix(area_code, year=at.year)}{number:06d}"
+
+
+def new_case_row(
+    *, case_id: UUID, owner_id: UUID, body: Mapping[str, Any], reference: str, at: datetime
+) -> dict[str, Any]:
+    """The row of a new case, every column of `registry.cases` as the intake writes it."""
+    return {
+        "id": case_id,
+        "reference": reference,
+        "owner_partner_id": owner_id,
+        "external_id": body.get("external_id"),
+        "beneficiary": body["beneficiary"],
+        "return_info": body["return"],
+        "return_area_code": body["return"]["area_code"],
+        "vulnerabilities": list(body.get("vulnerabilities") or []),
+        "consent": body["consent"],
+        "status": "open",
+        "closure_reason": None,
+        "merged_into": None,
+        "closed_at": None,
+        "erased_at": None,
+        "erasure_reason": None,
+        "version": 1,
+        "created_at": at,
+        "updated_at": at,
+    }
 
 
 # --- The case's fields ---------------------------------------------------------------------

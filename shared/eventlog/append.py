@@ -62,18 +62,18 @@ async def append(
 
     The audience is fixed now: the partners allowed to see the event (admins see all).
     """
-    row = _row(
+    row = event_parameters(
         type=type,
         source=source,
         subject=subject,
+        data=data,
         actor=actor,
         audience=audience,
         correlation_id=correlation_id,
         causation_id=causation_id,
         event_id=event_id,
     )
-    encoded = json_text(data)
-    stored = await _INSERT.fetchrow(conn, **row, data=encoded)
+    stored = await _INSERT.fetchrow(conn, **row)
     return Event(
         seq=stored["seq"],
         id=row["id"],
@@ -84,21 +84,60 @@ async def append(
         time=stored["time"],
         actor=actor,
         audience=tuple(row["audience"]),
-        data=json.loads(encoded),
+        data=json.loads(row["data"]),
         correlation_id=correlation_id,
         causation_id=causation_id,
     )
 
 
-# One event, compiled once: the data goes as JSON text (encoded once here, and typed `text`
-# so that the connection's jsonb codec does not encode it again); only what the database
-# assigns comes back.
+# The columns of one event, and its values as named parameters (with a prefix, for a
+# statement that appends an event among its other writes: `event_parameters` fills them).
+EVENT_COLUMNS = "(id, type, source, subject, actor, audience, correlation_id, causation_id, data)"
+
+
+def event_values(prefix: str = "") -> str:
+    """The VALUES tuple of one event, its parameters named `<prefix><column>`. The data goes
+    as JSON text (encoded once, and typed `text` so that the connection's jsonb codec does
+    not encode it again)."""
+    p = prefix
+    return (
+        f"(CAST(:{p}id AS uuid), :{p}type, :{p}source, :{p}subject, :{p}actor, "
+        f"CAST(:{p}audience AS uuid[]), :{p}correlation_id, CAST(:{p}causation_id AS uuid), "
+        f"CAST(CAST(:{p}data AS text) AS jsonb))"
+    )
+
+
+def event_parameters(
+    prefix: str = "",
+    *,
+    type: str,
+    source: str,
+    subject: str,
+    data: Mapping[str, Any],
+    actor: str,
+    audience: Iterable[UUID] = (),
+    correlation_id: str | None = None,
+    causation_id: UUID | None = None,
+    event_id: UUID | None = None,
+) -> dict[str, Any]:
+    """The parameters of `event_values(prefix)` for one event (as `append` takes it)."""
+    row = _row(
+        type=type,
+        source=source,
+        subject=subject,
+        actor=actor,
+        audience=audience,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        event_id=event_id,
+    )
+    row["data"] = json_text(data)
+    return {prefix + name: value for name, value in row.items()}
+
+
+# One event, compiled once; only what the database assigns comes back.
 _INSERT = Statement(
-    "INSERT INTO hub.events "
-    "(id, type, source, subject, actor, audience, correlation_id, causation_id, data) "
-    "VALUES (CAST(:id AS uuid), :type, :source, :subject, :actor, CAST(:audience AS uuid[]), "
-    ":correlation_id, CAST(:causation_id AS uuid), CAST(CAST(:data AS text) AS jsonb)) "
-    "RETURNING seq, tx, time"
+    f"INSERT INTO hub.events {EVENT_COLUMNS} VALUES {event_values()} RETURNING seq, tx, time"  # noqa: S608 - the module's own constants
 )
 
 

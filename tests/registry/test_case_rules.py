@@ -118,6 +118,30 @@ def test_a_case_reference_starts_with_the_country_and_year():
     assert rules.reference_prefix("ml-bko-03", year=2026) == "ML-2026-"
 
 
+def test_a_case_reference_numbers_with_six_digits_at_least():
+    at = datetime(2027, 1, 1, tzinfo=UTC)
+    assert rules.reference("ML-BKO-03", at=at, number=42) == "ML-2027-000042"
+    assert rules.reference("ML-BKO-03", at=at, number=1234567) == "ML-2027-1234567"
+
+
+def test_a_new_case_row_sets_every_column_of_the_table():
+    """The intake writes every column from this row, and the snapshot shows the same row."""
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    body = {
+        "beneficiary": {"given_name": "Awa"},
+        "return": {"area_code": "ML-BKO-03"},
+        "consent": {"referral": "granted"},
+    }
+    owner, case_id = uuid4(), uuid4()
+    row = rules.new_case_row(
+        case_id=case_id, owner_id=owner, body=body, reference="ML-2026-000001", at=at
+    )
+    assert set(row) == {column.name for column in cases.c}
+    assert row["status"] == "open" and row["version"] == 1
+    assert row["created_at"] == row["updated_at"] == at
+    assert row["return_area_code"] == "ML-BKO-03" and row["vulnerabilities"] == []
+
+
 # --- The case's fields -------------------------------------------------------------------------
 
 

@@ -8,11 +8,13 @@ derived from referral events do not change it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    Integer,
     String,
     Text,
     bindparam,
@@ -31,10 +33,11 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from services.registry.case_shape import CASE_COLUMNS, STEP_FIELDS
 from services.registry.store import SOURCE
+from services.registry.store import duplicates as duplicates_store
 from services.registry.tables import access_log, cases, plan_steps, services
 from shared.auth import Principal
 from shared.db import Connection, Statement
-from shared.eventlog.append import append
+from shared.eventlog.append import EVENT_COLUMNS, append, event_parameters, event_values
 from shared.pagination import keyset, page_of, parse_time
 from shared.tables import areas
 
@@ -121,74 +124,124 @@ async def known_codes(
     return area_known, types, existing
 
 
-# The table's columns, in its order: the result's columns are matched to them by position.
-_CASE_COLUMNS = ", ".join(column.name for column in cases.c)
-_INSERT_CASE = Statement(
+# What an intake checks before it writes, in one statement: the codes it names that exist,
+# the owner's case with its external id if any, the transaction's time (the new case's
+# `created_at`), and, only when every check passes, the next number of the references.
+_INTAKE_CHECKS = Statement(
     text(
-        f"""
-        WITH number AS MATERIALIZED (
-            SELECT CAST(nextval('registry.case_reference_seq') AS text) AS n
-        ),
-        new_case AS (
-            INSERT INTO registry.cases (id, reference, owner_partner_id, external_id,
-                beneficiary, return_info, return_area_code, vulnerabilities, consent)
-            SELECT :id, :prefix || lpad(n, greatest(6, length(n)), '0'), :owner, :external_id,
-                :beneficiary, :return_info, :area, :vulnerabilities, :consent
-            FROM number
-            RETURNING *
-        ),
-        new_steps AS (
-            INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
-                priority, delivery, depends_on, notes, status, status_reason)
-            SELECT s.id, new_case.id, s.key, s.position, s.service_type, s.priority,
-                s.delivery, s.depends_on, s.notes, s.status, s.status_reason
-            FROM new_case, jsonb_to_recordset(:steps) AS s(id uuid, key text,
-                position integer, service_type text, priority text, delivery text,
-                depends_on text[], notes text, status text, status_reason text)
+        """
+        WITH checks AS MATERIALIZED (
+            SELECT EXISTS (SELECT FROM hub.areas WHERE code = :area) AS area_known,
+                ARRAY(SELECT code FROM hub.service_types WHERE code = ANY(:types)) AS types,
+                (SELECT id FROM registry.cases
+                 WHERE owner_partner_id = :owner AND external_id = :external_id) AS existing
         )
-        SELECT {_CASE_COLUMNS}
-        FROM new_case
-        """  # noqa: S608 - the names are the table's own columns
-    )
-    .bindparams(
-        bindparam("id", type_=PG_UUID(as_uuid=True)),
-        bindparam("prefix", type_=String),
+        SELECT area_known, types, existing, now() AS now,
+            CASE WHEN area_known AND cardinality(types) = :type_count AND existing IS NULL
+                 THEN nextval('registry.case_reference_seq') END AS number
+        FROM checks
+        """
+    ).bindparams(
+        bindparam("area", type_=String),
+        bindparam("types", type_=ARRAY(String)),
+        bindparam("type_count", type_=Integer),
         bindparam("owner", type_=PG_UUID(as_uuid=True)),
         bindparam("external_id", type_=String),
-        bindparam("beneficiary", type_=JSONB),
-        bindparam("return_info", type_=JSONB),
-        bindparam("area", type_=String),
-        bindparam("vulnerabilities", type_=ARRAY(String)),
-        bindparam("consent", type_=JSONB),
-        bindparam("steps", type_=JSONB),
     )
-    .columns(*cases.c)
 )
 
 
-async def insert_case(
+async def intake_checks(
     conn: Connection,
     *,
-    case_id: UUID,
-    reference_prefix: str,
+    area_code: str,
+    step_types: Sequence[str],
     owner_id: UUID,
-    body: Mapping[str, Any],
-    steps: Sequence[Mapping[str, Any]],
-) -> dict[str, Any]:
-    """Insert a case (its reference numbered after `reference_prefix`) and its steps, as
-    they start, in one statement; answers the case's row. The steps get their `case_id` and
-    times."""
-    row = await _INSERT_CASE.fetchrow(
+    external_id: str | None,
+) -> IntakeChecks:
+    """What a new case's request names that exists, and what the new case needs from the
+    database: the transaction's time and, when every check passed, a reference number."""
+    types = sorted(set(step_types))
+    row = await _INTAKE_CHECKS.fetchrow(
         conn,
-        id=case_id,
-        prefix=reference_prefix,
+        area=area_code,
+        types=types,
+        type_count=len(types),
         owner=owner_id,
-        external_id=body.get("external_id"),
-        beneficiary=body["beneficiary"],
-        return_info=body["return"],
-        area=body["return"]["area_code"],
-        vulnerabilities=list(body.get("vulnerabilities") or []),
-        consent=body["consent"],
+        external_id=external_id,
+    )
+    assert row is not None
+    return IntakeChecks(
+        area_known=row["area_known"],
+        known_types=set(row["types"]),
+        existing=row["existing"],
+        now=row["now"],
+        number=row["number"],
+    )
+
+
+@dataclass(frozen=True)
+class IntakeChecks:
+    area_known: bool
+    known_types: set[str]
+    existing: UUID | None  # the owner's case with the request's external id
+    now: datetime  # the transaction's time
+    number: int | None  # the new case's reference number, drawn when every check passed
+
+
+# A new case in one statement: the case, its steps, its blocking keys with the cases that
+# share one of them (returned, to be scored), and its `case.created` event. Every column of
+# the case is written (`case_rules.new_case_row`): the row stored is the row the event shows.
+_CASE_COLUMNS = tuple(column.name for column in cases.c)
+_INSERT_NEW_CASE = Statement(
+    text(
+        f"""
+        WITH new_case AS (
+            INSERT INTO registry.cases ({", ".join(_CASE_COLUMNS)})
+            VALUES ({", ".join(":case_" + name for name in _CASE_COLUMNS)})
+        ),
+        new_steps AS (
+            INSERT INTO registry.plan_steps (id, case_id, key, position, service_type,
+                priority, delivery, depends_on, notes, status, status_reason, created_at,
+                updated_at)
+            SELECT s.id, :case_id, s.key, s.position, s.service_type, s.priority,
+                s.delivery, s.depends_on, s.notes, s.status, s.status_reason,
+                :case_created_at, :case_created_at
+            FROM jsonb_to_recordset(:steps) AS s(id uuid, key text,
+                position integer, service_type text, priority text, delivery text,
+                depends_on text[], notes text, status text, status_reason text)
+        ),
+        {duplicates_store.INDEX_CTES},
+        event AS (
+            INSERT INTO hub.events {EVENT_COLUMNS} VALUES {event_values("event_")}
+        )
+        {duplicates_store.CANDIDATES}
+        """  # noqa: S608 - the names are the tables' own columns and the stores' constants
+    )
+    .bindparams(
+        *(bindparam("case_" + column.name, type_=column.type) for column in cases.c),
+        bindparam("steps", type_=JSONB),
+        *duplicates_store.INDEX_PARAMETERS,
+    )
+    .columns(*duplicates_store.CANDIDATE_COLUMNS)
+)
+
+
+async def insert_new_case(
+    conn: Connection,
+    *,
+    case: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    snapshot: Mapping[str, Any],
+    caller: Principal,
+) -> list[dict[str, Any]]:
+    """Write a new case (its row as `case_rules.new_case_row` made it), its steps, its
+    blocking keys and its `case.created` event in one statement; answers the cases that
+    share one of its keys (`duplicates.record_candidates` scores them)."""
+    index = duplicates_store.index_parameters(case)
+    rows = await _INSERT_NEW_CASE.fetch(
+        conn,
+        **{"case_" + name: case[name] for name in _CASE_COLUMNS},
         steps=[
             {
                 **{name: step[name] for name in STEP_FIELDS},
@@ -197,12 +250,19 @@ async def insert_case(
             }
             for step in steps
         ],
+        cap=index["cap"],
+        keys=index["keys"],
+        **event_parameters(
+            "event_",
+            type="case.created",
+            source=SOURCE,
+            subject=f"cases/{case['id']}",
+            data=snapshot,
+            actor=caller.actor,
+            audience=[case["owner_partner_id"]],
+        ),
     )
-    case = dict(row)
-    for step in steps:
-        step["case_id"] = case["id"]  # type: ignore[index]
-        step["created_at"] = step["updated_at"] = case["created_at"]  # type: ignore[index]
-    return case
+    return [dict(row) for row in rows]
 
 
 # The columns a change of a case may write (`save_case`). One statement writes any of them:

@@ -9,7 +9,7 @@ partner: duplicates are the coordination's business.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -24,35 +24,37 @@ from shared.pagination import keyset, page_of, parse_time
 
 # The case's blocking keys are added and the cases sharing one of them read, at most `cap`
 # per key, in one statement. Its parts see the same snapshot: the keys just added are not
-# among those searched, which excludes the case itself anyway.
+# among those searched, which excludes the case itself anyway. The intake runs the same
+# parts in its one statement that writes a new case (store/cases.py).
+INDEX_CTES = """
+    added AS (
+        INSERT INTO registry.duplicate_keys (case_id, key)
+        SELECT :case_id, k.key FROM unnest(CAST(:keys AS text[])) AS k(key)
+    ),
+    candidates AS (
+        SELECT DISTINCT d.case_id
+        FROM unnest(CAST(:keys AS text[])) AS k(key)
+        CROSS JOIN LATERAL (
+            SELECT case_id FROM registry.duplicate_keys
+            WHERE key = k.key AND case_id <> :case_id
+            ORDER BY case_id
+            LIMIT :cap
+        ) AS d
+    )
+"""
+CANDIDATES = """
+    SELECT c.id, c.beneficiary, c.return_area_code
+    FROM registry.cases AS c JOIN candidates ON c.id = candidates.case_id
+    WHERE coalesce(c.closure_reason, '') <> 'merged'
+"""
+INDEX_PARAMETERS = (
+    bindparam("case_id", type_=PG_UUID(as_uuid=True)),
+    bindparam("keys", type_=ARRAY(String)),
+    bindparam("cap", type_=Integer),
+)
+CANDIDATE_COLUMNS = (cases.c.id, cases.c.beneficiary, cases.c.return_area_code)
 _INDEX = Statement(
-    text(
-        """
-        WITH added AS (
-            INSERT INTO registry.duplicate_keys (case_id, key)
-            SELECT :case_id, k.key FROM unnest(CAST(:keys AS text[])) AS k(key)
-        ),
-        candidates AS (
-            SELECT DISTINCT d.case_id
-            FROM unnest(CAST(:keys AS text[])) AS k(key)
-            CROSS JOIN LATERAL (
-                SELECT case_id FROM registry.duplicate_keys
-                WHERE key = k.key AND case_id <> :case_id
-                ORDER BY case_id
-                LIMIT :cap
-            ) AS d
-        )
-        SELECT c.id, c.beneficiary, c.return_area_code
-        FROM registry.cases AS c JOIN candidates ON c.id = candidates.case_id
-        WHERE coalesce(c.closure_reason, '') <> 'merged'
-        """
-    )
-    .bindparams(
-        bindparam("case_id", type_=PG_UUID(as_uuid=True)),
-        bindparam("keys", type_=ARRAY(String)),
-        bindparam("cap", type_=Integer),
-    )
-    .columns(cases.c.id, cases.c.beneficiary, cases.c.return_area_code)
+    text("WITH" + INDEX_CTES + CANDIDATES).bindparams(*INDEX_PARAMETERS).columns(*CANDIDATE_COLUMNS)
 )
 _UNINDEX = Statement(delete(duplicate_keys).where(duplicate_keys.c.case_id == bindparam("case_id")))
 # The pairs found, in one statement whatever their number; a pair already known keeps its
@@ -70,20 +72,34 @@ _RECORD_PAIRS = Statement(
 )
 
 
+def index_parameters(case: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of `INDEX_CTES` for a case: its id, its blocking keys, the cap."""
+    keys = sorted(matching.blocking_keys(matching.facts_of(case)))
+    return {"case_id": case["id"], "keys": keys, "cap": matching.MAX_CANDIDATES}
+
+
 async def index_case(conn: Connection, *, case: Mapping[str, Any], new: bool = False) -> int:
     """(Re)index a case under its blocking keys and record its probable duplicates; a `new`
     case, created in this transaction, has no keys to remove first.
 
     Returns how many candidate pairs were recorded or refreshed."""
-    facts = matching.facts_of(case)
-    keys = sorted(matching.blocking_keys(facts))
+    parameters = index_parameters(case)
     if not new:
         await _UNINDEX.execute(conn, case_id=case["id"])
-    if not keys:
+    if not parameters["keys"]:
         return 0
-    rows = await _INDEX.fetch(conn, keys=keys, case_id=case["id"], cap=matching.MAX_CANDIDATES)
+    rows = await _INDEX.fetch(conn, **parameters)
+    return await record_candidates(conn, case=case, candidates=rows)
+
+
+async def record_candidates(
+    conn: Connection, *, case: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]
+) -> int:
+    """Score the cases found under the case's keys and record the probable duplicates
+    among them; returns how many pairs were recorded or refreshed."""
+    facts = matching.facts_of(case)
     pairs = []
-    for other in rows:
+    for other in candidates:
         match = matching.score(facts, matching.facts_of(other))
         if match is None:
             continue
