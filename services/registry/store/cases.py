@@ -221,7 +221,6 @@ _INSERT_NEW_CASE = Statement(
     .bindparams(
         *(bindparam("case_" + column.name, type_=column.type) for column in cases.c),
         bindparam("steps", type_=JSONB),
-        *duplicates_store.INDEX_PARAMETERS,
     )
     .columns(*duplicates_store.CANDIDATE_COLUMNS)
 )
@@ -238,10 +237,10 @@ async def insert_new_case(
     """Write a new case (its row as `case_rules.new_case_row` made it), its steps, its
     blocking keys and its `case.created` event in one statement; answers the cases that
     share one of its keys (`duplicates.record_candidates` scores them)."""
-    index = duplicates_store.index_parameters(case)
     rows = await _INSERT_NEW_CASE.fetch(
         conn,
-        **{"case_" + name: case[name] for name in _CASE_COLUMNS},
+        **{"case_" + name: case[name] for name in _CASE_COLUMNS},  # `case_id` is the case's id
+        **{k: v for k, v in duplicates_store.index_parameters(case).items() if k != "case_id"},
         steps=[
             {
                 **{name: step[name] for name in STEP_FIELDS},
@@ -250,8 +249,6 @@ async def insert_new_case(
             }
             for step in steps
         ],
-        cap=index["cap"],
-        keys=index["keys"],
         **event_parameters(
             "event_",
             type="case.created",

@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Integer, Select, String, bindparam, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Select, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from services.registry import matching
@@ -22,36 +21,42 @@ from services.registry.tables import cases, duplicate_keys, duplicates
 from shared.db import Connection, Statement
 from shared.pagination import keyset, page_of, parse_time
 
-# The case's blocking keys are added and the cases sharing one of them read, at most `cap`
-# per key, in one statement. Its parts see the same snapshot: the keys just added are not
-# among those searched, which excludes the case itself anyway. The intake runs the same
-# parts in its one statement that writes a new case (store/cases.py).
-INDEX_CTES = """
+# The case's blocking keys are added and the cases sharing one of them read, at most
+# `MAX_CANDIDATES` per key, in one statement. Its parts see the same snapshot: the keys just
+# added are not among those searched, which excludes the case itself anyway. The intake runs
+# the same parts in its one statement that writes a new case (store/cases.py). The keys go
+# as one parameter each (`key_1`...; NULL where a case has fewer): an array would make
+# PostgreSQL plan the statement anew at every call, its generic plan being costed for an
+# array of a hundred keys.
+KEY_SLOTS = matching.MAX_BLOCKING_KEYS
+_KEYS = (
+    "(VALUES "
+    + ", ".join(f"(CAST(:key_{n} AS text))" for n in range(1, KEY_SLOTS + 1))
+    + ") AS k(key)"
+)
+INDEX_CTES = f"""
     added AS (
         INSERT INTO registry.duplicate_keys (case_id, key)
-        SELECT :case_id, k.key FROM unnest(CAST(:keys AS text[])) AS k(key)
+        SELECT :case_id, k.key FROM {_KEYS} WHERE k.key IS NOT NULL
     ),
     candidates AS (
         SELECT DISTINCT d.case_id
-        FROM unnest(CAST(:keys AS text[])) AS k(key)
+        FROM {_KEYS}
         CROSS JOIN LATERAL (
             SELECT case_id FROM registry.duplicate_keys
             WHERE key = k.key AND case_id <> :case_id
             ORDER BY case_id
-            LIMIT :cap
+            LIMIT {matching.MAX_CANDIDATES}
         ) AS d
+        WHERE k.key IS NOT NULL
     )
-"""
+"""  # noqa: S608 - the module's own constants
 CANDIDATES = """
     SELECT c.id, c.beneficiary, c.return_area_code
     FROM registry.cases AS c JOIN candidates ON c.id = candidates.case_id
     WHERE coalesce(c.closure_reason, '') <> 'merged'
 """
-INDEX_PARAMETERS = (
-    bindparam("case_id", type_=PG_UUID(as_uuid=True)),
-    bindparam("keys", type_=ARRAY(String)),
-    bindparam("cap", type_=Integer),
-)
+INDEX_PARAMETERS = (bindparam("case_id", type_=PG_UUID(as_uuid=True)),)
 CANDIDATE_COLUMNS = (cases.c.id, cases.c.beneficiary, cases.c.return_area_code)
 _INDEX = Statement(
     text("WITH" + INDEX_CTES + CANDIDATES).bindparams(*INDEX_PARAMETERS).columns(*CANDIDATE_COLUMNS)
@@ -73,9 +78,10 @@ _RECORD_PAIRS = Statement(
 
 
 def index_parameters(case: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters of `INDEX_CTES` for a case: its id, its blocking keys, the cap."""
+    """The parameters of `INDEX_CTES` for a case: its id and its blocking keys."""
     keys = sorted(matching.blocking_keys(matching.facts_of(case)))
-    return {"case_id": case["id"], "keys": keys, "cap": matching.MAX_CANDIDATES}
+    slots: list[str | None] = [*keys, *([None] * (KEY_SLOTS - len(keys)))]
+    return {"case_id": case["id"], **{f"key_{n}": key for n, key in enumerate(slots, start=1)}}
 
 
 async def index_case(conn: Connection, *, case: Mapping[str, Any], new: bool = False) -> int:
@@ -86,7 +92,7 @@ async def index_case(conn: Connection, *, case: Mapping[str, Any], new: bool = F
     parameters = index_parameters(case)
     if not new:
         await _UNINDEX.execute(conn, case_id=case["id"])
-    if not parameters["keys"]:
+    if parameters["key_1"] is None:  # no key
         return 0
     rows = await _INDEX.fetch(conn, **parameters)
     return await record_candidates(conn, case=case, candidates=rows)
