@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default=60_000, alias="RELAIS_IDLE_IN_TRANSACTION_TIMEOUT_MS"
     )
     poll_interval_seconds: float = Field(default=1.0, alias="RELAIS_POLL_INTERVAL_SECONDS")
+    # How long the reconciler waits, under load, after a notification before it reads:
+    # batches of several cases for some latency (`Consumer.linger`; off by default, see
+    # the README).
+    routing_linger_ms: float = Field(default=0.0, ge=0, le=200, alias="RELAIS_ROUTING_LINGER_MS")
     max_body_bytes: int = Field(default=1024 * 1024, alias="RELAIS_MAX_BODY_BYTES")
     hsds_public: bool = Field(
         default=False,

@@ -19,6 +19,7 @@ def consumers(settings: Settings, metrics: Metrics) -> list[Worker]:
             wants=reconciler.wants,
             batch_size=50,  # smaller batches commit sooner: lower latency under load
             poll_interval=settings.poll_interval_seconds,
+            linger=settings.routing_linger_ms / 1000,
             metrics=metrics,
         ),
         DeadlineSweeper(interval=settings.poll_interval_seconds),

@@ -315,6 +315,43 @@ async def test_a_consumers_read_stays_on_the_index_whatever_the_size_of_the_log(
             await conn.execute("RESET plan_cache_mode")
 
 
+class Batches:
+    """A consumer handler that records the tags of each batch it is handed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def __call__(self, _conn: Connection, events: Sequence[Event]) -> None:
+        self.batches.append([e.data["tag"] for e in events])
+
+
+async def test_a_lingering_consumer_takes_what_commits_meanwhile_in_one_batch(settings, db):
+    """Under load (a batch handled a moment ago) the consumer waits `linger` after a
+    notification, and the batch holds what committed meanwhile; after a quiet spell it reads
+    at once."""
+    handler = Batches()
+    consumer = Consumer("test-linger", handler, poll_interval=10.0, linger=0.3)
+
+    async def one(tag: str) -> None:
+        async with db.transaction() as conn:
+            await _append(conn, 1, tag)
+
+    async with consuming(settings.database_url, consumer, db):
+        await asyncio.sleep(0.3)
+        await one("a")
+        await _wait_for(lambda: len(handler.batches) == 1)
+        await one("b")  # a batch a moment ago: under load
+        await asyncio.sleep(0.05)
+        await one("c")
+        await _wait_for(lambda: len(handler.batches) == 2)
+        await asyncio.sleep(1.2)  # a quiet spell, longer than three lingers
+        await one("d")
+        await asyncio.sleep(0.2)  # within the linger, had the consumer waited
+        await one("e")
+        await _wait_for(lambda: sum(len(b) for b in handler.batches) == 5)
+    assert handler.batches == [["a"], ["b", "c"], ["d"], ["e"]]
+
+
 async def test_a_running_consumer_saves_what_it_passed_over_within_save_after(settings, db):
     consumer = Consumer(
         "test-saved", Recorder(), wants=lambda e: False, poll_interval=10.0, save_after=0.2
