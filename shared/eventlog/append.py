@@ -107,30 +107,10 @@ def event_values(prefix: str = "") -> str:
     )
 
 
-def event_parameters(
-    prefix: str = "",
-    *,
-    type: str,
-    source: str,
-    subject: str,
-    data: Mapping[str, Any],
-    actor: str,
-    audience: Iterable[UUID] = (),
-    correlation_id: str | None = None,
-    causation_id: UUID | None = None,
-    event_id: UUID | None = None,
-) -> dict[str, Any]:
-    """The parameters of `event_values(prefix)` for one event (as `append` takes it)."""
-    row = _row(
-        type=type,
-        source=source,
-        subject=subject,
-        actor=actor,
-        audience=audience,
-        correlation_id=correlation_id,
-        causation_id=causation_id,
-        event_id=event_id,
-    )
+def event_parameters(prefix: str = "", *, data: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """The parameters of `event_values(prefix)` for one event: its `data` and the other
+    keyword arguments `append` takes."""
+    row = _row(**fields)
     row["data"] = json_text(data)
     return {prefix + name: value for name, value in row.items()}
 
