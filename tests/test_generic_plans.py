@@ -43,31 +43,21 @@ GROWING = {
 class Noting:
     """A connection that notes the SQL of the statements sent through it."""
 
+    SENDS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
+
     def __init__(self, conn: asyncpg.Connection, sent: list[str]) -> None:
         self._conn, self._sent = conn, sent
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+        attribute = getattr(self._conn, name)
+        if name not in self.SENDS:
+            return attribute
 
-    async def fetch(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        self._sent.append(sql)
-        return await self._conn.fetch(sql, *args, **kwargs)
+        async def send(sql: str, *args: Any, **kwargs: Any) -> Any:
+            self._sent.append(sql)
+            return await attribute(sql, *args, **kwargs)
 
-    async def fetchrow(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        self._sent.append(sql)
-        return await self._conn.fetchrow(sql, *args, **kwargs)
-
-    async def fetchval(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        self._sent.append(sql)
-        return await self._conn.fetchval(sql, *args, **kwargs)
-
-    async def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        self._sent.append(sql)
-        return await self._conn.execute(sql, *args, **kwargs)
-
-    async def executemany(self, sql: str, args: Any, **kwargs: Any) -> Any:
-        self._sent.append(sql)
-        return await self._conn.executemany(sql, args, **kwargs)
+        return send
 
 
 class NotingDatabase:

@@ -103,6 +103,8 @@ async def record_candidates(
 ) -> int:
     """Score the cases found under the case's keys and record the probable duplicates
     among them; returns how many pairs were recorded or refreshed."""
+    if not candidates:  # the usual case: nothing to score
+        return 0
     facts = matching.facts_of(case)
     pairs = []
     for other in candidates:
